@@ -1,0 +1,5 @@
+import sys
+
+from smsweep.cli import main
+
+sys.exit(main())

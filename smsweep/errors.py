@@ -1,0 +1,11 @@
+"""Errors that the CLI turns into exit codes.
+
+`SpecError` is invalid user input (the spec, the data, the resources asked for): the CLI prints its
+message, writes nothing and exits 2. Its message must say what is wrong *and* how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class SpecError(ValueError):
+    """Invalid input from the user. The message names the problem and the fix."""

@@ -1,0 +1,73 @@
+"""What one trial needs from the cluster, and the up-front check that a sweep can fit.
+
+A trial holds its own process (`cpus_per_trial`), its Train workers and its scoring actors at the
+same time, and Ray does not preempt: if concurrent trials each hold part of what the others' workers
+need, they wait forever (seen with Ray 2.60 on 2 CPUs: two trials holding 1 CPU each, whose workers
+need 1 CPU each). So the sum over concurrent trials must fit, and we refuse a sweep that does not
+before launching anything.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from smsweep.config import ResourcesConfig, SweepSpec
+from smsweep.errors import SpecError
+
+
+@dataclass(frozen=True)
+class TrialDemand:
+    cpus: float
+    gpus: float
+    breakdown: str  # human-readable sum, for messages
+
+
+def trial_demand(resources: ResourcesConfig) -> TrialDemand:
+    r = resources
+    cpus = r.cpus_per_trial + r.train_workers * r.cpus_per_worker
+    cpus += r.scoring_actors * r.cpus_per_actor
+    gpus = r.gpus_per_trial + r.scoring_actors * r.gpus_per_actor
+    breakdown = (
+        f"trial {r.cpus_per_trial:g} + {r.train_workers} train worker(s) x {r.cpus_per_worker:g}"
+        f" + {r.scoring_actors} scoring actor(s) x {r.cpus_per_actor:g} = {cpus:g} CPU"
+    )
+    if gpus:
+        breakdown += f", {gpus:g} GPU"
+    return TrialDemand(cpus=cpus, gpus=gpus, breakdown=breakdown)
+
+
+def check_fits(spec: SweepSpec, cpus: float, gpus: float, where: str) -> int:
+    """Raise SpecError unless the sweep's concurrent trials fit; return the concurrency."""
+    demand = trial_demand(spec.resources)
+    concurrent = min(spec.search.max_concurrent, spec.search.num_samples)
+    if demand.cpus > cpus or demand.gpus > gpus:
+        raise SpecError(
+            f"one trial needs {demand.breakdown}, but {where} has {cpus:g} CPU and {gpus:g} GPU; "
+            "lower resources.train_workers / scoring_actors or their cpus_per_* / gpus_per_*"
+        )
+    need_cpus, need_gpus = concurrent * demand.cpus, concurrent * demand.gpus
+    if need_cpus > cpus or need_gpus > gpus:
+        fit = int(
+            min(
+                cpus // demand.cpus if demand.cpus else concurrent,
+                gpus // demand.gpus if demand.gpus else concurrent,
+            )
+        )
+        raise SpecError(
+            f"{concurrent} concurrent trials x ({demand.breakdown}) = {need_cpus:g} CPU"
+            f"{f', {need_gpus:g} GPU' if need_gpus else ''}, but {where} has {cpus:g} CPU and "
+            f"{gpus:g} GPU; set search.max_concurrent: {max(fit, 1)} or lower the per-trial "
+            "resources (trials that share CPUs with each other's workers wait forever)"
+        )
+    return concurrent
+
+
+def local_capacity(need_gpus: bool) -> tuple[float, float]:
+    """CPUs and GPUs of this machine (GPUs counted only when asked, to avoid importing torch)."""
+    gpus = 0
+    if need_gpus:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    return float(os.cpu_count() or 1), float(gpus)

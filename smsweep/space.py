@@ -1,0 +1,196 @@
+"""The search space of a sweep: `search.space` maps a dotted spec key to a distribution.
+
+    search:
+      space:
+        masking.strategy: {choice: [random, selective, saliency]}
+        masking.ratio: {uniform: [0.4, 0.75]}
+        masking.samples: {randint: [1, 7], when: {masking.strategy: [selective]}}
+
+`randint` bounds are inclusive on both ends. `when` makes a parameter conditional: it is sampled
+only for trials whose other keys take one of the listed values (define-by-run in Optuna); otherwise the
+trial keeps the spec's value. Validation makes sure that every key exists and that every value a
+distribution can produce gives a valid trial spec, so a sweep never fails on trial 37 for a typo.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import itertools
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from smsweep.errors import SpecError
+
+if TYPE_CHECKING:
+    from smsweep.config import SweepSpec
+
+DISTRIBUTION_KEYS = ("choice", "uniform", "loguniform", "randint", "when")
+SEARCHABLE_SECTIONS = ("data", "model", "pretrain", "masking", "finetune")
+_MAX_COMBINATIONS = 4096  # above this, values are checked one key at a time
+_MAX_ENUMERATED_INTS = 256
+
+
+class Distribution(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    choice: tuple[Any, ...] | None = None
+    uniform: tuple[float, float] | None = None
+    loguniform: tuple[float, float] | None = None
+    randint: tuple[int, int] | None = None
+    when: dict[str, tuple[Any, ...]] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Distribution:
+        given = [
+            name
+            for name in ("choice", "uniform", "loguniform", "randint")
+            if getattr(self, name) is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                f"a distribution needs exactly one of choice, uniform, loguniform, randint "
+                f"(got {', '.join(given) or 'none'}), e.g. {{uniform: [0.4, 0.75]}}"
+            )
+        if self.choice is not None and not self.choice:
+            raise ValueError("choice needs at least one value, e.g. {choice: [random, selective]}")
+        bounds = self.uniform or self.loguniform or self.randint
+        if bounds is not None and not bounds[0] < bounds[1]:
+            raise ValueError(f"the bounds [{bounds[0]}, {bounds[1]}] need low < high")
+        if self.loguniform is not None and self.loguniform[0] <= 0:
+            raise ValueError(f"loguniform needs a positive low bound (got {self.loguniform[0]})")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("choice", "uniform", "loguniform", "randint") if getattr(self, k))
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        return getattr(self, self.kind)
+
+    def values_to_check(self) -> list[Any]:
+        """Every value the distribution can produce, or its extremes and midpoint if infinite."""
+        if self.choice is not None:
+            return list(self.choice)
+        low, high = self.args
+        if self.randint is not None:
+            if high - low < _MAX_ENUMERATED_INTS:
+                return list(range(low, high + 1))
+            return [low, (low + high) // 2, high]
+        if self.loguniform is not None:
+            return [low, (low * high) ** 0.5, high]
+        return [low, (low + high) / 2, high]
+
+
+def leaf_keys(spec: SweepSpec) -> list[str]:
+    """Dotted keys that a search space may name."""
+    return [key for key in spec.flat() if key.split(".")[0] in SEARCHABLE_SECTIONS]
+
+
+def check_space(spec: SweepSpec) -> None:
+    """Raise SpecError unless every key exists and every producible value validates."""
+    space = spec.search.space
+    keys = leaf_keys(spec)
+    for key, dist in space.items():
+        _check_key(key, keys, f"search.space key `{key}`")
+        for cond_key, allowed in (dist.when or {}).items():
+            _check_condition(spec, key, cond_key, allowed, keys)
+    base = _without_search(spec)
+    for key, dist in space.items():
+        active = _conditions_met(dist, space)
+        for value in dist.values_to_check():
+            _validate_trial(base, {**active, key: value}, f"search.space `{key}` value {value!r}")
+    candidates = {key: dist.values_to_check() for key, dist in space.items()}
+    count = 1
+    for values in candidates.values():
+        count *= len(values)
+    if 1 < count <= _MAX_COMBINATIONS and len(space) > 1:
+        for combo in itertools.product(*candidates.values()):
+            params = _active_params(dict(zip(candidates, combo, strict=True)), space)
+            _validate_trial(base, params, f"search.space combination {params}")
+
+
+def _check_key(key: str, keys: list[str], what: str) -> None:
+    if key in keys:
+        return
+    section = key.split(".")[0]
+    if section not in SEARCHABLE_SECTIONS:
+        raise SpecError(
+            f"{what} cannot be searched: only keys under {', '.join(SEARCHABLE_SECTIONS)} can"
+        )
+    near = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+    hint = f"did you mean `{near[0]}`? " if near else ""
+    raise SpecError(
+        f"{what} is not a key of the spec; {hint}write it as section.key, e.g. masking.ratio"
+    )
+
+
+def _check_condition(
+    spec: SweepSpec, key: str, cond_key: str, allowed: tuple[Any, ...], keys: list[str]
+) -> None:
+    what = f"search.space `{key}` when-condition `{cond_key}`"
+    _check_key(cond_key, keys, what)
+    if cond_key == key:
+        raise SpecError(f"{what}: a parameter cannot be conditional on itself; drop the when")
+    if not allowed:
+        raise SpecError(f"{what} lists no values; give the values that enable `{key}`")
+    cond_dist = spec.search.space.get(cond_key)
+    if cond_dist is not None:
+        possible = cond_dist.values_to_check() if cond_dist.choice is not None else None
+        if possible is not None:
+            missing = [value for value in allowed if value not in possible]
+            if missing:
+                raise SpecError(
+                    f"{what}: {missing} can never occur; `{cond_key}` is searched over {possible}"
+                )
+        return
+    fixed = spec.flat()[cond_key]
+    if fixed not in allowed:
+        raise SpecError(
+            f"{what}: `{key}` would never be searched, because `{cond_key}` is fixed to "
+            f"{fixed!r}, not one of {list(allowed)}; search `{cond_key}` too or drop the when"
+        )
+
+
+def _conditions_met(dist: Distribution, space: dict[str, Distribution]) -> dict[str, Any]:
+    """Values for the condition keys that make `dist` active (the first allowed of each)."""
+    return {
+        cond_key: allowed[0] for cond_key, allowed in (dist.when or {}).items() if cond_key in space
+    }
+
+
+def _active_params(params: dict[str, Any], space: dict[str, Distribution]) -> dict[str, Any]:
+    """Drop conditional parameters whose conditions the other values do not meet."""
+    active = {}
+    for key, value in params.items():
+        when = space[key].when or {}
+        if all(
+            params.get(cond_key) in allowed
+            for cond_key, allowed in when.items()
+            if cond_key in params
+        ):
+            active[key] = value
+    return active
+
+
+def _without_search(spec: SweepSpec) -> dict[str, Any]:
+    raw = spec.model_dump(mode="python")
+    raw["search"] = {**raw["search"], "space": {}}
+    return raw
+
+
+def _validate_trial(base: dict[str, Any], params: dict[str, Any], what: str) -> None:
+    from smsweep.config import SweepSpec, _explain, _set_dotted
+
+    raw = copy.deepcopy(base)
+    for key, value in params.items():
+        _set_dotted(raw, key, value)
+    try:
+        SweepSpec.model_validate(raw)
+    except ValidationError as error:
+        raise SpecError(
+            f"{what} gives an invalid trial; narrow the distribution or fix the spec:"
+            f"\n{_explain(error)}"
+        ) from None

@@ -1,0 +1,75 @@
+"""Render the sweep-spec reference (README) from the config models, so the docs match the code.
+
+python -m smsweep.specdoc      # prints the Markdown tables between the README's markers
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from smsweep.config import SweepSpec
+
+
+def reference_markdown() -> str:
+    top = [
+        (name, field)
+        for name, field in SweepSpec.model_fields.items()
+        if not _is_model(field.annotation)
+    ]
+    blocks = [_table("top level", "", top)]
+    for name, field in SweepSpec.model_fields.items():
+        if _is_model(field.annotation):
+            blocks.extend(_section(name, field.annotation))
+    return "\n\n".join(blocks) + "\n"
+
+
+def _section(prefix: str, model: type[BaseModel]) -> list[str]:
+    plain = [(name, f) for name, f in model.model_fields.items() if not _is_model(f.annotation)]
+    blocks = [_table(f"`{prefix}`", prefix + ".", plain)]
+    for name, field in model.model_fields.items():
+        if _is_model(field.annotation):
+            blocks.extend(_section(f"{prefix}.{name}", field.annotation))
+    return blocks
+
+
+def _table(title: str, prefix: str, fields: list[tuple[str, Any]]) -> str:
+    rows = [f"**{title}**", "", "| key | default | legal values | meaning |", "|---|---|---|---|"]
+    for name, field in fields:
+        rows.append(
+            f"| `{prefix}{name}` | `{_default(field)}` | {_legal(field)} | "
+            f"{field.description or ''} |"
+        )
+    return "\n".join(rows)
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _default(field: Any) -> str:
+    value = field.default
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def _legal(field: Any) -> str:
+    annotation = field.annotation
+    args = getattr(annotation, "__args__", None)
+    if "Literal" in str(annotation) and args:
+        return ", ".join(f"`{arg}`" for arg in args)
+    bounds = []
+    for meta in field.metadata:
+        for attr, symbol in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+            if getattr(meta, attr, None) is not None:
+                bounds.append(f"{symbol} {getattr(meta, attr)}")
+    kind = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+    return f"{kind} {' and '.join(bounds)}".strip().replace("|", "or")
+
+
+if __name__ == "__main__":
+    print(reference_markdown(), end="")
