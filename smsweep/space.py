@@ -7,9 +7,10 @@
         masking.samples: {randint: [1, 7], when: {masking.strategy: [selective]}}
 
 `randint` bounds are inclusive on both ends. `when` makes a parameter conditional: it is sampled
-only for trials whose other keys take one of the listed values (define-by-run in Optuna); otherwise the
-trial keeps the spec's value. Validation makes sure that every key exists and that every value a
-distribution can produce gives a valid trial spec, so a sweep never fails on trial 37 for a typo.
+only for trials whose other keys take one of the listed values (define-by-run in Optuna);
+otherwise the trial keeps the spec's value. Validation makes sure that every key exists and that
+every value a distribution can produce gives a valid trial spec, so a sweep never fails on trial 37
+for a typo.
 """
 
 from __future__ import annotations
