@@ -1,0 +1,65 @@
+"""Selective masking (SMIR, arXiv 2512.06981): mask the patches the model reconstructs worst."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from smsweep.masking.base import MaskingStrategy
+from smsweep.masking.fills import Fill, MeanFill
+from smsweep.masking.scorer import check_scorer_settings, patch_loss_scores
+
+
+class SelectiveMasking(MaskingStrategy):
+    """The round(ratio * N) patches with the highest reconstruction loss.
+
+    Scores come from `scorer.patch_loss_scores`: K = `samples` masked variants per image
+    (`sampling` "random" as in the paper, or "complementary"), each masked at `ratio` and filled
+    with `fill`, reconstructed by the model (eval mode, no grad, mode restored); the per-pixel
+    loss ssim_weight * (1 - SSIM 3x3) + l1_weight * L1 is averaged per patch over the samples
+    that masked it. See `patch_loss_scores` for the never-masked rule.
+
+    In SMIR the scoring model is the one trained on the previous partition, and the masks are
+    computed once per partition; calling this strategy per batch with the current model works
+    too but costs K forwards per image.
+    """
+
+    name = "selective"
+    needs_model = True
+
+    def __init__(
+        self,
+        patch_size: int = 16,
+        ratio: float = 0.5,
+        samples: int = 5,
+        sampling: str = "random",
+        fill: Fill | None = None,
+        ssim_weight: float = 1.0,
+        l1_weight: float = 1.0,
+        chunk_size: int = 64,
+    ) -> None:
+        super().__init__(patch_size, ratio)
+        check_scorer_settings(samples, sampling, ssim_weight, l1_weight, chunk_size)
+        self.samples = samples
+        self.sampling = sampling
+        self.fill = fill if fill is not None else MeanFill()
+        self.ssim_weight = float(ssim_weight)
+        self.l1_weight = float(l1_weight)
+        self.chunk_size = chunk_size
+
+    def scores(
+        self, images: Tensor, generator: torch.Generator, model: nn.Module | None = None
+    ) -> Tensor:
+        return patch_loss_scores(
+            self._require_model(model),
+            images,
+            patch_size=self.patch_size,
+            ratio=self.ratio,
+            samples=self.samples,
+            fill=self.fill,
+            generator=generator,
+            sampling=self.sampling,
+            ssim_weight=self.ssim_weight,
+            l1_weight=self.l1_weight,
+            chunk_size=self.chunk_size,
+        )  # (B, h, w)

@@ -1,0 +1,168 @@
+"""The masking protocol: a strategy scores every patch, the mask is the top-scoring patches.
+
+This is MAE's `random_masking` ("score every patch, sort, keep the top k") generalised: random
+masking scores with noise, selective masking with reconstruction loss, saliency masking with
+foreground membership. A strategy only has to produce scores; `top_k_mask` turns them into a mask
+with an exact count, so every strategy masks exactly `mask_count(N, ratio)` patches per image.
+
+Randomness: every strategy takes a `torch.Generator` and draws on the CPU with it, then moves the
+result to the images' device, so a seed gives the same mask on a laptop and on a GPU node.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from smsweep.errors import SpecError
+
+
+@dataclass(frozen=True)
+class PatchMask:
+    """A mask on the patch grid that knows its patch size.
+
+    grid: (B, H/p, W/p) bool, True = masked. patch_size: p, in pixels.
+    """
+
+    grid: Tensor
+    patch_size: int
+
+    def pixels(self) -> Tensor:
+        """The mask at pixel resolution: (B, 1, H, W) bool."""
+        return upsample_mask(self.grid, self.patch_size)
+
+    @property
+    def num_masked(self) -> Tensor:
+        """Masked patches per image: (B,) long."""
+        return self.grid.flatten(1).sum(1)
+
+
+def mask_count(num_patches: int, ratio: float) -> int:
+    """round(ratio * num_patches), halves rounded up (4.5 -> 5), the same rule everywhere."""
+    return math.floor(ratio * num_patches + 0.5)
+
+
+def patch_grid(images: Tensor, patch_size: int) -> tuple[int, int]:
+    """(H/p, W/p) for images (B, C, H, W); both sides must be multiples of the patch size."""
+    height, width = images.shape[-2:]
+    if height % patch_size or width % patch_size:
+        raise SpecError(
+            f"image size {height}x{width} is not a multiple of patch_size={patch_size}: "
+            f"resize or crop the images to a multiple of {patch_size}, or pick a patch size "
+            f"that divides both sides"
+        )
+    return height // patch_size, width // patch_size
+
+
+def top_k_mask(scores: Tensor, ratio: float) -> Tensor:
+    """The round(ratio * N) highest-scoring patches of each image.
+
+    scores: (B, h, w) float -> (B, h, w) bool with exactly mask_count(h*w, ratio) True per image.
+    Ties go to the lower flat index (row-major): a stable sort makes the choice deterministic.
+    """
+    batch, height, width = scores.shape
+    count = mask_count(height * width, ratio)
+    flat = scores.reshape(batch, height * width)
+    order = torch.sort(flat, dim=1, descending=True, stable=True).indices  # (B, N)
+    mask = torch.zeros_like(flat, dtype=torch.bool)
+    mask.scatter_(1, order[:, :count], True)
+    return mask.reshape(batch, height, width)
+
+
+def upsample_mask(grid: Tensor, patch_size: int) -> Tensor:
+    """(B, h, w) bool patch grid -> (B, 1, h*p, w*p) bool pixel mask."""
+    pixels = grid.repeat_interleave(patch_size, dim=1).repeat_interleave(patch_size, dim=2)
+    return pixels.unsqueeze(1)
+
+
+def check_ratio(ratio: float, *, name: str = "ratio") -> float:
+    """Validate a masking ratio: 0 < ratio < 1."""
+    if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or not 0.0 < ratio < 1.0:
+        raise SpecError(f"{name} must be a number with 0 < {name} < 1, got {ratio!r}")
+    return float(ratio)
+
+
+def check_patch_size(patch_size: int) -> int:
+    """Validate a patch size: a positive int."""
+    if not isinstance(patch_size, int) or isinstance(patch_size, bool) or patch_size < 1:
+        raise SpecError(f"patch_size must be a positive integer (pixels), got {patch_size!r}")
+    return patch_size
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """Run `model` in eval mode without grad, then restore its train/eval mode (even on error)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+class MaskingStrategy(ABC):
+    """A masking strategy: images (and, for some, the model) -> per-patch scores -> a mask.
+
+    When things are called:
+    - `__init__` once, at setup; it validates every argument (SpecError names the legal range).
+    - `__call__(images, generator, model)` once per training batch (or once per partition for
+      strategies whose masks are precomputed, e.g. selective); returns a `PatchMask`.
+    - `scores(images, generator, model)` by `__call__`; public so scores can be logged, shown
+      as galleries, or computed in another process and turned into masks with `top_k_mask`.
+
+    A subclass sets `name`, `needs_model` and implements `scores`. Strategies hold only plain
+    values (and fills), so they pickle: Ray ships them to workers and actors. `patch_size` and
+    `ratio` exist on single-config strategies; `configs` on all (mixed has two). `generator`
+    is a CPU torch.Generator; draws are moved to the images' device.
+    """
+
+    name: ClassVar[str]
+    needs_model: ClassVar[bool] = False
+
+    def __init__(self, patch_size: int = 16, ratio: float = 0.5) -> None:
+        self.patch_size = check_patch_size(patch_size)
+        self.ratio = check_ratio(ratio)
+
+    @property
+    def configs(self) -> tuple[tuple[int, float], ...]:
+        """Every (patch size, ratio) this strategy can produce, e.g. to validate image sizes."""
+        return ((self.patch_size, self.ratio),)
+
+    @abstractmethod
+    def scores(
+        self, images: Tensor, generator: torch.Generator, model: nn.Module | None = None
+    ) -> Tensor:
+        """Per-patch scores, higher = masked first: images (B, C, H, W) -> (B, H/p, W/p) float."""
+
+    def __call__(
+        self, images: Tensor, generator: torch.Generator, model: nn.Module | None = None
+    ) -> PatchMask:
+        """The mask for a batch of images (B, C, H, W)."""
+        return PatchMask(
+            top_k_mask(self.scores(images, generator, model), self.ratio), self.patch_size
+        )
+
+    def _require_model(self, model: nn.Module | None) -> nn.Module:
+        if model is None:
+            raise ValueError(
+                f"the {self.name!r} masking strategy needs the model: "
+                f"call strategy(images, generator, model=model)"
+            )
+        return model
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{key}={value!r}" for key, value in vars(self).items())
+        return f"{type(self).__name__}({fields})"
+
+
+def uniform_noise(shape: tuple[int, ...], generator: torch.Generator, like: Tensor) -> Tensor:
+    """U[0, 1) noise drawn on the CPU with `generator`, moved to `like`'s device (float32)."""
+    return torch.rand(shape, generator=generator).to(like.device)
