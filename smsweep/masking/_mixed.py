@@ -45,6 +45,14 @@ class MixedMasking(MaskingStrategy):
         Use `__call__` to get a mask with its patch size."""
         return self.choose(generator).scores(images, generator, model)
 
+    def seeded_scores(
+        self, images: Tensor, seeds: Sequence[int], model: nn.Module | None = None
+    ) -> Tensor:
+        raise TypeError(
+            "mixed masking draws its (patch size, ratio) once per batch, so per-image scores "
+            "would mix grid shapes: call it per batch, strategy(images, generator)"
+        )
+
     def __call__(
         self, images: Tensor, generator: torch.Generator, model: nn.Module | None = None
     ) -> PatchMask:

@@ -13,6 +13,8 @@ the rest from the background (the paper's hard views: most of the object hidden)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import scipy.ndimage
 import torch
@@ -45,6 +47,26 @@ class SaliencyMasking(MaskingStrategy):
         self, images: Tensor, generator: torch.Generator, model: nn.Module | None = None
     ) -> Tensor:
         height, width = patch_grid(images, self.patch_size)
+        noise = uniform_noise((images.shape[0], height * width), generator, images)  # (B, N)
+        return self._scores(images, model, noise)
+
+    def seeded_scores(
+        self, images: Tensor, seeds: Sequence[int], model: nn.Module | None = None
+    ) -> Tensor:
+        """One encoder forward for the batch; each image's noise from its own seed."""
+        if len(seeds) != images.shape[0]:
+            raise ValueError(f"got {len(seeds)} seeds for {images.shape[0]} images")
+        height, width = patch_grid(images, self.patch_size)
+        noise = torch.cat(
+            [
+                uniform_noise((1, height * width), torch.Generator().manual_seed(int(s)), images)
+                for s in seeds
+            ]
+        )  # (B, N)
+        return self._scores(images, model, noise)
+
+    def _scores(self, images: Tensor, model: nn.Module | None, noise: Tensor) -> Tensor:
+        height, width = patch_grid(images, self.patch_size)
         fraction = foreground_fraction(
             self._require_model(model), images, self.patch_size, self.largest_component
         )
@@ -58,7 +80,6 @@ class SaliencyMasking(MaskingStrategy):
             proportional = torch.floor(count * num_foreground / num_patches + 0.5).long()
             lowest = (count - (num_patches - num_foreground)).clamp(min=0)
             k_foreground = torch.minimum(torch.maximum(proportional, lowest), num_foreground)
-        noise = uniform_noise((images.shape[0], num_patches), generator, images)  # (B, N)
         chosen = _pick_in_group(noise, foreground, k_foreground) | _pick_in_group(
             noise, ~foreground, count - k_foreground
         )

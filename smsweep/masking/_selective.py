@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
@@ -50,6 +52,21 @@ class SelectiveMasking(MaskingStrategy):
     def scores(
         self, images: Tensor, generator: torch.Generator, model: nn.Module | None = None
     ) -> Tensor:
+        return self._scores(images, model, generator=generator)  # (B, h, w)
+
+    def seeded_scores(
+        self, images: Tensor, seeds: Sequence[int], model: nn.Module | None = None
+    ) -> Tensor:
+        return self._scores(images, model, seeds=seeds)  # (B, h, w), one forward for all B*K
+
+    def _scores(
+        self,
+        images: Tensor,
+        model: nn.Module | None,
+        *,
+        generator: torch.Generator | None = None,
+        seeds: Sequence[int] | None = None,
+    ) -> Tensor:
         return patch_loss_scores(
             self._require_model(model),
             images,
@@ -58,8 +75,9 @@ class SelectiveMasking(MaskingStrategy):
             samples=self.samples,
             fill=self.fill,
             generator=generator,
+            seeds=seeds,
             sampling=self.sampling,
             ssim_weight=self.ssim_weight,
             l1_weight=self.l1_weight,
             chunk_size=self.chunk_size,
-        )  # (B, h, w)
+        )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -117,6 +117,8 @@ class MaskingStrategy(ABC):
       strategies whose masks are precomputed, e.g. selective); returns a `PatchMask`.
     - `scores(images, generator, model)` by `__call__`; public so scores can be logged, shown
       as galleries, or computed in another process and turned into masks with `top_k_mask`.
+    - `seeded_scores(images, seeds, model)` once per partition by the pipeline, for strategies
+      whose masks are computed from the previous partition's model (in-process or by actors).
 
     A subclass sets `name`, `needs_model` and implements `scores`. Strategies hold only plain
     values (and fills), so they pickle: Ray ships them to workers and actors. `patch_size` and
@@ -141,6 +143,24 @@ class MaskingStrategy(ABC):
         self, images: Tensor, generator: torch.Generator, model: nn.Module | None = None
     ) -> Tensor:
         """Per-patch scores, higher = masked first: images (B, C, H, W) -> (B, H/p, W/p) float."""
+
+    def seeded_scores(
+        self, images: Tensor, seeds: Sequence[int], model: nn.Module | None = None
+    ) -> Tensor:
+        """Scores where image b draws only from its own `seeds[b]`: (B, H/p, W/p).
+
+        An image then scores the same whichever batch, shard or process it is scored in, which
+        is what lets Ray actors score a partition and still give the in-process masks.
+        Subclasses override this to batch the model forward; the draws must stay per image.
+        """
+        if len(seeds) != images.shape[0]:
+            raise ValueError(f"got {len(seeds)} seeds for {images.shape[0]} images")
+        return torch.cat(
+            [
+                self.scores(image[None], torch.Generator().manual_seed(int(seed)), model)
+                for image, seed in zip(images, seeds, strict=True)
+            ]
+        )
 
     def __call__(
         self, images: Tensor, generator: torch.Generator, model: nn.Module | None = None

@@ -114,3 +114,33 @@ def test_unknown_names_list_the_valid_ones():
 def test_image_size_must_be_a_multiple_of_the_patch_size():
     with pytest.raises(SpecError, match="multiple of patch_size=16"):
         build_strategy("random")(torch.rand(1, 3, 40, 40), seeded(0))
+
+
+# Mixed draws one (patch size, ratio) per batch, so it has no per-image scores by design.
+PER_IMAGE = [name for name in NAMES if name != "mixed"]
+
+
+@pytest.mark.parametrize("name", PER_IMAGE)
+def test_seeded_scores_do_not_depend_on_the_batch(name, images, tiny_model):
+    """What lets actors score shards and still give the in-process masks."""
+    strategy = STRATEGIES[name]()
+    together = strategy.seeded_scores(images, [11, 12], tiny_model)
+    alone = torch.cat(
+        [
+            strategy.seeded_scores(images[i : i + 1], [seed], tiny_model)
+            for i, seed in enumerate([11, 12])
+        ]
+    )
+    torch.testing.assert_close(together, alone, rtol=0, atol=1e-6)
+    assert torch.equal(
+        strategy.seeded_scores(images, [11, 12], tiny_model),
+        together,
+    )
+    if name != "none":
+        other = strategy.seeded_scores(images, [21, 22], tiny_model)
+        assert not torch.equal(other, together)
+
+
+def test_mixed_refuses_per_image_scores(images):
+    with pytest.raises(TypeError, match="once per batch"):
+        STRATEGIES["mixed"]().seeded_scores(images, [1, 2])
