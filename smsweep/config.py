@@ -51,7 +51,11 @@ class DataConfig(_Section):
     label_fraction: float = _f(
         1.0, "of the other labeled images, the share used to fine-tune", gt=0, le=1
     )
-    augment: bool = _f(True, "albumentations flips/crops/colour jitter during training")
+    augment: bool = _f(
+        True,
+        "albumentations flips/crops/colour jitter when fine-tuning (pretraining uses a fixed crop "
+        "so that precomputed masks cover the pixels they were scored on)",
+    )
 
 
 class ModelConfig(_Section):
@@ -223,7 +227,12 @@ def _cross_field_problems(spec: SweepSpec) -> list[str]:
             f"model.encoder_depth {model.encoder_depth}; use a multiple of {stride} or a "
             "smaller depth"
         )
-    if masking.token_stage is not None:
+    if masking.token_stage is not None and masking.fill == "token":
+        problems.append(
+            "masking.fill: token already puts the learnable token at the input (stage 0); with "
+            "masking.token_stage set, use another input fill such as mean"
+        )
+    elif masking.token_stage is not None:
         if masking.token_stage > model.encoder_depth:
             problems.append(
                 f"masking.token_stage {masking.token_stage} is deeper than model.encoder_depth "

@@ -37,10 +37,14 @@ def trial_demand(resources: ResourcesConfig) -> TrialDemand:
     return TrialDemand(cpus=cpus, gpus=gpus, breakdown=breakdown)
 
 
-def check_fits(spec: SweepSpec, cpus: float, gpus: float, where: str) -> int:
-    """Raise SpecError unless the sweep's concurrent trials fit; return the concurrency."""
+def check_fits(
+    spec: SweepSpec, cpus: float, gpus: float, where: str, concurrent: int | None = None
+) -> int:
+    """Raise SpecError unless the sweep's concurrent trials (or `concurrent` of them) fit;
+    return the concurrency."""
     demand = trial_demand(spec.resources)
-    concurrent = min(spec.search.max_concurrent, spec.search.num_samples)
+    if concurrent is None:
+        concurrent = min(spec.search.max_concurrent, spec.search.num_samples)
     if demand.cpus > cpus or demand.gpus > gpus:
         raise SpecError(
             f"one trial needs {demand.breakdown}, but {where} has {cpus:g} CPU and {gpus:g} GPU; "
