@@ -1,0 +1,91 @@
+"""Spec -> objects: the one place where sweep-spec names become strategies, fills, models, losses.
+
+Everything past this module receives objects, not names (STYLE: registries only at the YAML
+boundary). All builders are pure and cheap, so a Train worker and a scoring actor can each build
+the same objects from the same resolved spec.
+"""
+
+from __future__ import annotations
+
+from smsweep.config import SweepSpec
+from smsweep.losses import WeightedLoss, build_loss
+from smsweep.masking import MaskingStrategy, RandomMasking, build_fill, build_strategy
+from smsweep.masking.fills import Fill, ZeroFill
+from smsweep.models import MaskedUnet, build_unet
+
+
+def input_fill(spec: SweepSpec) -> Fill:
+    """What masked pixels become at the input. `token` is zeros here: the learnable value is the
+    model's stage-0 token (see `reconstruction_model`), so it trains and ships with the weights."""
+    if spec.masking.fill == "token":
+        return ZeroFill()
+    return build_fill(spec.masking.fill)
+
+
+def mask_stage(spec: SweepSpec) -> int | None:
+    """Where the learnable mask token is added: `masking.token_stage`, or the input for
+    `fill: token`, or nowhere."""
+    if spec.masking.fill == "token":
+        return 0
+    return spec.masking.token_stage
+
+
+def reconstruction_model(spec: SweepSpec) -> MaskedUnet:
+    """The pretraining U-Net: 3 sigmoid outputs (images are in [0, 1]), with the A2MIM token."""
+    model = spec.model
+    unet = build_unet(
+        model.encoder,
+        classes=3,
+        encoder_weights=model.encoder_weights,
+        encoder_depth=model.encoder_depth,
+        decoder_channels=model.decoder_channels,
+        activation="sigmoid",
+    )
+    patch_sizes = [size for size, _ in masking_strategy(spec).configs]
+    return MaskedUnet(unet, mask_stage=mask_stage(spec), patch_sizes=patch_sizes)
+
+
+def segmentation_model(spec: SweepSpec):
+    """The fine-tuning U-Net: one logit per class; `model.encoder_weights` when given."""
+    model = spec.model
+    return build_unet(
+        model.encoder,
+        classes=spec.data.num_classes,
+        encoder_weights=model.encoder_weights,
+        encoder_depth=model.encoder_depth,
+        decoder_channels=model.decoder_channels,
+    )
+
+
+def masking_strategy(spec: SweepSpec) -> MaskingStrategy:
+    """The strategy the spec names, with every setting it reads from `masking`."""
+    masking = spec.masking
+    if masking.strategy == "mixed":
+        return build_strategy(
+            "mixed",
+            first=(masking.patch_size, masking.ratio),
+            second=(masking.mixed.patch_size, masking.mixed.ratio),
+            second_probability=masking.mixed.probability,
+        )
+    settings: dict[str, object] = {"patch_size": masking.patch_size, "ratio": masking.ratio}
+    if masking.strategy == "selective":
+        settings |= {
+            "samples": masking.samples,
+            "sampling": masking.sampling,
+            "fill": input_fill(spec),
+            "ssim_weight": masking.ssim_weight,
+            "l1_weight": masking.l1_weight,
+        }
+    elif masking.strategy in ("saliency", "saliency_hard"):
+        settings["largest_component"] = masking.largest_component
+    return build_strategy(masking.strategy, **settings)
+
+
+def warmup_strategy(spec: SweepSpec) -> RandomMasking:
+    """Partition 0 of SMIR: random masks at the spec's patch size and ratio (no model yet)."""
+    return RandomMasking(spec.masking.patch_size, spec.masking.ratio)
+
+
+def pretrain_loss(spec: SweepSpec) -> WeightedLoss:
+    loss = spec.pretrain.loss
+    return build_loss({loss: 1.0} if isinstance(loss, str) else dict(loss))

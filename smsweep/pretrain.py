@@ -1,0 +1,136 @@
+"""Masked-image-modeling pretraining on one partition: the pure training step, no Ray.
+
+Where each batch's mask comes from:
+- partition 0, and every partition of a model-free strategy (random, block, mixed): drawn per
+  batch from a generator seeded by (seed, partition, epoch), so masks change every step;
+- later partitions of a strategy that needs the model (selective, saliency, saliency_hard): a
+  `MaskTable` computed once, before the partition, with the model as it stood after the previous
+  partition (SMIR) — by the scoring actors or in-process, with identical results.
+
+Pretraining reads images through a fixed resize and centre crop (no augmentation), for every
+strategy: a precomputed mask then covers exactly the pixels it was scored on, and all strategies
+see the same pixels, so they compare fairly. `data.augment` applies to fine-tuning.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from smsweep.losses import WeightedLoss
+from smsweep.masking import MaskingStrategy, PatchMask, top_k_mask
+from smsweep.masking.fills import Fill
+
+MaskSource = Callable[[Tensor, Tensor, torch.Generator], PatchMask]  # (images, indices, gen)
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite: training cannot continue from this state."""
+
+
+def derived_seed(*parts: int) -> int:
+    """A well-mixed 31-bit seed for one purpose, e.g. (seed, stream, partition, epoch)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0] >> 1)
+
+
+@dataclass(frozen=True)
+class MaskTable:
+    """Precomputed masks of one partition: source index -> (h, w) bool grid."""
+
+    grids: Mapping[int, Tensor]
+    patch_size: int
+
+    @classmethod
+    def from_scores(
+        cls, indices: Sequence[int], scores: Tensor, ratio: float, patch_size: int
+    ) -> MaskTable:
+        """scores (n, h, w) of `indices`, in order -> the top round(ratio * N) of each image."""
+        grids = top_k_mask(scores, ratio)  # (n, h, w)
+        return cls({int(i): grid for i, grid in zip(indices, grids, strict=True)}, patch_size)
+
+    def __call__(self, images: Tensor, indices: Tensor, generator: torch.Generator) -> PatchMask:
+        grid = torch.stack([self.grids[int(i)] for i in indices]).to(images.device)
+        return PatchMask(grid, self.patch_size)
+
+    def same_as(self, other: MaskTable) -> bool:
+        return (
+            self.patch_size == other.patch_size
+            and self.grids.keys() == other.grids.keys()
+            and all(torch.equal(self.grids[i], other.grids[i]) for i in self.grids)
+        )
+
+
+def per_batch_masks(strategy: MaskingStrategy) -> MaskSource:
+    """Fresh masks from a model-free strategy for every batch."""
+
+    def masks(images: Tensor, indices: Tensor, generator: torch.Generator) -> PatchMask:
+        return strategy(images, generator)
+
+    return masks
+
+
+def pretrain_step(
+    model: nn.Module,
+    images: Tensor,
+    mask: PatchMask,
+    *,
+    fill: Fill,
+    loss: WeightedLoss,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> float:
+    """One optimizer step of masked reconstruction; returns the loss.
+
+    images (B, C, H, W) in [0, 1]; the model gets the filled images and the pixel mask
+    (MaskedUnet adds its token there) and reconstructs the whole image.
+    """
+    pixel_mask = mask.pixels().to(images.device)  # (B, 1, H, W)
+    inputs = fill(images, pixel_mask, generator)
+    reconstruction = model(inputs, pixel_mask)
+    value = loss(reconstruction, images, pixel_mask)
+    if not torch.isfinite(value):
+        raise NonFiniteLoss(
+            f"pretraining loss is {float(value)}: lower pretrain.lr or check the images "
+            "(all-constant images or NaNs in the data)"
+        )
+    optimizer.zero_grad(set_to_none=True)
+    value.backward()
+    optimizer.step()
+    return float(value.detach())
+
+
+def train_partition(
+    model: nn.Module,
+    batches: Callable[[int], Iterable[tuple[Tensor, Tensor]]],
+    masks: MaskSource,
+    *,
+    epochs: int,
+    fill: Fill,
+    loss: WeightedLoss,
+    optimizer: torch.optim.Optimizer,
+    mask_seed: Callable[[int], int],
+) -> float:
+    """`epochs` passes over one partition; returns the mean loss of the last epoch.
+
+    batches(epoch) yields (images, source indices) already on the model's device; mask_seed(epoch)
+    seeds that epoch's mask and fill draws, so a resumed run draws what an uninterrupted one did.
+    """
+    model.train()
+    mean = math.nan
+    for epoch in range(epochs):
+        generator = torch.Generator().manual_seed(mask_seed(epoch))
+        total, count = 0.0, 0
+        for images, indices in batches(epoch):
+            mask = masks(images, indices, generator)
+            value = pretrain_step(
+                model, images, mask, fill=fill, loss=loss, optimizer=optimizer, generator=generator
+            )
+            total += value * images.shape[0]
+            count += images.shape[0]
+        mean = total / max(count, 1)
+    return mean

@@ -1,0 +1,164 @@
+"""One trial, independent of Tune: one `TorchTrainer.fit` that runs `trainloop.train_loop`.
+
+`run_trial(spec, report=...)` can be called from a plain script with Ray initialised, or from a
+Tune function (which passes a `report` that forwards to `ray.tune.report`). The Train controller
+runs callbacks in its own process, so a callback pushes every report onto a Ray queue and the
+calling thread drains it while `fit` runs in a background thread: reports reach `report` in the
+caller's process, in order, as they happen.
+
+Restarting: the Train run is named `run_name` under `storage_path`; calling `run_trial` again with
+the same name resumes after the last checkpoint (Ray Train V2 restores a run of the same name).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, UserCallback
+from ray.train.torch import TorchTrainer
+from ray.util.queue import Empty, Queue
+
+from smsweep.config import SweepSpec
+from smsweep.data import Source, open_source
+from smsweep.resources import check_fits
+from smsweep.trainloop import META_FILE, train_loop
+
+Report = Callable[[dict[str, Any], "str | None"], None]  # (metrics, checkpoint directory)
+_DONE = "__fit_finished__"
+
+
+@dataclass
+class TrialOutcome:
+    metrics: dict[str, Any]  # the last report: final miou, iou/<class>, pixel_accuracy, ...
+    reports: list[dict[str, Any]] = field(default_factory=list)
+    checkpoints: list[str] = field(default_factory=list)  # one per report, in order
+    galleries: list[Path] = field(default_factory=list)  # partition_NNN.png, in order
+    trainer_fits: int = 0
+    wall_seconds: float = 0.0
+
+    @property
+    def checkpoint(self) -> str | None:
+        return self.checkpoints[-1] if self.checkpoints else None
+
+
+class _ForwardReports(UserCallback):
+    """Runs in the Train controller: hands rank 0's metrics and the checkpoint path over."""
+
+    def __init__(self, queue: Queue) -> None:
+        self.queue = queue
+
+    def after_report(self, run_context, metrics, checkpoint) -> None:
+        self.queue.put((metrics[0], checkpoint.path if checkpoint is not None else None))
+
+
+def run_trial(
+    spec: SweepSpec,
+    *,
+    storage_path: str | Path,
+    run_name: str,
+    report: Report | None = None,
+    source: Source | None = None,
+    run_ids: dict[str, str] | None = None,
+    stop_after_partition: int | None = None,
+) -> TrialOutcome:
+    """Pretrain every partition and fine-tune, in one Ray Train fit; return what it reported.
+
+    `spec` is a resolved trial spec (no search space left to sample). `run_ids` are stored in
+    every checkpoint for the tracking layer. `stop_after_partition` is a test-only fault
+    injection: the fit fails right after that partition's checkpoint, as a crash would.
+    Raises SpecError (before launching anything) when the trial cannot fit the cluster, and
+    RuntimeError carrying the worker's error when the fit fails.
+    """
+    started = time.perf_counter()
+    storage_path = Path(storage_path).resolve()
+    cluster = ray.cluster_resources()
+    check_fits(
+        spec, cluster.get("CPU", 0.0), cluster.get("GPU", 0.0), "the Ray cluster", concurrent=1
+    )
+    source = source if source is not None else open_source(spec.data, seed=spec.seed)
+    resources = spec.resources
+    use_gpu = resources.gpus_per_trial > 0
+    per_worker = {"CPU": resources.cpus_per_worker}
+    if use_gpu:
+        per_worker["GPU"] = resources.gpus_per_trial / resources.train_workers
+    queue = Queue(actor_options={"num_cpus": 0})
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={
+            "spec": spec.model_dump(mode="json"),
+            "source": source,
+            "run_ids": run_ids or {},
+            "stop_after_partition": stop_after_partition,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=resources.train_workers, use_gpu=use_gpu, resources_per_worker=per_worker
+        ),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=str(storage_path),
+            callbacks=[_ForwardReports(queue)],
+            failure_config=FailureConfig(max_failures=0),  # retries belong to the sweep
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    outcome = TrialOutcome(metrics={})
+    finished: dict[str, Any] = {}
+
+    def fit() -> None:
+        try:
+            finished["result"] = trainer.fit()
+        except BaseException as error:  # handed to the calling thread below
+            finished["error"] = error
+        finally:
+            queue.put((_DONE, None))
+
+    outcome.trainer_fits += 1
+    thread = threading.Thread(target=fit, name=f"fit-{run_name}", daemon=True)
+    thread.start()
+    try:
+        while True:
+            try:
+                metrics, checkpoint = queue.get(timeout=1.0)
+            except Empty:
+                continue
+            if metrics == _DONE:
+                break
+            _record(outcome, metrics, checkpoint, storage_path / run_name / "galleries")
+            if report is not None:
+                report(metrics, checkpoint)
+        thread.join()
+    finally:
+        ray.kill(queue.actor)
+    outcome.wall_seconds = time.perf_counter() - started
+    if "error" in finished:
+        error = finished["error"]
+        raise RuntimeError(f"trial {run_name} failed: {error}") from error
+    return outcome
+
+
+def _record(
+    outcome: TrialOutcome, metrics: dict[str, Any], checkpoint: str | None, galleries: Path
+) -> None:
+    """Keep a report; copy its gallery out of the checkpoint (old checkpoints are deleted)."""
+    outcome.reports.append(metrics)
+    outcome.metrics = metrics
+    if checkpoint is None:
+        return
+    outcome.checkpoints.append(checkpoint)
+    for png in sorted(Path(checkpoint).glob("partition_*.png")):
+        galleries.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(png, galleries / png.name)
+        outcome.galleries.append(galleries / png.name)
+
+
+def checkpoint_meta(checkpoint: str | Path) -> dict[str, Any]:
+    """Where a trial checkpoint stands (phase, partition, epoch, compute seconds, run ids)."""
+    return json.loads((Path(checkpoint) / META_FILE).read_text())

@@ -1,0 +1,139 @@
+"""One trial on a real local Ray: Train worker, scoring actors, checkpoints, resume, fine-tune."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import ray
+import ray._private.state
+import torch
+
+from smsweep import build
+from smsweep.config import SweepSpec, validate_spec
+from smsweep.data import make_splits, open_source
+from smsweep.errors import SpecError
+from smsweep.pretrain import MaskTable, derived_seed
+from smsweep.scoring import ActorScorer, score_in_process
+from smsweep.trainloop import SCORING, STATE_FILE
+from smsweep.trial import run_trial
+
+PARTITIONS = 3
+
+
+def tiny_spec(**sections) -> SweepSpec:
+    raw = {
+        "name": "tiny",
+        "seed": 3,
+        "data": {"image_size": 32, "num_classes": 4, "num_images": 24, "val_fraction": 0.25},
+        "model": {"encoder": "resnet18", "encoder_depth": 3, "decoder_channels": [16, 8, 4]},
+        "pretrain": {"partitions": PARTITIONS, "epochs_per_partition": 1, "batch_size": 8},
+        "masking": {"strategy": "selective", "ratio": 0.5, "patch_size": 8, "samples": 2},
+        "finetune": {"epochs": 2, "batch_size": 8},
+        "resources": {
+            "cpus_per_trial": 0.5,
+            "train_workers": 1,
+            "cpus_per_worker": 1,
+            "scoring_actors": 2,
+            "cpus_per_actor": 0.25,
+        },
+    }
+    for section, values in sections.items():
+        raw[section] = {**raw.get(section, {}), **values}
+    return validate_spec(raw)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def train_controllers() -> int:
+    """Ray Train V2 starts one TrainController actor per fit: counting them counts fits."""
+    actors = ray._private.state.actors().values()
+    return sum(actor["ActorClassName"] == "TrainController" for actor in actors)
+
+
+def final_weights(checkpoint: str) -> dict[str, torch.Tensor]:
+    return torch.load(Path(checkpoint) / STATE_FILE, weights_only=True)["model"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(local_ray, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("storage")
+    fits_before = train_controllers()
+    outcome = run_trial(tiny_spec(), storage_path=storage, run_name="whole")
+    return outcome, train_controllers() - fits_before
+
+
+@pytest.mark.slow
+def test_one_trial_end_to_end(uninterrupted):
+    outcome, fits = uninterrupted
+    assert fits == 1 and outcome.trainer_fits == 1
+    pretrain = [r for r in outcome.reports if r["phase"] == "pretrain"]
+    assert [r["partition"] for r in pretrain] == list(range(PARTITIONS))
+    assert "scored_by_actors" not in pretrain[0]  # partition 0: random masks, nothing to score
+    assert all(r["scored_by_actors"] == 1 and r["scoring_seconds"] > 0 for r in pretrain[1:])
+    assert all(r["recon_loss"] > 0 and "diag/boundary_fraction" in r for r in pretrain)
+    finetune = [r for r in outcome.reports if r["phase"] == "finetune"]
+    assert [r["epoch"] for r in finetune] == [0, 1]
+    final = outcome.metrics
+    assert final["done"] and 0.0 <= final["miou"] <= 1.0
+    assert 0.0 <= final["pixel_accuracy"] <= 1.0
+    class_names = open_source(tiny_spec().data, seed=3).class_names
+    assert {f"iou/{name}" for name in class_names} <= set(final)
+    assert "new head: segmentation_head" in final["transfer"]
+    assert [p.name for p in outcome.galleries] == [
+        f"partition_{i:03d}.png" for i in range(PARTITIONS)
+    ]
+    assert final["compute_seconds"] < outcome.wall_seconds
+
+
+@pytest.mark.slow
+def test_stopped_trial_resumes_to_the_same_weights(uninterrupted, tmp_path):
+    reference, _ = uninterrupted
+    with pytest.raises(RuntimeError, match="stop_after_partition=1"):
+        run_trial(tiny_spec(), storage_path=tmp_path, run_name="stopped", stop_after_partition=1)
+    resumed = run_trial(tiny_spec(), storage_path=tmp_path, run_name="stopped")
+    partitions = [r["partition"] for r in resumed.reports if r["phase"] == "pretrain"]
+    assert partitions == [2], "the resumed fit must start after the last checkpoint"
+    expected, got = final_weights(reference.checkpoint), final_weights(resumed.checkpoint)
+    assert expected.keys() == got.keys()
+    different = [key for key in expected if not torch.equal(expected[key], got[key])]
+    assert not different, f"resumed weights differ from the uninterrupted run: {different[:5]}"
+    assert resumed.metrics["miou"] == reference.metrics["miou"]
+
+
+@pytest.mark.slow
+def test_actor_scoring_gives_the_in_process_masks(local_ray):
+    spec = tiny_spec()
+    source = open_source(spec.data, seed=spec.seed)
+    splits = make_splits(source, seed=3, partitions=PARTITIONS, val_fraction=0.25,
+                         label_fraction=1.0)
+    indices = splits.pretrain_partitions[1] + splits.pretrain_partitions[2]  # > one block
+    seeds = [derived_seed(spec.seed, SCORING, i) for i in indices]
+    torch.manual_seed(0)
+    model = build.reconstruction_model(spec)
+    strategy = build.masking_strategy(spec)
+    local = score_in_process(strategy, model, source, indices, seeds, spec.data.image_size)
+    scorer = ActorScorer(spec, source)
+    try:
+        remote = scorer.score(model.state_dict(), indices, seeds)
+    finally:
+        scorer.close()
+    assert remote.by_actors and not local.by_actors
+    torch.testing.assert_close(remote.scores, local.scores, rtol=0, atol=1e-6)
+    as_masks = [MaskTable.from_scores(indices, s.scores, 0.5, 8) for s in (local, remote)]
+    assert as_masks[0].same_as(as_masks[1])
+    other = [derived_seed(spec.seed + 1, SCORING, i) for i in indices]
+    reseeded = score_in_process(strategy, model, source, indices, other, spec.data.image_size)
+    assert not MaskTable.from_scores(indices, reseeded.scores, 0.5, 8).same_as(as_masks[0])
+
+
+def test_a_trial_that_cannot_fit_is_refused_before_launch(local_ray, tmp_path):
+    spec = tiny_spec(resources={"train_workers": 3})
+    with pytest.raises(SpecError, match="lower resources.train_workers"):
+        run_trial(spec, storage_path=tmp_path / "storage", run_name="too-big")
+    assert not (tmp_path / "storage").exists()
