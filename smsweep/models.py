@@ -66,9 +66,20 @@ def build_unet(
         classes=classes,
         activation=activation,
     )
+    drop_unused_stages(unet)
     if encoder_weights is not None:
         load_encoder_weights(unet, encoder_weights)
     return unet
+
+
+def drop_unused_stages(unet: smp.Unet) -> None:
+    """Delete the ResNet stages a shallow encoder never runs (smp keeps layer3/layer4 at depth
+    3): their parameters get no gradient, which DistributedDataParallel refuses, and they waste
+    optimizer state. `load_encoder_weights` ignores those stages in a full-depth weights file."""
+    encoder = unet.encoder
+    if isinstance(encoder, ResNetEncoder):
+        for name in ("layer1", "layer2", "layer3", "layer4")[max(encoder._depth - 1, 0) :]:
+            delattr(encoder, name)
 
 
 def load_encoder_weights(unet: smp.Unet, path: str | Path) -> None:
@@ -86,6 +97,10 @@ def load_encoder_weights(unet: smp.Unet, path: str | Path) -> None:
         state = {
             k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")
         }
+    dropped = {f"layer{i}" for i in range(1, 5)} - {
+        k.split(".")[0] for k in unet.encoder.state_dict()
+    }
+    state = {k: v for k, v in state.items() if k.split(".")[0] not in dropped}
     try:
         unet.encoder.load_state_dict(state, strict=True)
     except RuntimeError as error:
@@ -192,8 +207,8 @@ class MaskedUnet(nn.Module):
         stages = [
             lambda t: encoder.relu(encoder.bn1(encoder.conv1(t))),
             lambda t: encoder.layer1(encoder.maxpool(t)),
-            encoder.layer2,
-            encoder.layer3,
-            encoder.layer4,
+            lambda t: encoder.layer2(t),
+            lambda t: encoder.layer3(t),
+            lambda t: encoder.layer4(t),
         ]
-        return stages[: encoder._depth]
+        return stages[: encoder._depth]  # deeper stages were deleted by drop_unused_stages

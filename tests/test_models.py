@@ -104,3 +104,19 @@ def test_mask_stage_range_and_supported_encoders(unet):
         MaskedUnet(other, mask_stage=1)
     MaskedUnet(other, mask_stage=0)  # the input stage works with any encoder
     assert "resnet18" in STAGED_ENCODERS and "resnet50" in STAGED_ENCODERS
+
+
+def test_shallow_encoders_keep_no_unused_stages(tmp_path):
+    """DDP refuses parameters without gradients; a full-depth weights file still loads."""
+    full = build_unet("resnet18", classes=3)
+    torch.save(full.encoder.state_dict(), tmp_path / "full.pt")
+    shallow = build_unet(
+        "resnet18",
+        classes=3,
+        encoder_depth=3,
+        decoder_channels=(8, 8, 8),
+        encoder_weights=tmp_path / "full.pt",
+    )
+    shallow(torch.rand(1, 3, 32, 32)).mean().backward()
+    assert [n for n, p in shallow.named_parameters() if p.grad is None] == []
+    assert torch.equal(shallow.encoder.layer2[0].conv1.weight, full.encoder.layer2[0].conv1.weight)

@@ -110,8 +110,9 @@ def test_stopped_trial_resumes_to_the_same_weights(uninterrupted, tmp_path):
 def test_actor_scoring_gives_the_in_process_masks(local_ray):
     spec = tiny_spec()
     source = open_source(spec.data, seed=spec.seed)
-    splits = make_splits(source, seed=3, partitions=PARTITIONS, val_fraction=0.25,
-                         label_fraction=1.0)
+    splits = make_splits(
+        source, seed=3, partitions=PARTITIONS, val_fraction=0.25, label_fraction=1.0
+    )
     indices = splits.pretrain_partitions[1] + splits.pretrain_partitions[2]  # > one block
     seeds = [derived_seed(spec.seed, SCORING, i) for i in indices]
     torch.manual_seed(0)
@@ -137,3 +138,38 @@ def test_a_trial_that_cannot_fit_is_refused_before_launch(local_ray, tmp_path):
     with pytest.raises(SpecError, match="lower resources.train_workers"):
         run_trial(spec, storage_path=tmp_path / "storage", run_name="too-big")
     assert not (tmp_path / "storage").exists()
+
+
+@pytest.mark.slow
+def test_two_ddp_workers_with_in_process_scoring(local_ray, tmp_path):
+    """Rank 0 scores in-process and broadcasts the masks; both ranks train on equal shards."""
+    spec = tiny_spec(
+        resources={"train_workers": 2, "cpus_per_worker": 0.5, "scoring_actors": 0},
+        finetune={"epochs": 1},
+    )
+    outcome = run_trial(spec, storage_path=tmp_path, run_name="ddp")
+    pretrain = [r for r in outcome.reports if r["phase"] == "pretrain"]
+    assert [r["partition"] for r in pretrain] == list(range(PARTITIONS))
+    assert all(r["scored_by_actors"] == 0 for r in pretrain[1:])
+    assert 0.0 <= outcome.metrics["miou"] <= 1.0
+
+
+@pytest.mark.slow
+def test_scratch_baseline_starts_from_a_local_encoder_file(local_ray, tmp_path):
+    """Strategy `none`: no pretraining; the encoder comes from the given file, untouched."""
+    spec = tiny_spec(masking={"strategy": "none"}, finetune={"epochs": 1, "lr": 1e-12})
+    weights = tmp_path / "encoder.pth"
+    torch.manual_seed(5)
+    encoder = build.segmentation_model(spec).encoder.state_dict()
+    torch.save(encoder, weights)
+    spec = tiny_spec(
+        masking={"strategy": "none"},
+        model={"encoder_weights": str(weights)},
+        finetune={"epochs": 1, "lr": 1e-12},
+    )
+    outcome = run_trial(spec, storage_path=tmp_path / "storage", run_name="scratch")
+    assert [r["phase"] for r in outcome.reports] == ["finetune"]
+    assert outcome.metrics["transfer"] == "no pretraining"
+    tuned = final_weights(outcome.checkpoint)
+    conv = "encoder.conv1.weight"  # lr ~0: still the file's weights after one epoch
+    torch.testing.assert_close(tuned[conv], encoder["conv1.weight"], rtol=0, atol=1e-6)
