@@ -67,6 +67,8 @@ def masking_strategy(spec: SweepSpec) -> MaskingStrategy:
             second=(masking.mixed.patch_size, masking.mixed.ratio),
             second_probability=masking.mixed.probability,
         )
+    if masking.strategy == "none":
+        return build_strategy("none", patch_size=masking.patch_size)
     settings: dict[str, object] = {"patch_size": masking.patch_size, "ratio": masking.ratio}
     if masking.strategy == "selective":
         settings |= {

@@ -135,6 +135,9 @@ class SearchConfig(_Section):
     mode: Literal["max", "min"] = _f("max", "maximise or minimise the metric")
     scheduler: Literal["fifo", "asha"] = _f("fifo", "asha stops weak trials early")
     grace_period: int = _f(1, "asha: fine-tune epochs before a trial may be stopped", ge=1)
+    max_failures: int = _f(
+        1, "retries of a failed trial (it continues from its last checkpoint)", ge=0, le=100
+    )
     space: dict[str, Distribution] = _f({}, "dotted key -> distribution (see Search space)")
 
 
@@ -238,12 +241,17 @@ def _cross_field_problems(spec: SweepSpec) -> list[str]:
                 f"masking.token_stage {masking.token_stage} is deeper than model.encoder_depth "
                 f"{model.encoder_depth}; use a stage in 0..{model.encoder_depth}"
             )
-        elif masking.patch_size % 2**masking.token_stage:
-            problems.append(
-                f"masking.patch_size {masking.patch_size} must be a multiple of the stride "
-                f"{2**masking.token_stage} of masking.token_stage {masking.token_stage}; use a "
-                f"multiple of {2**masking.token_stage} or an earlier stage"
-            )
+        else:
+            stride = 2**masking.token_stage
+            sizes = {"masking.patch_size": masking.patch_size}
+            if masking.strategy == "mixed":
+                sizes["masking.mixed.patch_size"] = masking.mixed.patch_size
+            problems += [
+                f"{key} {size} must be a multiple of the stride {stride} of masking.token_stage "
+                f"{masking.token_stage}; use a multiple of {stride} or an earlier stage"
+                for key, size in sizes.items()
+                if size % stride
+            ]
     fixed = FIXED_NUM_CLASSES.get(data.source)
     if fixed is not None and data.num_classes != fixed:
         problems.append(

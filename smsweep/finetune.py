@@ -72,7 +72,7 @@ def finetune_epoch(
         loss = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
         if not torch.isfinite(loss):
             raise FloatingPointError(
-                f"fine-tuning loss is {float(loss)}: lower finetune.lr"
+                f"fine-tuning loss is {float(loss.detach())}: lower finetune.lr"
                 if labels.ne(IGNORE_INDEX).any()
                 else "a fine-tuning batch has no labelled pixel (all 255): check the masks"
             )

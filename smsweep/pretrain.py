@@ -95,7 +95,7 @@ def pretrain_step(
     value = loss(reconstruction, images, pixel_mask)
     if not torch.isfinite(value):
         raise NonFiniteLoss(
-            f"pretraining loss is {float(value)}: lower pretrain.lr or check the images "
+            f"pretraining loss is {float(value.detach())}: lower pretrain.lr or check the images "
             "(all-constant images or NaNs in the data)"
         )
     optimizer.zero_grad(set_to_none=True)

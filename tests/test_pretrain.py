@@ -1,0 +1,150 @@
+"""smsweep.pretrain: derived seeds, precomputed mask tables, one pretraining step, and the
+bit-exact determinism of `train_partition` that resuming a trial relies on. CPU, no Ray.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from smsweep.losses import build_loss
+from smsweep.masking import PatchMask, RandomMasking
+from smsweep.masking.fills import MeanFill, NoiseFill
+from smsweep.models import MaskedUnet, tiny_unet
+from smsweep.pretrain import (
+    MaskTable,
+    NonFiniteLoss,
+    derived_seed,
+    per_batch_masks,
+    pretrain_step,
+    train_partition,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture
+def model() -> MaskedUnet:
+    torch.manual_seed(0)
+    return MaskedUnet(tiny_unet(), mask_stage=0, patch_sizes=[8])
+
+
+def images(count: int = 2, seed: int = 0) -> torch.Tensor:
+    return torch.rand(count, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {key: value.clone() for key, value in module.state_dict().items()}
+
+
+def test_derived_seed_is_deterministic_distinct_and_31_bit():
+    assert derived_seed(0, 1, 2) == derived_seed(0, 1, 2)
+    seeds = {
+        derived_seed(seed, stream, p) for seed in (0, 7) for stream in (0, 1) for p in range(5)
+    }
+    assert len(seeds) == 20  # every (seed, stream, partition) gets its own seed
+    assert derived_seed(1, 2) != derived_seed(2, 1)  # order matters
+    assert all(isinstance(s, int) and 0 <= s < 2**31 for s in seeds)
+
+
+def test_mask_table_from_scores_takes_the_top_of_each_image():
+    scores = torch.tensor(
+        [
+            [[0.9, 0.1], [0.5, 0.3]],
+            [[0.0, 0.2], [0.4, 0.8]],
+            [[0.7, 0.6], [0.1, 0.2]],
+        ]
+    )  # (3, 2, 2): N = 4 patches, ratio 0.5 -> the top 2 of each image
+    table = MaskTable.from_scores([10, 20, 30], scores, ratio=0.5, patch_size=8)
+    expected = {
+        10: [[True, False], [True, False]],
+        20: [[False, False], [True, True]],
+        30: [[True, True], [False, False]],
+    }
+    assert set(table.grids) == {10, 20, 30} and table.patch_size == 8
+    for index, grid in expected.items():
+        assert torch.equal(table.grids[index], torch.tensor(grid)), index
+    single = MaskTable.from_scores([10, 20, 30], scores, ratio=0.3, patch_size=8)  # round(1.2)
+    assert [int(g.sum()) for g in single.grids.values()] == [1, 1, 1]
+    assert bool(single.grids[10][0, 0]) and bool(single.grids[20][1, 1])
+
+
+def test_mask_table_returns_the_requested_indices_in_order():
+    scores = torch.rand(3, 4, 4, generator=torch.Generator().manual_seed(1))
+    table = MaskTable.from_scores([5, 6, 7], scores, ratio=0.25, patch_size=8)
+    mask = table(images(2), torch.tensor([7, 5]), torch.Generator())
+    assert isinstance(mask, PatchMask) and mask.patch_size == 8
+    assert torch.equal(mask.grid, torch.stack([table.grids[7], table.grids[5]]))
+    assert mask.pixels().shape == (2, 1, 32, 32)
+    assert mask.num_masked.tolist() == [4, 4]
+
+
+def test_mask_table_same_as():
+    scores = torch.rand(2, 4, 4, generator=torch.Generator().manual_seed(2))
+    table = MaskTable.from_scores([0, 1], scores, 0.5, 8)
+    assert table.same_as(MaskTable.from_scores([0, 1], scores.clone(), 0.5, 8))
+    assert not table.same_as(MaskTable.from_scores([0, 1], scores, 0.5, 16))
+    assert not table.same_as(MaskTable.from_scores([0, 2], scores, 0.5, 8))
+    assert not table.same_as(MaskTable.from_scores([0, 1], scores.flip(0), 0.5, 8))
+
+
+def step(model, batch, generator=None):
+    generator = generator or torch.Generator().manual_seed(0)
+    mask = RandomMasking(8, 0.5)(batch, generator)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss = build_loss({"msssim_l1": 1.0})
+    return pretrain_step(
+        model, batch, mask, fill=MeanFill(), loss=loss, optimizer=optimizer, generator=generator
+    )
+
+
+def test_pretrain_step_returns_a_finite_loss_and_updates_weights(model):
+    before = snapshot(model)
+    value = step(model, images())
+    assert isinstance(value, float) and math.isfinite(value) and value > 0
+    after = model.state_dict()
+    assert not torch.equal(after["token"], before["token"])  # the token learns
+    assert not torch.equal(after["unet.encoder.conv1.weight"], before["unet.encoder.conv1.weight"])
+
+
+def test_nan_images_raise_non_finite_loss_before_stepping(model):
+    before = snapshot(model)
+    batch = images()
+    batch[1, 0, 3, 3] = math.nan
+    with pytest.raises(NonFiniteLoss, match="pretraining loss is nan"):
+        step(model, batch)
+    assert torch.equal(model.state_dict()["token"], before["token"])
+    assert torch.equal(model.unet.encoder.conv1.weight, before["unet.encoder.conv1.weight"])
+
+
+def run_partition(model, seed_offset: int = 0) -> float:
+    fixed = [(images(2, seed=s), torch.tensor([2 * s, 2 * s + 1])) for s in range(2)]
+    return train_partition(
+        model,
+        lambda epoch: fixed if epoch % 2 == 0 else fixed[::-1],
+        per_batch_masks(RandomMasking(8, 0.5)),
+        epochs=2,
+        fill=NoiseFill(),  # draws from the generator too
+        loss=build_loss({"msssim_l1": 1.0, "focal_frequency": 0.1}),
+        optimizer=torch.optim.AdamW(model.parameters(), lr=1e-3),
+        mask_seed=lambda epoch: derived_seed(3, 1, 0, epoch + seed_offset),
+    )
+
+
+def test_train_partition_is_bit_identical_for_the_same_seeds(model):
+    first, second, other = copy.deepcopy(model), copy.deepcopy(model), copy.deepcopy(model)
+    loss_first, loss_second = run_partition(first), run_partition(second)
+    assert math.isfinite(loss_first) and loss_first == loss_second
+    one, two = first.state_dict(), second.state_dict()
+    assert one.keys() == two.keys()
+    for key in one:
+        assert torch.equal(one[key], two[key]), key
+    assert not torch.equal(one["token"], model.state_dict()["token"])  # it did train
+    run_partition(other, seed_offset=5)  # other masks and noise -> other weights
+    assert not torch.equal(other.state_dict()["token"], one["token"])
