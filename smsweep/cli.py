@@ -7,6 +7,8 @@ fix it, no traceback, nothing written); 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -41,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     resume = commands.add_parser("resume", help="resume a stopped or crashed sweep")
     resume.add_argument("path", type=Path, help="the experiment directory (STORAGE/NAME)")
+    resume.add_argument("--address", help="an existing Ray cluster (default: RAY_ADDRESS or local)")
 
     validate = commands.add_parser("validate", help="check a sweep spec, its data and resources")
     validate.add_argument("spec", type=Path)
@@ -104,8 +107,21 @@ def _dispatch(args: argparse.Namespace) -> int:
             overrides.append(f"name={args.name}")
         if args.mlflow_uri:
             overrides.append(f"tracking.mlflow_uri={args.mlflow_uri}")
-        checked = check_all(args.spec, overrides)
-        return _not_yet(f"the spec {checked.spec.name!r} is valid, but launching a sweep")
+        address = args.address or os.environ.get("RAY_ADDRESS")
+        # With a cluster, run_sweep checks the resources against the cluster instead.
+        capacity = (math.inf, math.inf) if address else None
+        checked = check_all(args.spec, overrides, capacity=capacity)
+        from smsweep.sweep import run_sweep
+
+        summary = run_sweep(
+            checked.spec, storage=args.storage, mlflow_uri=args.mlflow_uri, address=address
+        )
+        return EXIT_INTERRUPTED if summary.interrupted else EXIT_OK
+    if args.command == "resume":
+        from smsweep.sweep import resume_sweep
+
+        summary = resume_sweep(args.path, address=args.address)
+        return EXIT_INTERRUPTED if summary.interrupted else EXIT_OK
     if args.command == "data":
         from smsweep.data.export import synth_command
 

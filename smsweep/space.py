@@ -90,6 +90,53 @@ def leaf_keys(spec: SweepSpec) -> list[str]:
     return [key for key in spec.flat() if key.split(".")[0] in SEARCHABLE_SECTIONS]
 
 
+def sample(trial: Any, space: dict[str, Distribution], fixed: dict[str, Any]) -> dict[str, Any]:
+    """One trial's parameters, define-by-run: `trial` is an Optuna trial (suggest_* methods).
+
+    Keys are drawn in an order where every `when` key comes before the keys it conditions; a
+    conditional key is drawn only when its conditions hold, comparing with the drawn value or,
+    for keys not searched, the spec's fixed value (`fixed`: the spec's dotted keys). A key whose
+    condition key is searched but was itself not drawn stays inactive.
+    """
+    params: dict[str, Any] = {}
+    for key in draw_order(space):
+        dist = space[key]
+        conditions = (dist.when or {}).items()
+        if all(
+            (params[k] if k in params else (None if k in space else fixed.get(k))) in allowed
+            for k, allowed in conditions
+        ):
+            params[key] = _suggest(trial, key, dist)
+    return params
+
+
+def _suggest(trial: Any, key: str, dist: Distribution) -> Any:
+    if dist.choice is not None:
+        return trial.suggest_categorical(key, list(dist.choice))
+    low, high = dist.args
+    if dist.randint is not None:
+        return trial.suggest_int(key, low, high)
+    return trial.suggest_float(key, low, high, log=dist.loguniform is not None)
+
+
+def draw_order(space: dict[str, Distribution]) -> list[str]:
+    """Keys with every searched `when` key before the keys it conditions."""
+    order: list[str] = []
+    pending = list(space)
+    while pending:
+        ready = [
+            k for k in pending if all(c in order or c not in space for c in space[k].when or {})
+        ]
+        if not ready:
+            raise SpecError(
+                f"search.space `when` conditions form a cycle among {sorted(pending)}; "
+                "make one of them unconditional"
+            )
+        order += ready
+        pending = [k for k in pending if k not in ready]
+    return order
+
+
 def check_space(spec: SweepSpec) -> None:
     """Raise SpecError unless every key exists and every producible value validates."""
     space = spec.search.space
@@ -98,6 +145,7 @@ def check_space(spec: SweepSpec) -> None:
         _check_key(key, keys, f"search.space key `{key}`")
         for cond_key, allowed in (dist.when or {}).items():
             _check_condition(spec, key, cond_key, allowed, keys)
+    draw_order(space)
     base = _without_search(spec)
     for key, dist in space.items():
         active = _conditions_met(dist, space)

@@ -29,7 +29,6 @@ from ray.util.queue import Empty, Queue
 from smsweep.config import SweepSpec
 from smsweep.data import Source, open_source
 from smsweep.resources import check_fits
-from smsweep.trainloop import META_FILE, train_loop
 
 Report = Callable[[dict[str, Any], "str | None"], None]  # (metrics, checkpoint directory)
 _DONE = "__fit_finished__"
@@ -91,7 +90,7 @@ def run_trial(
         per_worker["GPU"] = resources.gpus_per_trial / resources.train_workers
     queue = Queue(actor_options={"num_cpus": 0})
     trainer = TorchTrainer(
-        train_loop,
+        _train_loop,
         train_loop_config={
             "spec": spec.model_dump(mode="json"),
             "source": source,
@@ -159,6 +158,16 @@ def _record(
         outcome.galleries.append(galleries / png.name)
 
 
+def _train_loop(config: dict[str, Any]) -> None:
+    """Imports the training code in the Train worker only: the trial process never loads the
+    model libraries (segmentation-models-pytorch and timm take seconds to import)."""
+    from smsweep.trainloop import train_loop
+
+    train_loop(config)
+
+
 def checkpoint_meta(checkpoint: str | Path) -> dict[str, Any]:
     """Where a trial checkpoint stands (phase, partition, epoch, compute seconds, run ids)."""
+    from smsweep.trainloop import META_FILE
+
     return json.loads((Path(checkpoint) / META_FILE).read_text())

@@ -108,13 +108,6 @@ def test_data_synth_writes_folder_format(tmp_path, monkeypatch, capsys):
     assert [p.stem for p in images] == [p.stem for p in masks]
 
 
-def test_run_validates_then_says_plainly_it_cannot_launch_yet(tmp_path, monkeypatch, capsys):
-    code, _, err = _run_in(tmp_path, monkeypatch, capsys, ["run", str(QUICKSTART)])
-    assert code == 1
-    assert "not available in this version" in err
-    assert _snapshot(tmp_path / "work") == set()
-
-
 # Each case: (how to build the spec or argv, a fragment the message must contain).
 def _case_argv(tmp_path: Path, case: str) -> list[str]:
     data_root = tmp_path / "data"
@@ -174,6 +167,15 @@ def _case_argv(tmp_path: Path, case: str) -> list[str]:
         return ["data", "synth", "--out", "D", "--n", "0"]
     if case == "run_bad_mlflow_uri":
         return ["run", str(QUICKSTART), "--mlflow-uri", "gopher://x"]
+    if case == "run_mlflow_unreachable":
+        return ["run", str(QUICKSTART), "--mlflow-uri", "http://127.0.0.1:9"]
+    if case == "run_unknown_metric":
+        return ["run", str(_write_spec(tmp_path, _with(search__metric="mIoU")))]
+    if case == "run_experiment_exists":
+        (tmp_path / "work" / "runs" / "quickstart").mkdir(parents=True)
+        return ["run", str(QUICKSTART), "--storage", "runs"]
+    if case == "resume_not_a_sweep":
+        return ["resume", str(tmp_path)]
     spec = specs[case]
     return ["validate", str(_write_spec(tmp_path, spec() if callable(spec) else spec))]
 
@@ -220,6 +222,10 @@ BAD_INPUTS = {
     "set_unknown_key": "did you mean `masking.ratio`",
     "synth_bad_n": "--n",
     "run_bad_mlflow_uri": "unsupported MLflow tracking URI",
+    "run_mlflow_unreachable": "does not answer",
+    "run_unknown_metric": "is not reported by a trial; use one of miou",
+    "run_experiment_exists": "python -m smsweep resume",
+    "resume_not_a_sweep": "is not a sweep that can be resumed",
 }
 
 

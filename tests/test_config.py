@@ -130,3 +130,52 @@ def test_gpu_demand_must_fit():
     spec = validate_spec({"resources": {"gpus_per_trial": 1}})
     with pytest.raises(SpecError, match="0 GPU"):
         check_fits(spec, cpus=8, gpus=0, where="this machine")
+
+
+def test_define_by_run_sampling_respects_when_conditions():
+    import optuna
+
+    from smsweep.space import sample
+
+    spec = validate_spec(
+        {
+            "search": {
+                "space": {
+                    "masking.samples": {
+                        "randint": [1, 5],
+                        "when": {"masking.strategy": ["selective"]},
+                    },
+                    "masking.strategy": {"choice": ["random", "selective"]},
+                    "masking.ratio": {"uniform": [0.4, 0.6]},
+                }
+            }
+        }
+    )
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    drawn = [sample(study.ask(), spec.search.space, spec.flat()) for _ in range(40)]
+    for params in drawn:
+        assert 0.4 <= params["masking.ratio"] <= 0.6
+        assert ("masking.samples" in params) == (params["masking.strategy"] == "selective")
+        if "masking.samples" in params:
+            assert 1 <= params["masking.samples"] <= 5
+    assert {p["masking.strategy"] for p in drawn} == {"random", "selective"}
+
+
+def test_cyclic_when_conditions_are_refused():
+    with pytest.raises(SpecError, match="form a cycle"):
+        validate_spec(
+            {
+                "search": {
+                    "space": {
+                        "masking.strategy": {
+                            "choice": ["random", "selective"],
+                            "when": {"masking.fill": ["mean"]},
+                        },
+                        "masking.fill": {
+                            "choice": ["mean", "zero"],
+                            "when": {"masking.strategy": ["selective"]},
+                        },
+                    }
+                }
+            }
+        )

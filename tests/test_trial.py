@@ -135,7 +135,7 @@ def test_actor_scoring_gives_the_in_process_masks(local_ray):
 
 def test_a_trial_that_cannot_fit_is_refused_before_launch(local_ray, tmp_path):
     spec = tiny_spec(resources={"train_workers": 3})
-    with pytest.raises(SpecError, match="lower resources.train_workers"):
+    with pytest.raises(SpecError, match=r"lower resources\.train_workers"):
         run_trial(spec, storage_path=tmp_path / "storage", run_name="too-big")
     assert not (tmp_path / "storage").exists()
 

@@ -1,0 +1,74 @@
+"""What a sweep prints: one line per trial event, and a summary at the end (not Tune's dump)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from ray import tune
+
+Echo = Callable[[str], None]
+
+
+def short(params: Mapping[str, Any]) -> str:
+    """`masking.ratio=0.5234` -> `ratio=0.523`: the searched values, compactly."""
+    parts = []
+    for key, value in params.items():
+        shown = f"{value:.3g}" if isinstance(value, float) else str(value)
+        parts.append(f"{key.rsplit('.', 1)[-1]}={shown}")
+    return " ".join(parts)
+
+
+class Progress(tune.Callback):
+    """Concise live progress: a line when a trial starts, per fine-tune epoch, and at its end."""
+
+    def __init__(self, total: int, metric: str, mode: str, echo: Echo = print) -> None:
+        self.total, self.metric, self.mode, self.echo = total, metric, mode, echo
+        self.started: dict[str, float] = {}
+        self.best: tuple[float, str] | None = None
+        self.finished = 0
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self.started[trial.trial_id] = time.monotonic()
+        self.echo(f"trial {trial.trial_id} started    {short(trial.config)}")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        value = result.get(self.metric)
+        if value is not None:
+            epoch = result.get("finetune_epoch", "?")
+            self.echo(f"trial {trial.trial_id} fine-tune epoch {epoch}: {self.metric} {value:.4f}")
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self.finished += 1
+        value = (trial.last_result or {}).get(self.metric)
+        seconds = time.monotonic() - self.started.get(trial.trial_id, time.monotonic())
+        if value is not None:
+            better = self.best is None or (
+                value > self.best[0] if self.mode == "max" else value < self.best[0]
+            )
+            if better:
+                self.best = (value, trial.trial_id)
+        best = f"best {self.best[0]:.4f} ({self.best[1]})" if self.best else ""
+        shown = f"{self.metric} {value:.4f}" if value is not None else "no result"
+        self.echo(
+            f"trial {trial.trial_id} finished   {shown} in {seconds:.0f} s   "
+            f"[{self.finished}/{self.total} done; {best}]"
+        )
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.finished += 1
+        self.echo(
+            f"trial {trial.trial_id} FAILED     see {trial.path}/error.txt   "
+            f"[{self.finished}/{self.total} done]"
+        )
+
+
+def leaderboard(rows: Sequence[Mapping[str, Any]], metric: str, limit: int = 10) -> str:
+    """rows: {trial_id, status, metric value, params}; sorted best first by the caller."""
+    lines = [f"{'trial':<14}{'status':<12}{metric:>10}  params"]
+    for row in rows[:limit]:
+        value = row.get(metric)
+        shown = f"{value:.4f}" if isinstance(value, float) else "-"
+        lines.append(f"{row['trial_id']:<14}{row['status']:<12}{shown:>10}  {short(row['params'])}")
+    return "\n".join(lines)

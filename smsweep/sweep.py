@@ -1,0 +1,295 @@
+"""The sweep: Ray Tune + Optuna over `run_trial`, tracked in MLflow, resumable.
+
+Layout of an experiment directory STORAGE/NAME:
+    smsweep.json       the resolved spec and settings (`resume` needs nothing else)
+    mlflow_run.json    the parent MLflow run's ids
+    train/<trial_id>/  each trial's Ray Train run: partition and fine-tune checkpoints, galleries
+    ...                Tune's own experiment state (trials, searcher state, results)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from smsweep import cluster, tracking
+from smsweep.config import SweepSpec, resolve, validate_spec
+from smsweep.console import Echo, Progress, leaderboard
+from smsweep.data import open_source
+from smsweep.errors import SpecError
+from smsweep.resources import check_fits
+from smsweep.space import Distribution, sample
+
+SETTINGS_FILE = "smsweep.json"
+FINETUNE_METRICS = ("miou", "pixel_accuracy", "finetune_loss")
+
+
+@dataclass
+class SweepSummary:
+    experiment_dir: Path
+    mlflow_uri: str
+    rows: list[dict[str, Any]] = field(default_factory=list)  # best first
+    interrupted: bool = False
+
+    @property
+    def finished(self) -> int:
+        return sum(row["status"] == "TERMINATED" for row in self.rows)
+
+
+class DefineByRun:
+    """Optuna define-by-run space (picklable: it is saved with the searcher's state)."""
+
+    def __init__(self, space: dict[str, Distribution], fixed: dict[str, Any]) -> None:
+        self.space, self.fixed = space, fixed
+
+    def __call__(self, trial: Any) -> None:
+        sample(trial, self.space, self.fixed)
+
+
+def run_sweep(
+    spec: SweepSpec,
+    *,
+    storage: Path,
+    name: str | None = None,
+    mlflow_uri: str | None = None,
+    address: str | None = None,
+    echo: Echo = print,
+) -> SweepSummary:
+    """Validate everything that needs the cluster, then launch; SpecError before any write."""
+    name = name or spec.name
+    experiment_dir = storage.resolve() / name
+    if experiment_dir.exists():
+        raise SpecError(
+            f"{experiment_dir} already exists: continue it with `python -m smsweep resume "
+            f"{experiment_dir}`, or choose another --name"
+        )
+    uri = tracking.absolute_uri(mlflow_uri or spec.tracking.mlflow_uri)
+    settings = {
+        "spec": spec.model_dump(mode="json"),
+        "name": name,
+        "experiment_dir": str(experiment_dir),
+        "mlflow_uri": uri,
+        "experiment": spec.tracking.experiment or name,
+    }
+    return _launch(settings, address=address, restore=False, echo=echo)
+
+
+def resume_sweep(path: Path, *, address: str | None = None, echo: Echo = print) -> SweepSummary:
+    experiment_dir = path.resolve()
+    saved = experiment_dir / SETTINGS_FILE
+    if not saved.is_file() or not tune.Tuner.can_restore(str(experiment_dir)):
+        raise SpecError(
+            f"{path} is not a sweep that can be resumed (no {SETTINGS_FILE} or Tune state); "
+            "give the directory STORAGE/NAME that `run` printed"
+        )
+    return _launch(json.loads(saved.read_text()), address=address, restore=True, echo=echo)
+
+
+def _launch(settings: dict[str, Any], *, address: str | None, restore: bool, echo: Echo):
+    spec = validate_spec(settings["spec"])
+    experiment_dir = Path(settings["experiment_dir"])
+    uri = settings["mlflow_uri"]
+    tracking.check_reachable(uri)
+    source = open_source(spec.data, seed=spec.seed)  # data errors before Ray starts
+    _check_metric(spec, source.class_names)
+    where = cluster.connect(address)
+    try:
+        resources = ray.cluster_resources()
+        check_fits(spec, resources.get("CPU", 0.0), resources.get("GPU", 0.0), where)
+        cluster.check_multinode(experiment_dir.parent, uri)
+        # Everything is checked: from here on, things are written.
+        experiment_dir.mkdir(parents=True, exist_ok=True)
+        (experiment_dir / SETTINGS_FILE).write_text(json.dumps(settings, indent=1))
+        sweep_run = tracking.start_sweep_run(
+            uri, settings["experiment"], settings["name"], _sweep_params(spec), experiment_dir
+        )
+        echo(f"sweep {settings['name']}: {spec.search.num_samples} trials on {where}")
+        echo(f"experiment: {experiment_dir}    MLflow: {uri}")
+        summary = _fit(spec, settings, sweep_run, restore=restore, echo=echo)
+        _finish(spec, sweep_run, summary, echo)
+        return summary
+    finally:
+        ray.shutdown()
+
+
+def _fit(spec, settings, sweep_run, *, restore: bool, echo: Echo) -> SweepSummary:
+    experiment_dir = Path(settings["experiment_dir"])
+    trainable = tune.with_resources(
+        tune.with_parameters(tune_trial, settings=settings, sweep_run=sweep_run.__dict__),
+        {"cpu": spec.resources.cpus_per_trial, "gpu": 0},
+    )
+    progress = Progress(spec.search.num_samples, spec.search.metric, spec.search.mode, echo)
+    closer = _CloseRuns(sweep_run)
+    run_config = tune.RunConfig(
+        name=experiment_dir.name,
+        storage_path=str(experiment_dir.parent),
+        failure_config=tune.FailureConfig(max_failures=spec.search.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        callbacks=[progress, closer],
+        verbose=0,
+    )
+    if restore:
+        tuner = tune.Tuner.restore(
+            str(experiment_dir), trainable, resume_unfinished=True, restart_errored=True
+        )
+        # The restored run config holds unpickled copies of the callbacks; use this process's
+        # (Tuner.restore takes no run config).
+        tuner._local_tuner.get_run_config().callbacks = [progress, closer]
+    else:
+        tuner = tune.Tuner(trainable, tune_config=_tune_config(spec), run_config=run_config)
+    results = tuner.fit()
+    rows = []
+    for result in results:
+        trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
+        status = closer.statuses.get(trial_id, "ERROR" if result.error else "TERMINATED")
+        rows.append(
+            {"trial_id": trial_id, "status": status, "params": result.config or {}}
+            | {k: v for k, v in (result.metrics or {}).items() if k in FINETUNE_METRICS}
+        )
+    summary = SweepSummary(experiment_dir, settings["mlflow_uri"])
+    summary.rows = _ranked(rows, spec.search.metric, spec.search.mode)
+    summary.interrupted = closer.interrupted(spec.search.num_samples)
+    return summary
+
+
+def _tune_config(spec: SweepSpec) -> tune.TuneConfig:
+    search = spec.search
+    searcher = None
+    if search.space:
+        strategies = search.space.get("masking.strategy")
+        points = []
+        if strategies is not None and strategies.choice is not None and not strategies.when:
+            points = [{"masking.strategy": s} for s in strategies.choice][: search.num_samples]
+        searcher = OptunaSearch(
+            space=DefineByRun(dict(search.space), spec.flat()),
+            metric=search.metric,
+            mode=search.mode,
+            seed=spec.seed,
+            points_to_evaluate=points or None,
+        )
+    scheduler = None
+    if search.scheduler == "asha":
+        scheduler = ASHAScheduler(
+            time_attr="finetune_epoch",
+            max_t=spec.finetune.epochs,
+            grace_period=min(search.grace_period, spec.finetune.epochs),
+            reduction_factor=2,
+        )
+    return tune.TuneConfig(
+        metric=search.metric,
+        mode=search.mode,
+        search_alg=searcher,
+        scheduler=scheduler,
+        num_samples=search.num_samples,
+        max_concurrent_trials=search.max_concurrent,
+        reuse_actors=True,  # the trial process (and its imports) serves trial after trial
+    )
+
+
+def tune_trial(config: dict[str, Any], settings: dict[str, Any], sweep_run: dict[str, str]):
+    """The Tune function: one trial, tracked in its own nested MLflow run."""
+    from smsweep.trial import run_trial  # Ray Train is imported in the trial process only
+
+    spec = resolve(validate_spec(settings["spec"]), config)
+    context = tune.get_context()
+    trial_id = context.get_trial_id()
+    run = tracking.TrialRun(
+        tracking.SweepRun(**sweep_run), trial_id, context.get_trial_name(), spec.flat()
+    )
+    if not run.resumed:
+        run.log_text(spec.to_yaml(), "config.yaml")
+    source = open_source(spec.data, seed=spec.seed)
+
+    def report(metrics: dict[str, Any], checkpoint: str | None) -> None:
+        finetune = metrics["phase"] == "finetune"
+        run.log_metrics(metrics, step=metrics["epoch"] if finetune else metrics["partition"])
+        for gallery in sorted(Path(checkpoint).glob("partition_*.png")) if checkpoint else []:
+            run.log_artifact(gallery, "galleries")
+        if finetune:
+            numbers = {k: v for k, v in metrics.items() if k in FINETUNE_METRICS or "/" in k}
+            tune.report(numbers | {"finetune_epoch": metrics["epoch"] + 1})
+
+    try:
+        outcome = run_trial(
+            spec,
+            storage_path=Path(settings["experiment_dir"]) / "train",
+            run_name=trial_id,
+            report=report,
+            source=source,
+            run_ids={"sweep": sweep_run["run_id"], "trial": run.run_id},
+        )
+    except BaseException:
+        run.end("FAILED")
+        raise
+    run.log_text(tracking.iou_table(outcome.metrics, source.class_names), "iou_per_class.csv")
+    overhead = outcome.wall_seconds - outcome.metrics.get("compute_seconds", 0.0)
+    run.log_metrics({"wall_seconds": outcome.wall_seconds, "fixed_overhead_seconds": overhead}, 0)
+    run.end("FINISHED")
+
+
+class _CloseRuns(tune.Callback):
+    """Driver side: a trial that Tune stopped or that died without ending its run gets its
+    final status here; at the end, every run still RUNNING is closed."""
+
+    def __init__(self, sweep_run: tracking.SweepRun) -> None:
+        self.sweep_run = sweep_run
+        self.statuses: dict[str, str] = {}
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self.statuses[trial.trial_id] = "TERMINATED"
+        tracking.close_trial_runs(self.sweep_run, {trial.trial_id: "FINISHED"}, default="")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.statuses[trial.trial_id] = "ERROR"
+        tracking.close_trial_runs(self.sweep_run, {trial.trial_id: "FAILED"}, default="")
+
+    def on_experiment_end(self, trials, **info) -> None:
+        for trial in trials:
+            self.statuses.setdefault(trial.trial_id, trial.status)
+
+    def interrupted(self, num_samples: int) -> bool:
+        done = [s for s in self.statuses.values() if s in ("TERMINATED", "ERROR")]
+        return len(done) < num_samples
+
+
+def _finish(spec: SweepSpec, sweep_run, summary: SweepSummary, echo: Echo) -> None:
+    metric = spec.search.metric
+    status = "KILLED" if summary.interrupted else "FINISHED"
+    tracking.close_trial_runs(sweep_run, {}, default="KILLED")
+    best = next((row for row in summary.rows if row.get(metric) is not None), None)
+    tracking.finish_sweep_run(sweep_run, status, best and {**best, metric: best[metric]})
+    echo("")
+    echo(leaderboard(summary.rows, metric))
+    if best is not None:
+        echo(f"best trial {best['trial_id']}: {metric} {best[metric]:.4f}")
+    echo(f"results: {summary.experiment_dir}")
+    echo(f"compare runs: mlflow ui --backend-store-uri {summary.mlflow_uri}")
+    if summary.interrupted:
+        echo(f"interrupted: continue with `python -m smsweep resume {summary.experiment_dir}`")
+
+
+def _ranked(rows: list[dict[str, Any]], metric: str, mode: str) -> list[dict[str, Any]]:
+    sign = -1.0 if mode == "max" else 1.0
+    return sorted(rows, key=lambda r: (r.get(metric) is None, sign * (r.get(metric) or 0.0)))
+
+
+def _sweep_params(spec: SweepSpec) -> dict[str, Any]:
+    params = spec.flat()
+    params |= {f"search.{k}": v for k, v in spec.search.model_dump(mode="json").items()}
+    return params
+
+
+def _check_metric(spec: SweepSpec, class_names: tuple[str, ...]) -> None:
+    known = [*FINETUNE_METRICS, *(f"iou/{name}" for name in class_names)]
+    if spec.search.metric not in known:
+        raise SpecError(
+            f"search.metric {spec.search.metric!r} is not reported by a trial; use one of "
+            f"{', '.join(known)}"
+        )

@@ -1,0 +1,209 @@
+"""MLflow: one parent run per sweep, one nested child run per trial, continued on resume.
+
+Run ids are persisted (the parent's in the experiment directory, a child's as the tag
+`smsweep.trial_id` under its parent, and in the trial's checkpoints), so a resumed sweep logs into
+the same runs instead of opening new ones. Every run that stops ends FINISHED, FAILED or KILLED:
+the trial process ends its own run, and the sweep closes whatever a killed process left RUNNING.
+
+Only `MlflowClient` is used (no fluent `mlflow.start_run`): trial processes and the driver thread
+never share an "active run".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+ROLE, TRIAL_ID = "smsweep.role", "smsweep.trial_id"
+PARENT = "mlflow.parentRunId"
+RUN_FILE = "mlflow_run.json"
+_BATCH = 900  # MLflow accepts at most 1000 metrics, 100 params per log_batch call
+
+
+def absolute_uri(uri: str) -> str:
+    """sqlite:///relative.db -> sqlite:////abs/path/relative.db (trial processes run elsewhere);
+    a plain local path -> a file: URI; other URIs unchanged."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
+    if "://" not in uri and not uri.startswith("sqlite:"):
+        return Path(uri).resolve().as_uri()
+    return uri
+
+
+def artifact_root(uri: str) -> str | None:
+    """Where a new experiment keeps artifacts: next to a sqlite database or inside a file store
+    (absolute, so every process agrees); None lets a tracking server decide."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    uri: str
+    experiment_id: str
+    run_id: str
+
+    def client(self) -> MlflowClient:
+        return MlflowClient(self.uri)
+
+
+def start_sweep_run(
+    uri: str, experiment: str, name: str, params: Mapping[str, Any], experiment_dir: Path
+) -> SweepRun:
+    """The sweep's parent run: created once, then continued (its ids live in RUN_FILE)."""
+    saved = experiment_dir / RUN_FILE
+    if saved.is_file():
+        run = SweepRun(**json.loads(saved.read_text()))
+        run.client().update_run(run.run_id, status="RUNNING")
+        return run
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        experiment_id = client.create_experiment(experiment, artifact_location=artifact_root(uri))
+    else:
+        experiment_id = found.experiment_id
+    created = client.create_run(experiment_id, run_name=name, tags={ROLE: "sweep"})
+    run = SweepRun(uri, experiment_id, created.info.run_id)
+    _log_params(client, run.run_id, params)
+    experiment_dir.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(asdict(run)))
+    return run
+
+
+def finish_sweep_run(run: SweepRun, status: str, best: Mapping[str, Any] | None) -> None:
+    client = run.client()
+    if best:
+        client.set_tag(run.run_id, "smsweep.best_trial", str(best["trial_id"]))
+        metrics = {f"best_{k}": v for k, v in best.items() if _number(v) is not None}
+        _log_metrics(client, run.run_id, metrics, step=0)
+    client.set_terminated(run.run_id, status=status)
+
+
+def close_trial_runs(run: SweepRun, statuses: Mapping[str, str], default: str) -> int:
+    """End every child run still RUNNING: `statuses[trial_id]` or `default`; returns how many."""
+    client = run.client()
+    closed = 0
+    for child in trial_runs(run, status="RUNNING"):
+        status = statuses.get(child.data.tags.get(TRIAL_ID, ""), default)
+        client.set_terminated(child.info.run_id, status=status)
+        closed += 1
+    return closed
+
+
+def trial_runs(run: SweepRun, status: str | None = None) -> list:
+    query = f"tags.`{PARENT}` = '{run.run_id}'"
+    if status:
+        query += f" and attributes.status = '{status}'"
+    return run.client().search_runs([run.experiment_id], filter_string=query, max_results=10_000)
+
+
+class TrialRun:
+    """A trial's child run: found by its trial id under the parent, or created."""
+
+    def __init__(self, sweep: SweepRun, trial_id: str, name: str, params: Mapping[str, Any]):
+        self.client = sweep.client()
+        query = f"tags.`{PARENT}` = '{sweep.run_id}' and tags.`{TRIAL_ID}` = '{trial_id}'"
+        existing = self.client.search_runs([sweep.experiment_id], filter_string=query)
+        if existing:
+            self.run_id = existing[0].info.run_id
+            self.client.update_run(self.run_id, status="RUNNING")
+            self.resumed = True
+            return
+        tags = {PARENT: sweep.run_id, ROLE: "trial", TRIAL_ID: trial_id}
+        created = self.client.create_run(sweep.experiment_id, run_name=name, tags=tags)
+        self.run_id = created.info.run_id
+        self.resumed = False
+        _log_params(self.client, self.run_id, params)
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
+        """Numeric values only (strings and flags are for the console, not for charts)."""
+        _log_metrics(self.client, self.run_id, metrics, step)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def set_tag(self, key: str, value: str) -> None:
+        self.client.set_tag(self.run_id, key, value)
+
+    def end(self, status: str) -> None:
+        self.client.set_terminated(self.run_id, status=status)
+
+
+def iou_table(metrics: Mapping[str, Any], class_names: Sequence[str]) -> str:
+    """Per-class IoU as CSV (class,iou), NaN for classes absent from labels and predictions."""
+    rows = ["class,iou"]
+    rows += [f"{name},{metrics.get(f'iou/{name}', math.nan):.6f}" for name in class_names]
+    return "\n".join(rows) + "\n"
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, Any], step: int):
+    now = int(time.time() * 1000)
+    entries = [
+        Metric(key, number, now, step)
+        for key, value in metrics.items()
+        if (number := _number(value)) is not None
+    ]
+    for start in range(0, len(entries), _BATCH):
+        client.log_batch(run_id, metrics=entries[start : start + _BATCH])
+
+
+def _log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
+    entries = [Param(key, _param_text(value)) for key, value in params.items()]
+    for start in range(0, len(entries), 100):
+        client.log_batch(run_id, params=entries[start : start + 100])
+
+
+def _param_text(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (list, dict, tuple)) else str(value)
+    return text if len(text) <= 6000 else text[:5997] + "..."
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Raise SpecError unless an http(s) tracking server answers (before anything is launched)."""
+    import urllib.request
+
+    from smsweep.errors import SpecError
+
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("http", "https"):
+        return
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).read()
+    except OSError as error:
+        raise SpecError(
+            f"the MLflow tracking server {uri} does not answer ({error}); start it "
+            "(`mlflow server --host 127.0.0.1 --port 5000`) or fix tracking.mlflow_uri / "
+            "--mlflow-uri"
+        ) from None
+
+
+__all__ = [
+    "SweepRun",
+    "TrialRun",
+    "absolute_uri",
+    "check_reachable",
+    "close_trial_runs",
+    "finish_sweep_run",
+    "iou_table",
+    "start_sweep_run",
+    "trial_runs",
+]

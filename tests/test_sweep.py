@@ -1,0 +1,165 @@
+"""Whole sweeps on a real local Ray with real MLflow: run, kill -9 and resume, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from smsweep import tracking
+from smsweep.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_sweep(num_samples: int = 3, **search) -> dict:
+    return {
+        "name": "tiny",
+        "seed": 1,
+        "data": {"image_size": 32, "num_classes": 4, "num_images": 24, "val_fraction": 0.25},
+        "model": {"encoder": "resnet18", "encoder_depth": 3, "decoder_channels": [16, 8, 4]},
+        "pretrain": {"partitions": 2, "epochs_per_partition": 1, "batch_size": 8},
+        "masking": {"strategy": "random", "patch_size": 8, "samples": 2},
+        "finetune": {"epochs": 2, "batch_size": 8},
+        "search": {
+            "num_samples": num_samples,
+            "max_concurrent": 1,
+            "space": {
+                "masking.strategy": {"choice": ["random", "selective", "block"]},
+                "masking.ratio": {"uniform": [0.4, 0.6]},
+                "masking.samples": {"randint": [1, 3], "when": {"masking.strategy": ["selective"]}},
+            },
+            **search,
+        },
+        "resources": {
+            "cpus_per_trial": 0.5,
+            "train_workers": 1,
+            "cpus_per_worker": 1,
+            "scoring_actors": 1,
+            "cpus_per_actor": 0.5,
+        },
+        "tracking": {"mlflow_uri": "sqlite:///mlflow.db"},
+    }
+
+
+def write_spec(directory: Path, spec: dict) -> Path:
+    path = directory / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def mlflow_runs(directory: Path, experiment: str = "tiny") -> tuple[list, list]:
+    client = MlflowClient(f"sqlite:///{directory / 'mlflow.db'}")
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get(tracking.ROLE) == "sweep"]
+    children = [r for r in runs if r.data.tags.get(tracking.ROLE) == "trial"]
+    return parents, children
+
+
+def finished_trials(experiment_dir: Path) -> list[str]:
+    """Trials Tune recorded as TERMINATED, from its experiment state on disk."""
+    state = max(experiment_dir.glob("experiment_state-*.json"))
+    trials = json.loads(state.read_text())["trial_data"]
+    return [json.loads(meta)["trial_id"] for meta, _ in trials if '"TERMINATED"' in meta]
+
+
+@pytest.mark.slow
+def test_sweep_tracks_one_parent_and_a_nested_run_per_trial(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    spec = write_spec(tmp_path, tiny_sweep())
+    assert main(["run", str(spec), "--storage", "runs"]) == 0
+    out = capsys.readouterr().out
+    assert "best trial" in out and "mlflow ui --backend-store-uri" in out
+    parents, children = mlflow_runs(tmp_path)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert "best_miou" in parents[0].data.metrics
+    assert len(children) == 3
+    assert {r.data.params["masking.strategy"] for r in children} == {"random", "selective", "block"}
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for run in children:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags[tracking.PARENT] == parents[0].info.run_id
+        assert 0.0 <= run.data.metrics["miou"] <= 1.0
+        assert "iou/background" in run.data.metrics and "recon_loss" in run.data.metrics
+        assert {"config.yaml", "iou_per_class.csv", "galleries"} <= {
+            a.path for a in client.list_artifacts(run.info.run_id)
+        }
+        assert len(client.get_metric_history(run.info.run_id, "miou")) == 2  # one per epoch
+    assert len(finished_trials(tmp_path / "runs" / "tiny")) == 3
+
+
+def _start(argv: list[str], cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "smsweep", *argv],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, as a shell gives a foreground job
+    )
+
+
+def _wait_for(process: subprocess.Popen, needle: str, timeout: float) -> list[str]:
+    lines, deadline = [], time.monotonic() + timeout
+    for line in process.stdout:
+        lines.append(line)
+        if needle in line:
+            return lines
+        if time.monotonic() > deadline:
+            break
+    os.killpg(process.pid, signal.SIGKILL)
+    raise AssertionError(f"never saw {needle!r}:\n{''.join(lines[-40:])}")
+
+
+def _check_complete(tmp_path: Path, num_samples: int) -> None:
+    parents, children = mlflow_runs(tmp_path)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == num_samples, "a resumed trial must continue its run, not open one"
+    assert sorted(r.info.status for r in children) == ["FINISHED"] * num_samples
+    trial_ids = {r.data.tags[tracking.TRIAL_ID] for r in children}
+    assert set(finished_trials(tmp_path / "runs" / "tiny")) == trial_ids
+
+
+@pytest.mark.slow
+def test_sweep_killed_with_sigkill_resumes_to_exactly_num_samples(tmp_path):
+    spec = write_spec(tmp_path, tiny_sweep())
+    sweep = _start(["run", str(spec), "--storage", "runs"], tmp_path)
+    _wait_for(sweep, "finished", timeout=300)  # the first trial is done
+    _wait_for(sweep, "started", timeout=120)  # and the second is under way
+    os.killpg(sweep.pid, signal.SIGKILL)
+    sweep.wait(timeout=60)
+    _, children = mlflow_runs(tmp_path)
+    assert "RUNNING" in {r.info.status for r in children}  # what the kill left behind
+    resumed = _start(["resume", str(tmp_path / "runs" / "tiny")], tmp_path)
+    output, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, output[-3000:]
+    _check_complete(tmp_path, 3)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_with_130_and_resumes(tmp_path):
+    spec = write_spec(tmp_path, tiny_sweep(num_samples=2))
+    sweep = _start(["run", str(spec), "--storage", "runs"], tmp_path)
+    _wait_for(sweep, "fine-tune epoch 1", timeout=300)
+    os.killpg(sweep.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends
+    output, _ = sweep.communicate(timeout=120)
+    assert sweep.returncode == 130, output[-3000:]
+    assert "python -m smsweep resume" in output
+    _, children = mlflow_runs(tmp_path)
+    assert "RUNNING" not in {r.info.status for r in children}
+    resumed = _start(["resume", str(tmp_path / "runs" / "tiny")], tmp_path)
+    output, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, output[-3000:]
+    _check_complete(tmp_path, 2)

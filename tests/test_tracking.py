@@ -1,0 +1,87 @@
+"""MLflow tracking on a real sqlite store: parent/child runs, continuing them, closing them."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from smsweep import tracking
+from smsweep.errors import SpecError
+
+
+@pytest.fixture(scope="module")
+def uri(tmp_path_factory) -> str:
+    """One database for the module: creating one runs MLflow's migrations (seconds)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
+
+
+def test_relative_sqlite_uri_becomes_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert tracking.absolute_uri("sqlite:///mlflow.db") == f"sqlite:///{tmp_path}/mlflow.db"
+    assert tracking.absolute_uri("sqlite:////abs/x.db") == "sqlite:////abs/x.db"
+    assert tracking.absolute_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+
+
+def test_sweep_run_is_created_once_then_continued(uri, tmp_path):
+    first = tracking.start_sweep_run(uri, "exp-a", "sweep-a", {"masking.ratio": 0.5}, tmp_path)
+    client = MlflowClient(uri)
+    client.set_terminated(first.run_id, status="KILLED")
+    again = tracking.start_sweep_run(uri, "exp-a", "sweep-a", {"masking.ratio": 0.5}, tmp_path)
+    assert again == first
+    run = client.get_run(first.run_id)
+    assert run.info.status == "RUNNING"
+    assert run.data.tags[tracking.ROLE] == "sweep"
+    assert run.data.params["masking.ratio"] == "0.5"
+    experiment = client.get_experiment(first.experiment_id)
+    assert experiment.artifact_location.startswith("file://")
+    assert experiment.artifact_location.endswith("/mlartifacts")
+
+
+def test_trial_run_is_nested_found_again_and_logged(uri, tmp_path):
+    sweep = tracking.start_sweep_run(uri, "exp-b", "s", {}, tmp_path)
+    trial = tracking.TrialRun(sweep, "abc_00001", "trial 1", {"masking.strategy": "selective"})
+    assert not trial.resumed
+    trial.log_metrics({"miou": 0.25, "phase": "finetune", "done": True, "iou/cat": 0.5}, step=2)
+    trial.log_text("class,iou\n", "iou_per_class.csv")
+    trial.end("FAILED")
+    again = tracking.TrialRun(sweep, "abc_00001", "trial 1", {"masking.strategy": "selective"})
+    assert again.resumed and again.run_id == trial.run_id
+    client = MlflowClient(uri)
+    run = client.get_run(trial.run_id)
+    assert run.info.status == "RUNNING"
+    assert run.data.tags[tracking.PARENT] == sweep.run_id
+    assert run.data.tags[tracking.TRIAL_ID] == "abc_00001"
+    assert run.data.metrics == {"miou": 0.25, "iou/cat": 0.5}  # strings and flags left out
+    assert [a.path for a in client.list_artifacts(trial.run_id)] == ["iou_per_class.csv"]
+    other = tracking.TrialRun(sweep, "abc_00002", "trial 2", {})
+    assert other.run_id != trial.run_id
+    assert len(tracking.trial_runs(sweep)) == 2
+
+
+def test_close_trial_runs_ends_every_running_child(uri, tmp_path):
+    sweep = tracking.start_sweep_run(uri, "exp-c", "s", {}, tmp_path)
+    done = tracking.TrialRun(sweep, "t1", "t1", {})
+    done.end("FINISHED")
+    tracking.TrialRun(sweep, "t2", "t2", {})
+    tracking.TrialRun(sweep, "t3", "t3", {})
+    closed = tracking.close_trial_runs(sweep, {"t2": "FAILED"}, default="KILLED")
+    assert closed == 2
+    statuses = {r.data.tags[tracking.TRIAL_ID]: r.info.status for r in tracking.trial_runs(sweep)}
+    assert statuses == {"t1": "FINISHED", "t2": "FAILED", "t3": "KILLED"}
+    tracking.finish_sweep_run(sweep, "FINISHED", {"trial_id": "t1", "miou": 0.4})
+    parent = MlflowClient(uri).get_run(sweep.run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["best_miou"] == 0.4
+    assert parent.data.tags["smsweep.best_trial"] == "t1"
+
+
+def test_iou_table_lists_every_class():
+    table = tracking.iou_table({"iou/a": 0.5, "iou/b": math.nan}, ["a", "b", "c"])
+    assert table.splitlines() == ["class,iou", "a,0.500000", "b,nan", "c,nan"]
+
+
+def test_unreachable_tracking_server_is_a_spec_error():
+    with pytest.raises(SpecError, match=r"does not answer.*mlflow server"):
+        tracking.check_reachable("http://127.0.0.1:9", timeout=2)
