@@ -10,6 +10,7 @@ Layout of an experiment directory STORAGE/NAME:
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,9 @@ def _fit(spec, settings, sweep_run, *, restore: bool, echo: Echo) -> SweepSummar
         tuner._local_tuner.get_run_config().callbacks = [progress, closer]
     else:
         tuner = tune.Tuner(trainable, tune_config=_tune_config(spec), run_config=run_config)
+    # Tune saves its experiment state every few seconds by default ("auto"); a sweep killed
+    # between a trial's end and the next save would run that trial again on resume.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     results = tuner.fit()
     rows = []
     for result in results:
@@ -209,7 +213,8 @@ def tune_trial(config: dict[str, Any], settings: dict[str, Any], sweep_run: dict
 
     def report(metrics: dict[str, Any], checkpoint: str | None) -> None:
         finetune = metrics["phase"] == "finetune"
-        run.log_metrics(metrics, step=metrics["epoch"] if finetune else metrics["partition"])
+        if not metrics.get("replayed"):  # a replayed result is already in the run
+            run.log_metrics(metrics, step=metrics["epoch"] if finetune else metrics["partition"])
         for gallery in sorted(Path(checkpoint).glob("partition_*.png")) if checkpoint else []:
             run.log_artifact(gallery, "galleries")
         if finetune:
@@ -228,6 +233,9 @@ def tune_trial(config: dict[str, Any], settings: dict[str, Any], sweep_run: dict
     except BaseException:
         run.end("FAILED")
         raise
+    if outcome.metrics.get("replayed"):
+        run.end("FINISHED")
+        return
     run.log_text(tracking.iou_table(outcome.metrics, source.class_names), "iou_per_class.csv")
     overhead = outcome.wall_seconds - outcome.metrics.get("compute_seconds", 0.0)
     run.log_metrics({"wall_seconds": outcome.wall_seconds, "fixed_overhead_seconds": overhead}, 0)

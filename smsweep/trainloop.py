@@ -287,7 +287,12 @@ class Trial:
         with tempfile.TemporaryDirectory() as directory:
             root = Path(directory)
             torch.save(state, root / STATE_FILE)
-            meta = {**where, "compute_seconds": self.compute_seconds, "run_ids": self.run_ids}
+            meta = {
+                **where,
+                "compute_seconds": self.compute_seconds,
+                "run_ids": self.run_ids,
+                "metrics": metrics,  # the last one tells a restarted trial that it is done
+            }
             (root / META_FILE).write_text(json.dumps(meta))
             if gallery is not None:
                 (root / gallery.name).write_bytes(gallery.read_bytes())

@@ -82,6 +82,15 @@ def run_trial(
     check_fits(
         spec, cluster.get("CPU", 0.0), cluster.get("GPU", 0.0), "the Ray cluster", concurrent=1
     )
+    finished = finished_metrics(storage_path / run_name)
+    if finished is not None:
+        # A trial that completed before a crash is not run again: its result is replayed.
+        replay = {**finished["metrics"], "replayed": True}
+        if report is not None:
+            report(replay, None)
+        return TrialOutcome(
+            metrics=replay, reports=[replay], wall_seconds=time.perf_counter() - started
+        )
     source = source if source is not None else open_source(spec.data, seed=spec.seed)
     resources = spec.resources
     use_gpu = resources.gpus_per_trial > 0
@@ -164,6 +173,19 @@ def _train_loop(config: dict[str, Any]) -> None:
     from smsweep.trainloop import train_loop
 
     train_loop(config)
+
+
+def finished_metrics(run_dir: Path) -> dict[str, Any] | None:
+    """The meta of `run_dir`'s newest checkpoint when it is the trial's last report, else None.
+    Checkpoint directories are named by their UTC time stamp, so names sort by age."""
+    checkpoints = sorted(run_dir.glob("checkpoint_*"))
+    if not checkpoints:
+        return None
+    try:
+        meta = checkpoint_meta(checkpoints[-1])
+    except (OSError, ValueError):
+        return None  # a checkpoint cut off mid-write: let Ray Train decide what to restore
+    return meta if meta.get("metrics", {}).get("done") else None
 
 
 def checkpoint_meta(checkpoint: str | Path) -> dict[str, Any]:

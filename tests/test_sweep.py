@@ -137,7 +137,10 @@ def test_sweep_killed_with_sigkill_resumes_to_exactly_num_samples(tmp_path):
     spec = write_spec(tmp_path, tiny_sweep())
     sweep = _start(["run", str(spec), "--storage", "runs"], tmp_path)
     _wait_for(sweep, "finished", timeout=300)  # the first trial is done
-    _wait_for(sweep, "started", timeout=120)  # and the second is under way
+    deadline = time.monotonic() + 120
+    while len(mlflow_runs(tmp_path)[1]) < 2:  # and the second is logging
+        assert time.monotonic() < deadline, "the second trial never opened its run"
+        time.sleep(0.5)
     os.killpg(sweep.pid, signal.SIGKILL)
     sweep.wait(timeout=60)
     _, children = mlflow_runs(tmp_path)

@@ -92,6 +92,20 @@ def test_one_trial_end_to_end(uninterrupted):
 
 
 @pytest.mark.slow
+def test_a_finished_trial_is_replayed_not_run_again(uninterrupted):
+    reference, _ = uninterrupted
+    storage = Path(reference.checkpoint).parents[1]
+    fits_before = train_controllers()
+    seen = []
+    again = run_trial(
+        tiny_spec(), storage_path=storage, run_name="whole", report=lambda m, c: seen.append(m)
+    )
+    assert train_controllers() == fits_before and again.trainer_fits == 0
+    assert seen == [again.metrics] and again.metrics["replayed"]
+    assert again.metrics["miou"] == reference.metrics["miou"]
+
+
+@pytest.mark.slow
 def test_stopped_trial_resumes_to_the_same_weights(uninterrupted, tmp_path):
     reference, _ = uninterrupted
     with pytest.raises(RuntimeError, match="stop_after_partition=1"):
