@@ -1,0 +1,104 @@
+"""A sweep on a real two-node Ray cluster (on one machine), reached with --address, tracked by a
+real MLflow server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import ray
+from mlflow.tracking import MlflowClient
+from ray.cluster_utils import Cluster
+
+from smsweep import tracking
+from smsweep.cli import main
+from tests.test_sweep import tiny_sweep, write_spec
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2}, connect=False)
+    cluster.add_node(num_cpus=2)
+    cluster.wait_for_nodes()
+    yield cluster
+    cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """`mlflow server` on 127.0.0.1 only; stopped when the module ends."""
+    root = tmp_path_factory.mktemp("mlflow")
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable, "-m", "mlflow", "server",
+            "--host", "127.0.0.1", "--port", str(port),
+            "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination", str(root / "artifacts"),
+            "--workers", "1",
+        ],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{uri}/health", timeout=2).read()
+            break
+        except OSError:
+            assert server.poll() is None, "mlflow server exited"
+            assert time.monotonic() < deadline, "mlflow server did not come up"
+            time.sleep(1)
+    yield uri
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def test_a_local_mlflow_store_is_refused_on_several_nodes(two_nodes, tmp_path, capsys):
+    spec = write_spec(tmp_path, tiny_sweep(num_samples=1))
+    storage = tmp_path / "runs"
+    code = main(["run", str(spec), "--address", two_nodes.address, "--storage", str(storage)])
+    assert code == 2
+    assert "start a tracking server" in capsys.readouterr().err
+    assert not storage.exists() and not (tmp_path / "mlflow.db").exists()
+    assert not ray.is_initialized()
+
+
+@pytest.mark.slow
+def test_sweep_runs_on_a_two_node_cluster(two_nodes, mlflow_server, tmp_path):
+    spec = write_spec(tmp_path, tiny_sweep(num_samples=2))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("RAY_ADDRESS", None)
+    argv = ["run", str(spec), "--address", two_nodes.address, "--mlflow-uri", mlflow_server]
+    done = subprocess.run(
+        [sys.executable, "-m", "smsweep", *argv, "--storage", str(tmp_path / "runs")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"on the Ray cluster at {two_nodes.address}" in done.stdout
+    assert len([n for n in two_nodes.list_all_nodes()]) == 2  # joined, never started one
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([experiment.experiment_id])
+    roles = sorted(r.data.tags[tracking.ROLE] for r in runs)
+    assert roles == ["sweep", "trial", "trial"]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert all("miou" in r.data.metrics for r in runs if r.data.tags[tracking.ROLE] == "trial")
+    assert not (tmp_path / "mlflow.db").exists()
