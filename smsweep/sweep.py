@@ -148,6 +148,7 @@ def _fit(spec, settings, sweep_run, *, restore: bool, echo: Echo) -> SweepSummar
     # Tune saves its experiment state every few seconds by default ("auto"); a sweep killed
     # between a trial's end and the next save would run that trial again on resume.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: only our own lines
     results = tuner.fit()
     rows = []
     for result in results:
