@@ -4,11 +4,12 @@ The unit of work is a block of `BLOCK` images in partition order, and image i's 
 from its seed (`MaskingStrategy.seeded_scores`). Actors and the in-process path run the same
 function on the same blocks, so they return the same scores, hence the same masks. Weights go
 through the object store once per partition; each actor loads them once and then scores the
-blocks ActorPool hands it.
+blocks it is handed, one at a time, as it finishes the previous one.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import ray
 import torch
-from ray.util.actor_pool import ActorPool
+from ray.exceptions import RayActorError
 from torch import Tensor, nn
 
 from smsweep import build
@@ -27,6 +28,7 @@ from smsweep.data.transforms import pretrain_transform
 from smsweep.masking import MaskingStrategy
 
 BLOCK = 16  # images per scoring task: small enough to balance two actors on a tiny partition
+MAX_RESTARTS_PER_ACTOR = 3  # per partition, before scoring gives up
 
 
 def load_images(source: Source, indices: Sequence[int], image_size: int) -> Tensor:
@@ -58,6 +60,7 @@ class Scored:
     scores: Tensor  # (n, h, w), in the order of the indices asked for
     seconds: float
     by_actors: bool
+    actor_restarts: int = 0
 
 
 def score_in_process(
@@ -78,25 +81,33 @@ def score_in_process(
 
 class ScoringWorker:
     """A scoring actor's state: the model architecture and strategy built from the spec, the
-    source, and the weights of the current partition."""
+    source, and the weights of the current partition.
 
-    def __init__(self, spec: SweepSpec, source: Source) -> None:
+    `exit_after_blocks` is a test-only fault: the actor process exits after scoring that many
+    blocks, as a crashed or preempted actor would.
+    """
+
+    def __init__(
+        self, spec: SweepSpec, source: Source, exit_after_blocks: int | None = None
+    ) -> None:
         torch.manual_seed(0)  # architecture only: the weights arrive with `load`
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = build.reconstruction_model(spec).to(self.device).eval()
         self.strategy = build.masking_strategy(spec)
         self.source = source
         self.image_size = spec.data.image_size
+        self.exit_after_blocks = exit_after_blocks
+        self.blocks_scored = 0
 
     def load(self, weights: dict[str, Tensor]) -> None:
         self.model.load_state_dict(weights)
 
     def score(self, indices: list[int], seeds: list[int]) -> np.ndarray:
+        if self.exit_after_blocks is not None and self.blocks_scored >= self.exit_after_blocks:
+            os._exit(1)
         images = load_images(self.source, indices, self.image_size)
+        self.blocks_scored += 1
         return score_block(self.strategy, self.model, images, seeds).numpy()
-
-    def ready(self) -> bool:
-        return True
 
 
 class ActorScorer:
@@ -104,31 +115,69 @@ class ActorScorer:
 
     Actors are placed with the SPREAD strategy: across nodes on a cluster, and outside the
     placement group of whoever creates them (a Train worker's group has no room for them; their
-    CPUs are counted in the trial's demand by `smsweep.resources`).
+    CPUs are counted in the trial's demand by `smsweep.resources`). A block whose actor dies is
+    given to a replacement actor: blocks are scored from their own seeds, so the masks do not
+    change.
     """
 
-    def __init__(self, spec: SweepSpec, source: Source) -> None:
+    def __init__(
+        self, spec: SweepSpec, source: Source, *, exit_after_blocks: int | None = None
+    ) -> None:
         resources = spec.resources
-        remote = ray.remote(ScoringWorker).options(
+        self.remote = ray.remote(ScoringWorker).options(
             num_cpus=resources.cpus_per_actor,
             num_gpus=resources.gpus_per_actor,
             scheduling_strategy="SPREAD",
             max_restarts=0,
         )
-        source_ref = ray.put(source)
+        self.spec, self.source_ref = spec, ray.put(source)
         # Not waited for here: actors import torch and build the model while training goes on.
-        self.actors = [remote.remote(spec, source_ref) for _ in range(resources.scoring_actors)]
+        self.actors = [
+            self.remote.remote(spec, self.source_ref, exit_after_blocks)
+            for _ in range(resources.scoring_actors)
+        ]
 
     def score(
         self, weights: dict[str, Tensor], indices: Sequence[int], seeds: Sequence[int]
     ) -> Scored:
         start = time.perf_counter()
         weights_ref = ray.put({key: value.detach().cpu() for key, value in weights.items()})
-        ray.get([actor.load.remote(weights_ref) for actor in self.actors])
-        pool = ActorPool(self.actors)
-        parts = pool.map(lambda actor, job: actor.score.remote(*job), blocks(indices, seeds))
-        scores = torch.from_numpy(np.concatenate(list(parts)))
-        return Scored(scores, time.perf_counter() - start, by_actors=True)
+        restarts = 0
+        loaded = [actor.load.remote(weights_ref) for actor in self.actors]
+        for slot, done in enumerate(loaded):
+            try:
+                ray.get(done)
+            except RayActorError:
+                self._replace(slot, weights_ref)
+                restarts += 1
+        jobs = blocks(indices, seeds)
+        results: list[np.ndarray | None] = [None] * len(jobs)
+        waiting, idle = list(range(len(jobs))), list(range(len(self.actors)))
+        running: dict[ray.ObjectRef, tuple[int, int]] = {}  # result -> (job, actor slot)
+        while waiting or running:
+            while waiting and idle:
+                job, slot = waiting.pop(0), idle.pop(0)
+                running[self.actors[slot].score.remote(*jobs[job])] = (job, slot)
+            [ready], _ = ray.wait(list(running), num_returns=1)
+            job, slot = running.pop(ready)
+            try:
+                results[job] = ray.get(ready)
+            except RayActorError as error:
+                restarts += 1
+                if restarts > MAX_RESTARTS_PER_ACTOR * len(self.actors):
+                    raise RuntimeError(
+                        f"scoring actors died {restarts} times in one partition (last: {error}); "
+                        "check the actors' memory (resources.cpus_per_actor / gpus_per_actor)"
+                    ) from error
+                self._replace(slot, weights_ref)
+                waiting.insert(0, job)
+            idle.append(slot)
+        scores = torch.from_numpy(np.concatenate(results))
+        return Scored(scores, time.perf_counter() - start, by_actors=True, actor_restarts=restarts)
+
+    def _replace(self, slot: int, weights_ref: ray.ObjectRef) -> None:
+        self.actors[slot] = self.remote.remote(self.spec, self.source_ref)
+        ray.get(self.actors[slot].load.remote(weights_ref))
 
     def close(self) -> None:
         for actor in self.actors:

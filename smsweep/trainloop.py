@@ -197,6 +197,7 @@ class Trial:
             scoring = {
                 "scoring_seconds": scored.seconds,
                 "scored_by_actors": int(scored.by_actors),
+                "scoring_actor_restarts": scored.actor_restarts,
                 "scoring_ms_per_image": 1000 * scored.seconds / len(indices),
             }
         if self.world > 1:

@@ -147,6 +147,26 @@ def test_actor_scoring_gives_the_in_process_masks(local_ray):
     assert not MaskTable.from_scores(indices, reseeded.scores, 0.5, 8).same_as(as_masks[0])
 
 
+@pytest.mark.slow
+def test_a_scoring_actor_that_dies_is_replaced_and_the_masks_do_not_change(local_ray):
+    spec = tiny_spec()
+    source = open_source(spec.data, seed=spec.seed)
+    indices = list(range(len(source)))  # 24 images: two blocks, one per actor
+    seeds = [derived_seed(spec.seed, SCORING, i) for i in indices]
+    torch.manual_seed(0)
+    model = build.reconstruction_model(spec)
+    local = score_in_process(
+        build.masking_strategy(spec), model, source, indices, seeds, spec.data.image_size
+    )
+    scorer = ActorScorer(spec, source, exit_after_blocks=0)  # every first actor dies at once
+    try:
+        remote = scorer.score(model.state_dict(), indices, seeds)
+    finally:
+        scorer.close()
+    assert remote.actor_restarts == 2
+    torch.testing.assert_close(remote.scores, local.scores, rtol=0, atol=1e-6)
+
+
 def test_a_trial_that_cannot_fit_is_refused_before_launch(local_ray, tmp_path):
     spec = tiny_spec(resources={"train_workers": 3})
     with pytest.raises(SpecError, match=r"lower resources\.train_workers"):
