@@ -116,12 +116,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         summary = run_sweep(
             checked.spec, storage=args.storage, mlflow_uri=args.mlflow_uri, address=address
         )
-        return EXIT_INTERRUPTED if summary.interrupted else EXIT_OK
+        return summary.exit_code
     if args.command == "resume":
         from smsweep.sweep import resume_sweep
 
         summary = resume_sweep(args.path, address=args.address)
-        return EXIT_INTERRUPTED if summary.interrupted else EXIT_OK
+        return summary.exit_code
     if args.command == "data":
         from smsweep.data.export import synth_command
 

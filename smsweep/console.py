@@ -51,6 +51,9 @@ class Progress(tune.Callback):
                 self.best = (value, trial.trial_id)
         best = f"best {self.best[0]:.4f} ({self.best[1]})" if self.best else ""
         shown = f"{self.metric} {value:.4f}" if value is not None else "no result"
+        failure = (trial.last_result or {}).get("failure")
+        if failure:
+            shown = f"stopped: {failure}"[:120]
         self.echo(
             f"trial {trial.trial_id} finished   {shown} in {seconds:.0f} s   "
             f"[{self.finished}/{self.total} done; {best}]"

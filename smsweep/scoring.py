@@ -83,12 +83,16 @@ class ScoringWorker:
     """A scoring actor's state: the model architecture and strategy built from the spec, the
     source, and the weights of the current partition.
 
-    `exit_after_blocks` is a test-only fault: the actor process exits after scoring that many
-    blocks, as a crashed or preempted actor would.
+    `exit_after_blocks` and `faults` are test-only fault injection: the actor process exits
+    after scoring that many blocks, as a crashed or preempted actor would, or pauses for a kill.
     """
 
     def __init__(
-        self, spec: SweepSpec, source: Source, exit_after_blocks: int | None = None
+        self,
+        spec: SweepSpec,
+        source: Source,
+        exit_after_blocks: int | None = None,
+        faults: dict | None = None,
     ) -> None:
         torch.manual_seed(0)  # architecture only: the weights arrive with `load`
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -97,6 +101,7 @@ class ScoringWorker:
         self.source = source
         self.image_size = spec.data.image_size
         self.exit_after_blocks = exit_after_blocks
+        self.faults = faults or {}
         self.blocks_scored = 0
 
     def load(self, weights: dict[str, Tensor]) -> None:
@@ -105,6 +110,9 @@ class ScoringWorker:
     def score(self, indices: list[int], seeds: list[int]) -> np.ndarray:
         if self.exit_after_blocks is not None and self.blocks_scored >= self.exit_after_blocks:
             os._exit(1)
+        from smsweep.trainloop import pause_for_a_kill
+
+        pause_for_a_kill(self.faults, "scoring")
         images = load_images(self.source, indices, self.image_size)
         self.blocks_scored += 1
         return score_block(self.strategy, self.model, images, seeds).numpy()
@@ -121,7 +129,12 @@ class ActorScorer:
     """
 
     def __init__(
-        self, spec: SweepSpec, source: Source, *, exit_after_blocks: int | None = None
+        self,
+        spec: SweepSpec,
+        source: Source,
+        *,
+        exit_after_blocks: int | None = None,
+        faults: dict | None = None,
     ) -> None:
         resources = spec.resources
         self.remote = ray.remote(ScoringWorker).options(
@@ -132,8 +145,9 @@ class ActorScorer:
         )
         self.spec, self.source_ref = spec, ray.put(source)
         # Not waited for here: actors import torch and build the model while training goes on.
+        self.faults = faults or {}
         self.actors = [
-            self.remote.remote(spec, self.source_ref, exit_after_blocks)
+            self.remote.remote(spec, self.source_ref, exit_after_blocks, self.faults)
             for _ in range(resources.scoring_actors)
         ]
 
@@ -176,7 +190,7 @@ class ActorScorer:
         return Scored(scores, time.perf_counter() - start, by_actors=True, actor_restarts=restarts)
 
     def _replace(self, slot: int, weights_ref: ray.ObjectRef) -> None:
-        self.actors[slot] = self.remote.remote(self.spec, self.source_ref)
+        self.actors[slot] = self.remote.remote(self.spec, self.source_ref, None, self.faults)
         ray.get(self.actors[slot].load.remote(weights_ref))
 
     def close(self) -> None:

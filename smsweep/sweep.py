@@ -10,6 +10,7 @@ Layout of an experiment directory STORAGE/NAME:
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from smsweep.resources import check_fits
 from smsweep.space import Distribution, sample
 
 SETTINGS_FILE = "smsweep.json"
+FAULTS_ENV = "SMSWEEP_TEST_FAULT"  # test-only fault injection, JSON (see trainloop.Trial)
 FINETUNE_METRICS = ("miou", "pixel_accuracy", "finetune_loss")
 
 
@@ -42,6 +44,13 @@ class SweepSummary:
     @property
     def finished(self) -> int:
         return sum(row["status"] == "TERMINATED" for row in self.rows)
+
+    @property
+    def exit_code(self) -> int:
+        """130 interrupted; 1 when no trial gave a result; else 0."""
+        if self.interrupted:
+            return 130
+        return 0 if self.finished else 1
 
 
 class DefineByRun:
@@ -154,6 +163,8 @@ def _fit(spec, settings, sweep_run, *, restore: bool, echo: Echo) -> SweepSummar
     for result in results:
         trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
         status = closer.statuses.get(trial_id, "ERROR" if result.error else "TERMINATED")
+        if (result.metrics or {}).get("failure"):
+            status = "FAILED"  # ended by a non-finite loss: see its MLflow run
         rows.append(
             {"trial_id": trial_id, "status": status, "params": result.config or {}}
             | {k: v for k, v in (result.metrics or {}).items() if k in FINETUNE_METRICS}
@@ -200,7 +211,7 @@ def _tune_config(spec: SweepSpec) -> tune.TuneConfig:
 
 def tune_trial(config: dict[str, Any], settings: dict[str, Any], sweep_run: dict[str, str]):
     """The Tune function: one trial, tracked in its own nested MLflow run."""
-    from smsweep.trial import run_trial  # Ray Train is imported in the trial process only
+    from smsweep.trial import TrialFailed, run_trial  # Ray Train: in the trial process only
 
     spec = resolve(validate_spec(settings["spec"]), config)
     context = tune.get_context()
@@ -230,7 +241,16 @@ def tune_trial(config: dict[str, Any], settings: dict[str, Any], sweep_run: dict
             report=report,
             source=source,
             run_ids={"sweep": sweep_run["run_id"], "trial": run.run_id},
+            faults=json.loads(os.environ.get(FAULTS_ENV) or "{}"),
         )
+    except TrialFailed as failure:
+        run.set_tag("smsweep.failure", str(failure.cause)[:5000])
+        run.end("FAILED")
+        if not failure.non_finite:
+            raise  # Tune retries it (search.max_failures), from its last checkpoint
+        # Retrying cannot help: end the trial with the reason; Optuna records it as failed.
+        tune.report({spec.search.metric: math.nan, "failure": f"non-finite loss: {failure.cause}"})
+        return
     except BaseException:
         run.end("FAILED")
         raise
@@ -286,7 +306,10 @@ def _finish(spec: SweepSpec, sweep_run, summary: SweepSummary, echo: Echo) -> No
 
 def _ranked(rows: list[dict[str, Any]], metric: str, mode: str) -> list[dict[str, Any]]:
     sign = -1.0 if mode == "max" else 1.0
-    return sorted(rows, key=lambda r: (r.get(metric) is None, sign * (r.get(metric) or 0.0)))
+    for row in rows:
+        if not math.isfinite(row.get(metric, math.nan)):
+            row.pop(metric, None)
+    return sorted(rows, key=lambda r: (r.get(metric) is None, sign * r.get(metric, 0.0)))
 
 
 def _sweep_params(spec: SweepSpec) -> dict[str, Any]:

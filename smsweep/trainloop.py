@@ -45,12 +45,20 @@ INIT, MASKS, SHUFFLE, SCORING, HEAD, FINETUNE, FINETUNE_SHUFFLE = range(7)
 
 
 class InjectedFault(RuntimeError):
-    """Raised by the test-only `stop_after_partition` setting."""
+    """Raised by the test-only fault `raise_after_partition`."""
 
 
 def train_loop(config: dict[str, Any]) -> None:
-    """Ray Train entry point. config: spec (dict), source, run_ids, stop_after_partition."""
+    """Ray Train entry point. config: spec (dict), source, run_ids, faults (test-only)."""
     Trial(config).run()
+
+
+def pause_for_a_kill(faults: dict[str, Any], point: str) -> None:
+    """Test-only: at `faults["pause_at"] == point`, touch `faults["marker"]` and wait to be
+    killed, so that a test can kill a sweep at an exact point."""
+    if faults.get("pause_at") == point:
+        Path(faults["marker"]).write_text(point)
+        time.sleep(3600)
 
 
 class Trial:
@@ -58,7 +66,9 @@ class Trial:
         self.spec = SweepSpec.model_validate(config["spec"])
         self.source: Source = config["source"]
         self.run_ids: dict[str, str] = dict(config.get("run_ids") or {})
-        self.stop_after_partition: int | None = config.get("stop_after_partition")
+        # Test-only fault injection (README, "What survives what"): raise_after_partition (first
+        # attempt only), nan_at_partition, pause_at (+ marker), actor_exit_after_blocks.
+        self.faults: dict[str, Any] = dict(config.get("faults") or {})
         context = ray.train.get_context()
         self.rank, self.world = context.get_world_rank(), context.get_world_size()
         self.device = ray.train.torch.get_device()
@@ -71,6 +81,7 @@ class Trial:
             label_fraction=data.label_fraction,
         )
         self.state = self._restore(ray.train.get_checkpoint())
+        self.first_attempt = self.state is None
         self.compute_seconds = self.state["compute_seconds"] if self.state else 0.0
         self.started = time.perf_counter()
 
@@ -100,7 +111,12 @@ class Trial:
         scorer = None
         scores_later = strategy.needs_model and max(first, 1) < spec.pretrain.partitions
         if self.rank == 0 and spec.resources.scoring_actors and scores_later:
-            scorer = ActorScorer(spec, self.source)  # the actors start while partition 0 trains
+            scorer = ActorScorer(  # the actors start while partition 0 trains
+                spec,
+                self.source,
+                exit_after_blocks=self.faults.get("actor_exit_after_blocks"),
+                faults=self.faults,
+            )
         try:
             for partition in range(first, spec.pretrain.partitions):
                 indices = self.splits.pretrain_partitions[partition]
@@ -111,9 +127,13 @@ class Trial:
                     masks, scoring = self._scored_masks(strategy, model, indices, scorer)
                     metrics |= scoring
                 gallery = self._look(model, fill, indices, masks, partition, metrics)
+                pause_for_a_kill(self.faults, f"pretrain:{partition}")
+                batches = self._pretrain_batches(indices, partition)
+                if partition == self.faults.get("nan_at_partition"):
+                    batches = _poisoned(batches)
                 metrics["recon_loss"] = train_partition(
                     trained,
-                    self._pretrain_batches(indices, partition),
+                    batches,
                     masks,
                     epochs=spec.pretrain.epochs_per_partition,
                     fill=fill,
@@ -123,8 +143,8 @@ class Trial:
                 )
                 state = {"phase": "pretrain", "partition": partition, "epoch": -1}
                 self._report(metrics, state, model, optimizer, gallery)
-                if partition == self.stop_after_partition:
-                    raise InjectedFault(f"test-only fault: stop_after_partition={partition}")
+                if partition == self.faults.get("raise_after_partition") and self.first_attempt:
+                    raise InjectedFault(f"test-only fault: raise_after_partition={partition}")
         finally:
             if scorer is not None:
                 scorer.close()
@@ -157,6 +177,7 @@ class Trial:
             self.source, self.splits.val, eval_transform(spec.data.image_size)
         )
         for epoch in range(first, spec.finetune.epochs):
+            pause_for_a_kill(self.faults, f"finetune:{epoch}")
             train.set_epoch(epoch)
             seed = derived_seed(spec.seed, FINETUNE_SHUFFLE, epoch)
             shuffle = torch.Generator().manual_seed(seed)
@@ -314,6 +335,16 @@ class Trial:
         torch.set_rng_state(state["torch_rng"])
         self.run_ids = state["run_ids"] or self.run_ids
         return state
+
+
+def _poisoned(batches):
+    """Test-only: the same batches with NaN pixels, as corrupt data or a diverged model gives."""
+
+    def poisoned(epoch: int):
+        for images, indices in batches(epoch):
+            yield images * float("nan"), indices
+
+    return poisoned
 
 
 def _shard(indices, rank: int, world: int) -> tuple[int, ...]:

@@ -66,15 +66,16 @@ def run_trial(
     report: Report | None = None,
     source: Source | None = None,
     run_ids: dict[str, str] | None = None,
-    stop_after_partition: int | None = None,
+    faults: dict[str, Any] | None = None,
 ) -> TrialOutcome:
     """Pretrain every partition and fine-tune, in one Ray Train fit; return what it reported.
 
     `spec` is a resolved trial spec (no search space left to sample). `run_ids` are stored in
-    every checkpoint for the tracking layer. `stop_after_partition` is a test-only fault
-    injection: the fit fails right after that partition's checkpoint, as a crash would.
+    every checkpoint for the tracking layer. `faults` is test-only fault injection (see
+    `trainloop.Trial`), e.g. {"raise_after_partition": 1}: the first attempt fails right after
+    that partition's checkpoint, as a crash would.
     Raises SpecError (before launching anything) when the trial cannot fit the cluster, and
-    RuntimeError carrying the worker's error when the fit fails.
+    TrialFailed carrying the worker's error when the fit fails.
     """
     started = time.perf_counter()
     storage_path = Path(storage_path).resolve()
@@ -104,7 +105,7 @@ def run_trial(
             "spec": spec.model_dump(mode="json"),
             "source": source,
             "run_ids": run_ids or {},
-            "stop_after_partition": stop_after_partition,
+            "faults": faults or {},
         },
         scaling_config=ScalingConfig(
             num_workers=resources.train_workers, use_gpu=use_gpu, resources_per_worker=per_worker
@@ -147,9 +148,26 @@ def run_trial(
         ray.kill(queue.actor)
     outcome.wall_seconds = time.perf_counter() - started
     if "error" in finished:
-        error = finished["error"]
-        raise RuntimeError(f"trial {run_name} failed: {error}") from error
+        raise TrialFailed(run_name, finished["error"])
     return outcome
+
+
+class TrialFailed(RuntimeError):
+    """The trial's fit failed; `cause` is the first worker's exception when there is one."""
+
+    def __init__(self, run_name: str, error: BaseException) -> None:
+        failures = getattr(error, "worker_failures", None) or {}
+        self.cause = next(iter(failures.values()), error)
+        super().__init__(f"trial {run_name} failed: {error}")
+
+    @property
+    def non_finite(self) -> bool:
+        """A NaN or infinite loss: running it again would fail again."""
+        from smsweep.pretrain import NonFiniteLoss
+
+        return isinstance(self.cause, (NonFiniteLoss, FloatingPointError)) or (
+            "NonFiniteLoss" in type(self.cause).__name__
+        )
 
 
 def _record(

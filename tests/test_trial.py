@@ -16,7 +16,7 @@ from smsweep.errors import SpecError
 from smsweep.pretrain import MaskTable, derived_seed
 from smsweep.scoring import ActorScorer, score_in_process
 from smsweep.trainloop import SCORING, STATE_FILE
-from smsweep.trial import run_trial
+from smsweep.trial import TrialFailed, run_trial
 
 PARTITIONS = 3
 
@@ -108,8 +108,14 @@ def test_a_finished_trial_is_replayed_not_run_again(uninterrupted):
 @pytest.mark.slow
 def test_stopped_trial_resumes_to_the_same_weights(uninterrupted, tmp_path):
     reference, _ = uninterrupted
-    with pytest.raises(RuntimeError, match="stop_after_partition=1"):
-        run_trial(tiny_spec(), storage_path=tmp_path, run_name="stopped", stop_after_partition=1)
+    with pytest.raises(TrialFailed, match="raise_after_partition=1") as failed:
+        run_trial(
+            tiny_spec(),
+            storage_path=tmp_path,
+            run_name="stopped",
+            faults={"raise_after_partition": 1},
+        )
+    assert not failed.value.non_finite
     resumed = run_trial(tiny_spec(), storage_path=tmp_path, run_name="stopped")
     partitions = [r["partition"] for r in resumed.reports if r["phase"] == "pretrain"]
     assert partitions == [2], "the resumed fit must start after the last checkpoint"
