@@ -32,6 +32,7 @@ def connect(address: str | None) -> str:
             ) from None
         return f"the Ray cluster at {address}"
     ray.init(
+        address="local",  # a new instance, even when `ray start` left one running here
         num_cpus=os.cpu_count(),
         include_dashboard=False,
         log_to_driver=False,
