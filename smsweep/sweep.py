@@ -74,6 +74,7 @@ def run_sweep(
 ) -> SweepSummary:
     """Validate everything that needs the cluster, then launch; SpecError before any write."""
     name = name or spec.name
+    _check_storage(storage)
     experiment_dir = storage.resolve() / name
     if experiment_dir.exists():
         raise SpecError(
@@ -316,6 +317,23 @@ def _sweep_params(spec: SweepSpec) -> dict[str, Any]:
     params = spec.flat()
     params |= {f"search.{k}": v for k, v in spec.search.model_dump(mode="json").items()}
     return params
+
+
+def _check_storage(storage: Path) -> None:
+    """The storage directory must exist or be creatable, and be writable."""
+    existing = storage.resolve()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise SpecError(
+            f"--storage {str(storage)!r} cannot be created: {existing} is a file; "
+            "choose a directory"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SpecError(
+            f"--storage {str(storage)!r} is not writable ({existing} denies writing); "
+            "choose a directory you can write to"
+        )
 
 
 def _check_metric(spec: SweepSpec, class_names: tuple[str, ...]) -> None:

@@ -174,6 +174,10 @@ def _case_argv(tmp_path: Path, case: str) -> list[str]:
     if case == "run_experiment_exists":
         (tmp_path / "work" / "runs" / "quickstart").mkdir(parents=True)
         return ["run", str(QUICKSTART), "--storage", "runs"]
+    if case == "run_storage_is_a_file":
+        (tmp_path / "work").mkdir()
+        (tmp_path / "work" / "taken").write_text("a file, not a directory")
+        return ["run", str(QUICKSTART), "--storage", "taken/runs"]
     if case == "resume_not_a_sweep":
         return ["resume", str(tmp_path)]
     spec = specs[case]
@@ -226,6 +230,7 @@ BAD_INPUTS = {
     "run_unknown_metric": "is not reported by a trial; use one of miou",
     "run_experiment_exists": "python -m smsweep resume",
     "resume_not_a_sweep": "is not a sweep that can be resumed",
+    "run_storage_is_a_file": "is a file; choose a directory",
 }
 
 
