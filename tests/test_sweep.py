@@ -95,6 +95,9 @@ def test_sweep_tracks_one_parent_and_a_nested_run_per_trial(tmp_path, monkeypatc
         }
         assert len(client.get_metric_history(run.info.run_id, "miou")) == 2  # one per epoch
     assert len(finished_trials(tmp_path / "runs" / "tiny")) == 3
+    # Nothing written outside the storage path and the MLflow store.
+    written = sorted(path.name for path in tmp_path.iterdir())
+    assert written == ["mlartifacts", "mlflow.db", "runs", "sweep.yaml"]
 
 
 def _start(argv: list[str], cwd: Path) -> subprocess.Popen:

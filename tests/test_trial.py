@@ -108,14 +108,20 @@ def test_a_finished_trial_is_replayed_not_run_again(uninterrupted):
 @pytest.mark.slow
 def test_stopped_trial_resumes_to_the_same_weights(uninterrupted, tmp_path):
     reference, _ = uninterrupted
+    first_attempt = []
     with pytest.raises(TrialFailed, match="raise_after_partition=1") as failed:
         run_trial(
             tiny_spec(),
             storage_path=tmp_path,
             run_name="stopped",
             faults={"raise_after_partition": 1},
+            report=lambda metrics, checkpoint: first_attempt.append(metrics),
         )
     assert not failed.value.non_finite
+    # Determinism: same spec and seed, same partitions, masks (diagnostics) and losses.
+    same = ("recon_loss", "diag/boundary_fraction", "diag/mask_share/background")
+    for again, before in zip(first_attempt, reference.reports[:2], strict=True):
+        assert {k: again[k] for k in same} == {k: before[k] for k in same}
     resumed = run_trial(tiny_spec(), storage_path=tmp_path, run_name="stopped")
     partitions = [r["partition"] for r in resumed.reports if r["phase"] == "pretrain"]
     assert partitions == [2], "the resumed fit must start after the last checkpoint"
