@@ -122,6 +122,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         summary = resume_sweep(args.path, address=args.address)
         return summary.exit_code
+    if args.command == "report":
+        from smsweep.report import main as report_main
+
+        return report_main(args.path)
     if args.command == "data":
         from smsweep.data.export import synth_command
 
@@ -134,12 +138,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
         print(f"wrote {written} images to {args.out}/images and their masks to {args.out}/masks")
         return EXIT_OK
-    return _not_yet(f"`{args.command}`")
+    if args.command == "bench":
+        from smsweep.bench import main as bench_main
 
-
-def _not_yet(what: str) -> int:
-    print(
-        f"{what} is not available in this version of smsweep yet; `validate` and `data synth` are.",
-        file=sys.stderr,
-    )
-    return EXIT_FAILURE
+        return bench_main(json_output=args.json)
+    raise AssertionError(f"unhandled command {args.command!r}")  # argparse allows no other

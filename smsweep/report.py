@@ -36,7 +36,13 @@ from smsweep.errors import SpecError
 
 REPORT_FILE = "report.html"
 SETTINGS_FILE = "smsweep.json"  # as written by smsweep.sweep
-DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboards"
+# The dashboard's definition: `dashboards/` at the top of the source tree (a checkout, or an
+# editable install), else inside the package (where a packaged install would carry it).
+_HERE = Path(__file__).resolve().parent
+DASHBOARD_DIR = next(
+    (d for d in (_HERE.parent / "dashboards", _HERE / "dashboards") if d.is_dir()),
+    _HERE.parent / "dashboards",
+)
 DASHBOARD_FILE = "sweep.yaml"
 MISSING = "–"
 
@@ -265,7 +271,8 @@ def _quiet_downloads() -> Iterator[None]:
 
 
 def _load_study(directory: Path, searched: bool) -> tuple[Any, str | None]:
-    """The Optuna study from the searcher's saved state (a pickle Tune writes next to it)."""
+    """The Optuna study from the searcher's saved state: the pickle Tune writes in the experiment
+    directory (and unpickles itself on resume), so it is trusted as the sweep's own file."""
     if not searched:
         return None, "this sweep searched no parameters (search.space is empty)"
     states = sorted(directory.glob("searcher-state-*.pkl"))
@@ -538,20 +545,30 @@ def _importances(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
             f"Parameter importances need at least 2 finished trials; the study has {len(complete)}."
         )
         return ""
+    values: dict[str, set[str]] = {}
+    for trial in complete:
+        for name, value in trial.params.items():
+            values.setdefault(name, set()).add(repr(value))
+    varied = [name for name, seen in values.items() if len(seen) > 1]
+    if single := sorted(set(values) - set(varied)):
+        notes.append(
+            f"Not ranked (a single value in the trials that searched it): {', '.join(single)}."
+        )
+    if not varied:
+        notes.append("No searched parameter took more than one value: nothing to rank.")
+        return ""
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            found = optuna.importance.get_param_importances(sweep.study)
-    except (ValueError, RuntimeError) as error:  # too few trials, or nothing varied
+            found = optuna.importance.get_param_importances(sweep.study, params=varied)
+    except (ValueError, RuntimeError) as error:  # e.g. too few trials for the evaluator
         notes.append(f"Optuna could not compute parameter importances: {_first_line(error)}")
         return ""
     notes += sorted({f"Optuna: {_first_line(w.message)}" for w in caught})
-    if not found:
-        notes.append("No searched parameter took more than one value: nothing to rank.")
-        return ""
-    searched = {k for t in complete for k in t.params}
-    if single := sorted(searched - set(found)):
-        notes.append(f"Not ranked (one value in every trial): {', '.join(single)}.")
+    if not any(found.values()):
+        notes.append(
+            f"{sweep.metric} did not vary with any searched parameter (all importances 0)."
+        )
     names = list(found)[::-1]  # largest on top
     figure = go.Figure(
         go.Bar(

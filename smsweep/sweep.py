@@ -300,6 +300,12 @@ def _finish(spec: SweepSpec, sweep_run, summary: SweepSummary, echo: Echo) -> No
     if best is not None:
         echo(f"best trial {best['trial_id']}: {metric} {best[metric]:.4f}")
     echo(f"results: {summary.experiment_dir}")
+    try:
+        from smsweep.report import build_report
+
+        echo(f"dashboard: {build_report(summary.experiment_dir)}")
+    except Exception as error:  # the sweep's results stand without the page
+        echo(f"the dashboard could not be built ({error}); retry: python -m smsweep report DIR")
     echo(f"compare runs: mlflow ui --backend-store-uri {summary.mlflow_uri}")
     if summary.interrupted:
         echo(f"interrupted: continue with `python -m smsweep resume {summary.experiment_dir}`")

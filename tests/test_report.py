@@ -1,0 +1,222 @@
+"""The sweep dashboard: a real tiny sweep's report, its MLflow artifact, and Chromium drawing it."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from PIL import Image, ImageStat
+
+from smsweep import report
+from smsweep.cli import main
+from smsweep.errors import SpecError
+from tests.test_sweep import tiny_sweep, write_spec
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+PLOTS = {"by_category", "scatter", "heatmap", "importances", "class_iou", "curves"}
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory) -> Path:
+    """A finished tiny sweep (3 trials: random, selective, block), run once for this module."""
+    root = tmp_path_factory.mktemp("report")
+    spec = write_spec(root, tiny_sweep())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        assert main(["run", str(spec), "--storage", "runs"]) == 0
+    return root / "runs" / "tiny"
+
+
+@pytest.fixture(scope="module")
+def built(sweep_dir: Path) -> Path:
+    """`report` run on the sweep, from a clean slate (the page `run` may have written removed)."""
+    (sweep_dir / report.REPORT_FILE).unlink(missing_ok=True)
+    return report.build_report(sweep_dir)
+
+
+@pytest.mark.slow
+def test_report_writes_the_page_and_logs_it_to_the_parent_run(sweep_dir, built, capsys):
+    assert built == sweep_dir / "report.html" and built.is_file()
+    assert report.main(sweep_dir) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(built)
+    ids = json.loads((sweep_dir / "mlflow_run.json").read_text())
+    artifacts = MlflowClient(ids["uri"]).list_artifacts(ids["run_id"])
+    assert "report.html" in {a.path for a in artifacts}
+
+
+@pytest.mark.slow
+def test_report_shows_every_section_and_needs_no_network(built):
+    page = built.read_text()
+    for section in report.load_dashboard()["sections"]:
+        assert html.escape(section["title"]) in page, section["title"]
+    assert 'class="note section-error"' not in page, "a section failed"
+    # 3 trials, one of them selective: every plot has data (the 2 curves included)
+    expected = sum(s["kind"] in PLOTS for s in report.load_dashboard()["sections"])
+    assert page.count('class="plotly-graph-div"') == expected == 7
+    assert (
+        len(re.findall(r'<img [^>]*src="data:image/png;base64,', page)) == 2
+    )  # the best trial's 2 partition galleries
+    assert not re.search(r"<script[^>]+src=|<link[^>]+href=\"?https?:", page)
+    for trial_text in ("random", "selective", "block", "TERMINATED"):
+        assert trial_text in page
+
+
+def _browser() -> str:
+    found = next((shutil.which(name) for name in BROWSERS if shutil.which(name)), None)
+    if found is None:
+        reason = "no Chromium on PATH (Debian/Ubuntu: apt-get install chromium)"
+        if os.environ.get("SMSWEEP_REQUIRE_CHROMIUM"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return found
+
+
+def _headless(browser: str, page: Path, profile: Path, *args: str) -> subprocess.CompletedProcess:
+    command = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=20000",
+        *args,
+        page.as_uri(),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium(built, tmp_path):
+    browser = _browser()
+    dom = _headless(browser, built, tmp_path / "profile", "--dump-dom")
+    console = [line for line in dom.stderr.splitlines() if ":CONSOLE" in line]
+    assert not [line for line in console if re.search(r"Uncaught|Error", line)], console
+    assert not re.search(r"<html[^>]*data-page-errors=\"", dom.stdout), "a script error"
+    drawn = len(re.findall(r'class="[^"]*\bjs-plotly-plot\b', dom.stdout))
+    assert drawn == built.read_text().count('class="plotly-graph-div"') == 7
+    assert dom.stdout.count('class="main-svg"') >= 2 * drawn  # plotly drew its SVG layers
+
+    shot = tmp_path / "page.png"
+    _headless(
+        browser, built, tmp_path / "profile", "--hide-scrollbars", "--window-size=1280,2400",
+        f"--screenshot={shot}",
+    )  # fmt: skip
+    with Image.open(shot) as image:
+        rgb = image.convert("RGB")
+        assert len(rgb.getcolors(maxcolors=1 << 20) or range(1 << 20)) > 50
+        assert max(ImageStat.Stat(rgb).stddev) > 10
+
+
+def test_report_of_a_directory_that_is_not_a_sweep_names_the_fix(tmp_path):
+    with pytest.raises(SpecError, match=r"not a sweep directory .*STORAGE/NAME"):
+        report.main(tmp_path)
+    with pytest.raises(SpecError, match="not a sweep directory"):
+        report.build_report(tmp_path / "missing")
+    assert not list(tmp_path.iterdir())
+
+
+def test_report_of_a_sweep_whose_database_is_gone_names_the_fix(tmp_path):
+    (tmp_path / "smsweep.json").write_text('{"spec": {}, "mlflow_uri": "x"}')
+    gone = f"sqlite:///{tmp_path / 'gone.db'}"
+    (tmp_path / "mlflow_run.json").write_text(
+        f'{{"uri": "{gone}", "experiment_id": "1", "run_id": "abc"}}'
+    )
+    with pytest.raises(SpecError, match="does not exist; run the report where the sweep ran"):
+        report.build_report(tmp_path)
+    assert not (tmp_path / "gone.db").exists()
+
+
+def _trial(trial_id: str, strategy: str, ratio: float, miou: float | None) -> report.Trial:
+    params = {"masking.strategy": strategy, "masking.ratio": ratio, "masking.patch_size": 8}
+    metrics = {} if miou is None else {"miou": miou, "iou/background": miou, "iou/disk": 0.0}
+    history = {} if miou is None else {"miou": [(0, miou / 2), (1, miou)]}
+    return report.Trial(trial_id, "TERMINATED", dict(params), params, metrics, "run", history)
+
+
+def _sweep(trials: list[report.Trial], study=None, note: str = "no searcher") -> report.Sweep:
+    return report.Sweep(
+        name="fake",
+        experiment_dir=Path("/nowhere"),
+        mlflow_uri="sqlite:///nowhere.db",
+        experiment="fake",
+        run_id="0" * 32,
+        spec={"search": {"num_samples": 4}},
+        metric="miou",
+        mode="max",
+        space=["masking.strategy", "masking.ratio"],
+        trials=report.ranked(trials, "miou", "max"),
+        best_trial=trials[0].trial_id if trials else None,
+        class_names=["background", "disk"] if trials else [],
+        study=study,
+        study_note=note,
+    )
+
+
+def _sections(page: str) -> dict[str, str]:
+    parts = re.findall(r'<section id="[^"]+" data-kind="([^"]+)">(.*?)</section>', page, re.S)
+    return {kind: body for kind, body in reversed(parts)}  # the first of each kind
+
+
+def test_missing_data_gives_notes_not_failures():
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"masking.ratio": 0.5},
+            distributions={"masking.ratio": optuna.distributions.FloatDistribution(0.4, 0.6)},
+            value=0.3,
+        )
+    )
+    trials = [_trial("aaaa", "random", 0.5, 0.3), _trial("bbbb", "block", 0.5, None)]
+    page = report.render(_sweep(trials, study), report.load_dashboard())
+    assert 'class="note section-error"' not in page
+    sections = _sections(page)
+    assert "No trial with masking.strategy in selective" in sections["heatmap"]
+    assert "need at least 2 finished trials; the study has 1" in sections["importances"]
+    assert "Every trial has the same masking.ratio" in sections["scatter"]
+    assert "has no mask galleries" in sections["galleries"]
+    assert (
+        "plotly-graph-div" in sections["by_category"] and "plotly-graph-div" in sections["curves"]
+    )
+
+
+def test_importances_of_single_valued_parameters_are_a_note():
+    study = optuna.create_study(direction="maximize")
+    choice = optuna.distributions.CategoricalDistribution(["random"])
+    for value in (0.2, 0.4, 0.3):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"masking.strategy": "random"},
+                distributions={"masking.strategy": choice},
+                value=value,
+            )
+        )
+    trials = [_trial(f"t{i}", "random", 0.5, v) for i, v in enumerate((0.2, 0.4, 0.3))]
+    sections = _sections(report.render(_sweep(trials, study), report.load_dashboard()))
+    assert "plotly-graph-div" not in sections["importances"]
+    assert (
+        "Not ranked (a single value in the trials that searched it): masking.strategy"
+        in (sections["importances"])
+    )
+    assert "No searched parameter took more than one value" in sections["importances"]
+
+
+def test_an_empty_sweep_still_renders_every_section():
+    page = report.render(_sweep([], note="no Optuna searcher state yet"), report.load_dashboard())
+    for section in report.load_dashboard()["sections"]:
+        assert html.escape(section["title"]) in page
+    assert "plotly-graph-div" not in page
+    assert "No trials yet." in page and "no Optuna searcher state yet" in page
