@@ -40,6 +40,7 @@ class SweepSummary:
     mlflow_uri: str
     rows: list[dict[str, Any]] = field(default_factory=list)  # best first
     interrupted: bool = False
+    trial_ids: set[str] = field(default_factory=set)  # every trial Tune knows
 
     @property
     def finished(self) -> int:
@@ -162,7 +163,7 @@ def _fit(spec, settings, sweep_run, *, restore: bool, echo: Echo) -> SweepSummar
     results = tuner.fit()
     rows = []
     for result in results:
-        trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
+        trial_id = closer.ids.get(result.path) or (result.metrics or {}).get("trial_id", "?")
         status = closer.statuses.get(trial_id, "ERROR" if result.error else "TERMINATED")
         if (result.metrics or {}).get("failure"):
             status = "FAILED"  # ended by a non-finite loss: see its MLflow run
@@ -173,6 +174,7 @@ def _fit(spec, settings, sweep_run, *, restore: bool, echo: Echo) -> SweepSummar
     summary = SweepSummary(experiment_dir, settings["mlflow_uri"])
     summary.rows = _ranked(rows, spec.search.metric, spec.search.mode)
     summary.interrupted = closer.interrupted(spec.search.num_samples)
+    summary.trial_ids = set(closer.statuses)
     return summary
 
 
@@ -270,7 +272,8 @@ class _CloseRuns(tune.Callback):
 
     def __init__(self, sweep_run: tracking.SweepRun) -> None:
         self.sweep_run = sweep_run
-        self.statuses: dict[str, str] = {}
+        self.statuses: dict[str, str] = {}  # trial id -> Tune status, for every trial
+        self.ids: dict[str, str] = {}  # trial directory -> trial id
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self.statuses[trial.trial_id] = "TERMINATED"
@@ -283,6 +286,7 @@ class _CloseRuns(tune.Callback):
     def on_experiment_end(self, trials, **info) -> None:
         for trial in trials:
             self.statuses.setdefault(trial.trial_id, trial.status)
+            self.ids[trial.path] = trial.trial_id
 
     def interrupted(self, num_samples: int) -> bool:
         done = [s for s in self.statuses.values() if s in ("TERMINATED", "ERROR")]
@@ -293,6 +297,10 @@ def _finish(spec: SweepSpec, sweep_run, summary: SweepSummary, echo: Echo) -> No
     metric = spec.search.metric
     status = "KILLED" if summary.interrupted else "FINISHED"
     tracking.close_trial_runs(sweep_run, {}, default="KILLED")
+    if not summary.interrupted:
+        retired = tracking.retire_orphans(sweep_run, summary.trial_ids)
+        if retired:
+            echo(f"removed {retired} MLflow run(s) of trials restarted under a new id")
     best = next((row for row in summary.rows if row.get(metric) is not None), None)
     tracking.finish_sweep_run(sweep_run, status, best and {**best, metric: best[metric]})
     echo("")

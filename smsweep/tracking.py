@@ -100,6 +100,18 @@ def close_trial_runs(run: SweepRun, statuses: Mapping[str, str], default: str) -
     return closed
 
 
+def retire_orphans(run: SweepRun, trial_ids: set[str]) -> int:
+    """Delete (MLflow's soft delete) child runs of trials the sweep has no record of: a trial
+    that started just before a crash, before Tune saved its state, is started again under a
+    new id on resume; its first run holds nothing the new trial does not redo."""
+    client = run.client()
+    orphans = [r for r in trial_runs(run) if r.data.tags.get(TRIAL_ID) not in trial_ids]
+    for orphan in orphans:
+        client.set_terminated(orphan.info.run_id, status="KILLED")
+        client.delete_run(orphan.info.run_id)
+    return len(orphans)
+
+
 def trial_runs(run: SweepRun, status: str | None = None) -> list:
     query = f"tags.`{PARENT}` = '{run.run_id}'"
     if status:
@@ -204,6 +216,7 @@ __all__ = [
     "close_trial_runs",
     "finish_sweep_run",
     "iou_table",
+    "retire_orphans",
     "start_sweep_run",
     "trial_runs",
 ]

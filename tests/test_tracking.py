@@ -85,3 +85,12 @@ def test_iou_table_lists_every_class():
 def test_unreachable_tracking_server_is_a_spec_error():
     with pytest.raises(SpecError, match=r"does not answer.*mlflow server"):
         tracking.check_reachable("http://127.0.0.1:9", timeout=2)
+
+
+def test_runs_of_trials_the_sweep_does_not_know_are_retired(uri, tmp_path):
+    sweep = tracking.start_sweep_run(uri, "exp-d", "s", {}, tmp_path)
+    tracking.TrialRun(sweep, "known", "known", {}).end("FINISHED")
+    tracking.TrialRun(sweep, "lost", "lost", {})  # started, then the sweep was killed
+    assert tracking.retire_orphans(sweep, {"known"}) == 1
+    remaining = tracking.trial_runs(sweep)
+    assert [r.data.tags[tracking.TRIAL_ID] for r in remaining] == ["known"]
