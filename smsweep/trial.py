@@ -196,7 +196,7 @@ def _train_loop(config: dict[str, Any]) -> None:
 def finished_metrics(run_dir: Path) -> dict[str, Any] | None:
     """The meta of `run_dir`'s newest checkpoint when it is the trial's last report, else None.
     Checkpoint directories are named by their UTC time stamp, so names sort by age."""
-    checkpoints = sorted(run_dir.glob("checkpoint_*"))
+    checkpoints = sorted(path for path in run_dir.glob("checkpoint_*") if path.is_dir())
     if not checkpoints:
         return None
     try:
