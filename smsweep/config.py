@@ -134,6 +134,9 @@ class SearchConfig(_Section):
     metric: str = _f("miou", "the metric Optuna optimises")
     mode: Literal["max", "min"] = _f("max", "maximise or minimise the metric")
     scheduler: Literal["fifo", "asha"] = _f("fifo", "asha stops weak trials early")
+    sampler: Literal["tpe", "random", "grid"] = _f(
+        "tpe", "Optuna sampler; grid: every combination of `choice` values, once"
+    )
     grace_period: int = _f(1, "asha: fine-tune epochs before a trial may be stopped", ge=1)
     max_failures: int = _f(
         1, "retries of a failed trial (it continues from its last checkpoint)", ge=0, le=100

@@ -146,6 +146,8 @@ def check_space(spec: SweepSpec) -> None:
         for cond_key, allowed in (dist.when or {}).items():
             _check_condition(spec, key, cond_key, allowed, keys)
     draw_order(space)
+    if spec.search.sampler == "grid":
+        _check_grid(spec)
     base = _without_search(spec)
     for key, dist in space.items():
         active = _conditions_met(dist, space)
@@ -159,6 +161,28 @@ def check_space(spec: SweepSpec) -> None:
         for combo in itertools.product(*candidates.values()):
             params = _active_params(dict(zip(candidates, combo, strict=True)), space)
             _validate_trial(base, params, f"search.space combination {params}")
+
+
+def grid_size(space: dict[str, Distribution]) -> int:
+    size = 1
+    for dist in space.values():
+        size *= len(dist.choice or ())
+    return size
+
+
+def _check_grid(spec: SweepSpec) -> None:
+    space = spec.search.space
+    bad = [key for key, dist in space.items() if dist.choice is None or dist.when]
+    if not space or bad:
+        raise SpecError(
+            f"search.sampler: grid needs every search.space key to be an unconditional "
+            f"`choice` ({', '.join(bad) or 'the space is empty'}); list the values to try"
+        )
+    if spec.search.num_samples != grid_size(space):
+        raise SpecError(
+            f"search.sampler: grid has {grid_size(space)} combinations but search.num_samples "
+            f"is {spec.search.num_samples}; set search.num_samples: {grid_size(space)}"
+        )
 
 
 def _check_key(key: str, keys: list[str], what: str) -> None:

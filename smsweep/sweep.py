@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import optuna
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
@@ -186,11 +187,20 @@ def _tune_config(spec: SweepSpec) -> tune.TuneConfig:
         points = []
         if strategies is not None and strategies.choice is not None and not strategies.when:
             points = [{"masking.strategy": s} for s in strategies.choice][: search.num_samples]
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what runs
+        sampler = None  # OptunaSearch's default: TPE seeded with `seed`
+        if search.sampler == "random":
+            sampler = optuna.samplers.RandomSampler(seed=spec.seed)
+        elif search.sampler == "grid":
+            grid = {key: list(dist.choice) for key, dist in search.space.items()}
+            sampler = optuna.samplers.GridSampler(grid, seed=spec.seed)
+            points = []  # the grid covers every strategy already
         searcher = OptunaSearch(
             space=DefineByRun(dict(search.space), spec.flat()),
             metric=search.metric,
             mode=search.mode,
-            seed=spec.seed,
+            sampler=sampler,
+            seed=None if sampler else spec.seed,
             points_to_evaluate=points or None,
         )
     scheduler = None

@@ -179,3 +179,14 @@ def test_cyclic_when_conditions_are_refused():
                 }
             }
         )
+
+
+def test_grid_sampler_needs_unconditional_choices_and_the_grid_size():
+    space = {"masking.ratio": {"choice": [0.4, 0.5]}, "masking.patch_size": {"choice": [4, 8]}}
+    spec = validate_spec({"search": {"sampler": "grid", "num_samples": 4, "space": space}})
+    assert spec.search.sampler == "grid"
+    with pytest.raises(SpecError, match=r"set search\.num_samples: 4"):
+        validate_spec({"search": {"sampler": "grid", "num_samples": 6, "space": space}})
+    ranged = {"masking.ratio": {"uniform": [0.4, 0.6]}}
+    with pytest.raises(SpecError, match="unconditional `choice`"):
+        validate_spec({"search": {"sampler": "grid", "num_samples": 1, "space": ranged}})
