@@ -5,8 +5,10 @@ One run measures, on the current machine (CUDA when available, else the CPU):
 - `scorer_vs_literal`: the vectorized selective scorer (`masking.scorer.patch_loss_scores`) against
   the literal reference (`masking.reference.reference_patch_loss_scores`) on the same model,
   images, generator seed, patch size, ratio, samples and fill (speedup, higher is better);
-- `scorer_vs_forward`: the scorer's time over the time of its B*K forward passes alone, in eval
-  mode without grad, `chunk_size` at a time (1.0 = the scorer costs nothing beyond the model);
+- `scorer_vs_forward`: the scorer's time over the time of its B*K forward passes alone, on the
+  same masked inputs, in eval mode without grad, split into chunks of `chunk_size` (1.0 = the
+  scorer costs nothing beyond the model; how the scorer itself groups variants into forwards is
+  part of what this measures);
 - `train_step_vs_bare`: images/s of `pretrain.pretrain_step` (fresh RandomMasking masks each step,
   MeanFill, MS-SSIM+L1, AdamW) over images/s of a bare torch loop with the same model, loss,
   batch and optimizer and a fixed precomputed mask;
@@ -22,6 +24,10 @@ of the per-round ratios, so that load from other processes hits both sides alike
 The sizes are in `Sizes` and in the output. On CUDA, bf16 autocast and channels_last are used only
 when a quick probe finds them faster (forward-only for scoring, forward+backward for training),
 and then on both sides of every ratio; on the CPU everything runs in float32.
+
+Contention is measured, not guessed: `other_cpus_*` is how many CPUs processes other than the
+measured ones kept busy while a section was timed (from /proc; other users of the machine, Ray's
+own processes), and `actor_busy_cpus_*` how many the scoring actors got (ideal: 1 per actor).
 
 Progress goes to stderr; stdout gets the table and, with --json, one JSON object as its last line.
 The exit status is 0 when the bench ran (targets are reported, not enforced), 1 when it failed.
@@ -373,6 +379,12 @@ INFO_ROWS = (
     ("trial_wall_s", "s"),
     ("trial_compute_s", "s"),
     ("trial_fixed_overhead_s", "s"),
+    ("actor_busy_cpus_1", ""),
+    ("actor_busy_cpus_2", ""),
+    ("other_cpus_scorer", ""),
+    ("other_cpus_train", ""),
+    ("other_cpus_actors_1", ""),
+    ("other_cpus_actors_2", ""),
     ("peak_rss_mb", " MB"),
     ("peak_rss_children_mb", " MB"),
     ("wall_seconds", "s"),
@@ -398,8 +410,9 @@ def format_table(results: Mapping[str, Any]) -> str:
         context.append(f"precision: {results['precision']}")
     if "load_avg_1m_start" in results:
         context.append(
-            f"machine load (1-min average): {results['load_avg_1m_start']} at the start, "
-            f"{results.get('load_avg_1m_end')} at the end"
+            f"machine load (1-min average, the bench's own work included): "
+            f"{results['load_avg_1m_start']} at the start, {results.get('load_avg_1m_end')} at "
+            "the end"
         )
     if "sizes" in results:
         context.append("sizes: " + ", ".join(f"{k}={v}" for k, v in results["sizes"].items()))
@@ -457,6 +470,61 @@ def time_rounds(
             _sync(device)
             seconds[name].append(time.perf_counter() - start)
     return Rounds(seconds)
+
+
+class CpuMeter:
+    """CPU time while timed sections run, from /proc (Linux; elsewhere every figure is None).
+
+    `busy(pids)`: CPUs the given processes kept busy on average (1.0 = one full CPU);
+    `others()`: CPUs everything not tracked kept busy (other work on the machine, Ray's own
+    processes): the contention the timings saw. Enter it once per section; it sums them.
+    """
+
+    def __init__(self, pids: list[int] | None = None) -> None:
+        self.pids = pids or [os.getpid()]
+        self.wall = 0.0
+        self.system = 0.0
+        self.per_pid = [0.0] * len(self.pids)
+        self.ok = True
+
+    def _snapshot(self) -> tuple[float, float, list[float]] | None:
+        try:
+            ticks = os.sysconf("SC_CLK_TCK")
+            with open("/proc/stat") as stat:
+                fields = [int(v) for v in stat.readline().split()[1:]]
+            system = (sum(fields[:8]) - fields[3] - fields[4]) / ticks  # all but idle, iowait
+            processes = []
+            for pid in self.pids:
+                with open(f"/proc/{pid}/stat") as stat:
+                    after_name = stat.read().rsplit(")", 1)[1].split()
+                processes.append((int(after_name[11]) + int(after_name[12])) / ticks)
+        except (OSError, ValueError, IndexError, AttributeError):
+            return None
+        return time.perf_counter(), system, processes
+
+    def __enter__(self) -> CpuMeter:
+        self._start = self._snapshot()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        end = self._snapshot()
+        if self._start is None or end is None:
+            self.ok = False
+            return
+        self.wall += end[0] - self._start[0]
+        self.system += end[1] - self._start[1]
+        for index, (before, after) in enumerate(zip(self._start[2], end[2], strict=True)):
+            self.per_pid[index] += after - before
+
+    def busy(self, pids: list[int]) -> float | None:
+        if not self.ok or not self.wall:
+            return None
+        return round(sum(self.per_pid[self.pids.index(pid)] for pid in pids) / self.wall, 2)
+
+    def others(self) -> float | None:
+        if not self.ok or not self.wall:
+            return None
+        return round(max(self.system - sum(self.per_pid), 0.0) / self.wall, 2)
 
 
 @dataclass(frozen=True)
@@ -528,16 +596,14 @@ def measure_scorer(sizes: Sizes, device: torch.device) -> dict[str, Any]:
         f"scorer: {sizes.batch_size} images x K={sizes.samples}, vectorized vs literal vs "
         f"forward-only, {sizes.repeats} rounds"
     )
-    rounds = time_rounds(
-        {
-            "vectorized": under(lambda: vectorized_scores(model, images, sizes)),
-            "forward_floor": under(lambda: forward_floor(model, inputs, masks, sizes.chunk_size)),
-            "literal": under(lambda: literal_scores(model, images, sizes)),
-            "literal_forwards": under(lambda: literal_forwards(model, inputs, masks)),
-        },
-        repeats=sizes.repeats,
-        device=device,
-    )
+    functions = {
+        "vectorized": under(lambda: vectorized_scores(model, images, sizes)),
+        "forward_floor": under(lambda: forward_floor(model, inputs, masks, sizes.chunk_size)),
+        "literal": under(lambda: literal_scores(model, images, sizes)),
+        "literal_forwards": under(lambda: literal_forwards(model, inputs, masks)),
+    }
+    with CpuMeter() as meter:
+        rounds = time_rounds(functions, repeats=sizes.repeats, device=device)
     return {
         "scorer_vs_literal": rounds.ratio("literal", "vectorized"),
         "scorer_vs_forward": rounds.ratio("vectorized", "forward_floor"),
@@ -548,6 +614,7 @@ def measure_scorer(sizes: Sizes, device: torch.device) -> dict[str, Any]:
         "batching_gain": rounds.ratio("literal_forwards", "forward_floor"),
         "scorer_seconds": {name: round(rounds.median(name), 4) for name in rounds.seconds},
         "scorer_precision": str(precision),
+        "other_cpus_scorer": meter.others(),
     }
 
 
@@ -575,9 +642,10 @@ def measure_train_step(sizes: Sizes, device: torch.device) -> dict[str, Any]:
         f"train step: batch {sizes.batch_size}, {sizes.train_steps} steps x {sizes.repeats} "
         "rounds, smsweep vs bare"
     )
-    rounds = time_rounds(
-        {"smsweep": run_ours, "bare": run_bare}, repeats=sizes.repeats, device=device
-    )
+    with CpuMeter() as meter:
+        rounds = time_rounds(
+            {"smsweep": run_ours, "bare": run_bare}, repeats=sizes.repeats, device=device
+        )
     images = sizes.batch_size * sizes.train_steps
     return {
         # images/s over images/s = bare seconds over smsweep seconds, per round
@@ -585,6 +653,7 @@ def measure_train_step(sizes: Sizes, device: torch.device) -> dict[str, Any]:
         "train_images_per_s": images / rounds.median("smsweep"),
         "bare_images_per_s": images / rounds.median("bare"),
         "train_precision": str(precision),
+        "other_cpus_train": meter.others(),
     }
 
 
@@ -621,6 +690,8 @@ def actor_spec(sizes: Sizes, actors: int):
 
 def measure_actors(sizes: Sizes) -> dict[str, Any]:
     """Seconds of `ActorScorer.score` on one partition with 1 and with 2 actors."""
+    import ray
+
     from smsweep import build
     from smsweep.data import open_source
     from smsweep.pretrain import derived_seed
@@ -633,27 +704,37 @@ def measure_actors(sizes: Sizes) -> dict[str, Any]:
     weights = build.reconstruction_model(spec).state_dict()
     indices = list(range(sizes.partition_images))
     seeds = [derived_seed(spec.seed, SCORING, i) for i in indices]
-    seconds, scores = {}, {}
+    seconds, scores, cpus = {}, {}, {}
     for actors in (1, 2):
         _progress(f"actors: scoring {len(indices)} images with {actors} actor(s)")
         scorer = ActorScorer(actor_spec(sizes, actors), source)
         try:
             scorer.score(weights, indices, seeds)  # warm-up: waits for the actors to start
+            pids = ray.get([actor.__ray_call__.remote(_pid) for actor in scorer.actors])
+            meter = CpuMeter([*pids, os.getpid()])
             rounds = []
             for _ in range(sizes.repeats):
                 start = time.perf_counter()
-                scores[actors] = scorer.score(weights, indices, seeds).scores
+                with meter:
+                    scores[actors] = scorer.score(weights, indices, seeds).scores
                 rounds.append(time.perf_counter() - start)
         finally:
             scorer.close()
         seconds[actors] = statistics.median(rounds)
-    return {
+        # CPUs the actors kept busy while scoring (ideal: 1 per actor), and everything else.
+        cpus[f"actor_busy_cpus_{actors}"] = meter.busy(pids)
+        cpus[f"other_cpus_actors_{actors}"] = meter.others()
+    return cpus | {
         "actors_2_vs_1": seconds[1] / seconds[2],
         "actor_torch_threads": _actor_torch_threads(),
         "actor_ms_per_image_1": 1000 * seconds[1] / len(indices),
         "actor_ms_per_image_2": 1000 * seconds[2] / len(indices),
         "actor_scores_match": bool(torch.allclose(scores[1], scores[2], rtol=0, atol=1e-6)),
     }
+
+
+def _pid(actor: object) -> int:
+    return os.getpid()
 
 
 def _actor_torch_threads() -> int:
