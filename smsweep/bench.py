@@ -13,14 +13,15 @@ One run measures, on the current machine (CUDA when available, else the CPU):
   MeanFill, MS-SSIM+L1, AdamW) over images/s of a bare torch loop with the same model, loss,
   batch and optimizer and a fixed precomputed mask;
 - `actors_2_vs_1`: `scoring.ActorScorer.score` on one partition with 2 actors vs 1 (1 CPU each),
-  after a warm-up call, so actor start-up is not timed;
+  each pool timed after a warm-up call, so actor start-up is not timed;
 - `trainer_fits_per_trial` and `trial_fixed_overhead_s`: one tiny real trial (`trial.run_trial`);
   fits are counted from outside, as the `TrainController` actors Ray Train starts (one per fit).
 
 Every time is the median of `repeats` rounds after one warm-up round. Within a round the variants
 of a ratio run one after the other, in alternating order (A B, B A, ...), and a ratio is the median
 of the per-round ratios, so that load from other processes hits both sides alike (the 1- and
-2-actor pools cannot coexist on 2 CPUs: they are timed one after the other). Seeds are fixed.
+2-actor pools cannot coexist on 2 CPUs: they alternate over `actor_cycles` cycles instead, each
+pool started, warmed up, timed and closed). Seeds are fixed.
 The sizes are in `Sizes` and in the output. On CUDA, bf16 autocast and channels_last are used only
 when a quick probe finds them faster (forward-only for scoring, forward+backward for training),
 and then on both sides of every ratio; on the CPU everything runs in float32.
@@ -113,6 +114,7 @@ class Sizes:
     train_steps: int = 3  # optimizer steps per timed training repetition
     partition_images: int = 64  # images the actors score per call (4 blocks of 16)
     repeats: int = 7  # timed repetitions per measurement, after one warm-up
+    actor_cycles: int = 3  # 1-actor and 2-actor pools alternate this many times (see actors)
     seed: int = 0
 
     def as_dict(self) -> dict[str, Any]:
@@ -363,6 +365,8 @@ def format_json(results: Mapping[str, Any]) -> str:
 def _show(value: Any, unit: str = "") -> str:
     if isinstance(value, bool) or value is None:
         return str(value)
+    if isinstance(value, list):
+        return " ".join(_show(item, unit) for item in value)
     if isinstance(value, float):
         return f"{value:.3g}{unit}" if abs(value) < 100 else f"{value:.0f}{unit}"
     return f"{value}{unit}"
@@ -372,6 +376,7 @@ INFO_ROWS = (
     ("scoring_ms_per_image", "ms"),
     ("literal_forward_bound", "x"),
     ("batching_gain", "x"),
+    ("actors_2_vs_1_per_cycle", ""),
     ("actor_ms_per_image_1", "ms"),
     ("actor_ms_per_image_2", "ms"),
     ("train_images_per_s", "/s"),
@@ -516,15 +521,23 @@ class CpuMeter:
         for index, (before, after) in enumerate(zip(self._start[2], end[2], strict=True)):
             self.per_pid[index] += after - before
 
+    def cpu_seconds(self, pids: list[int]) -> float:
+        """CPU seconds the given (tracked) processes used inside the sections."""
+        return sum(self.per_pid[self.pids.index(pid)] for pid in pids)
+
+    def other_seconds(self) -> float:
+        """CPU seconds everything untracked used inside the sections."""
+        return max(self.system - sum(self.per_pid), 0.0)
+
     def busy(self, pids: list[int]) -> float | None:
         if not self.ok or not self.wall:
             return None
-        return round(sum(self.per_pid[self.pids.index(pid)] for pid in pids) / self.wall, 2)
+        return round(self.cpu_seconds(pids) / self.wall, 2)
 
     def others(self) -> float | None:
         if not self.ok or not self.wall:
             return None
-        return round(max(self.system - sum(self.per_pid), 0.0) / self.wall, 2)
+        return round(self.other_seconds() / self.wall, 2)
 
 
 @dataclass(frozen=True)
@@ -689,7 +702,13 @@ def actor_spec(sizes: Sizes, actors: int):
 
 
 def measure_actors(sizes: Sizes) -> dict[str, Any]:
-    """Seconds of `ActorScorer.score` on one partition with 1 and with 2 actors."""
+    """Seconds of `ActorScorer.score` on one partition with 1 and with 2 actors.
+
+    The two pools cannot coexist on 2 CPUs, so they alternate over `actor_cycles` cycles
+    (1 then 2 actors, then 2 then 1, ...); each pool is started, warmed up with one untimed call
+    (which waits for its actors to start), timed, and closed. The ratio is the median of the
+    per-cycle ratios, so a slow phase of the machine does not land on one pool only.
+    """
     import ray
 
     from smsweep import build
@@ -704,33 +723,56 @@ def measure_actors(sizes: Sizes) -> dict[str, Any]:
     weights = build.reconstruction_model(spec).state_dict()
     indices = list(range(sizes.partition_images))
     seeds = [derived_seed(spec.seed, SCORING, i) for i in indices]
-    seconds, scores, cpus = {}, {}, {}
-    for actors in (1, 2):
-        _progress(f"actors: scoring {len(indices)} images with {actors} actor(s)")
-        scorer = ActorScorer(actor_spec(sizes, actors), source)
-        try:
-            scorer.score(weights, indices, seeds)  # warm-up: waits for the actors to start
-            pids = ray.get([actor.__ray_call__.remote(_pid) for actor in scorer.actors])
-            meter = CpuMeter([*pids, os.getpid()])
-            rounds = []
-            for _ in range(sizes.repeats):
-                start = time.perf_counter()
-                with meter:
-                    scores[actors] = scorer.score(weights, indices, seeds).scores
-                rounds.append(time.perf_counter() - start)
-        finally:
-            scorer.close()
-        seconds[actors] = statistics.median(rounds)
-        # CPUs the actors kept busy while scoring (ideal: 1 per actor), and everything else.
-        cpus[f"actor_busy_cpus_{actors}"] = meter.busy(pids)
-        cpus[f"other_cpus_actors_{actors}"] = meter.others()
-    return cpus | {
-        "actors_2_vs_1": seconds[1] / seconds[2],
+    calls = max(2, math.ceil(sizes.repeats / sizes.actor_cycles))  # timed calls per pool
+    seconds: dict[int, list[float]] = {1: [], 2: []}  # per-cycle medians
+    every: dict[int, list[float]] = {1: [], 2: []}  # every timed call
+    usage = {actors: {"wall": 0.0, "actors": 0.0, "others": 0.0} for actors in (1, 2)}
+    scores = {}
+    for cycle in range(sizes.actor_cycles):
+        for actors in (1, 2) if cycle % 2 == 0 else (2, 1):
+            _progress(
+                f"actors: cycle {cycle + 1}/{sizes.actor_cycles}, scoring {len(indices)} images "
+                f"with {actors} actor(s), {calls} timed calls"
+            )
+            scorer = ActorScorer(actor_spec(sizes, actors), source)
+            try:
+                scorer.score(weights, indices, seeds)  # warm-up: waits for the actors to start
+                pids = ray.get([actor.__ray_call__.remote(_pid) for actor in scorer.actors])
+                meter = CpuMeter([*pids, os.getpid()])
+                timed = []
+                for _ in range(calls):
+                    start = time.perf_counter()
+                    with meter:
+                        scores[actors] = scorer.score(weights, indices, seeds).scores
+                    timed.append(time.perf_counter() - start)
+            finally:
+                scorer.close()
+            seconds[actors].append(statistics.median(timed))
+            every[actors] += timed
+            if meter.ok:
+                usage[actors]["wall"] += meter.wall
+                usage[actors]["actors"] += meter.cpu_seconds(pids)
+                usage[actors]["others"] += meter.other_seconds()
+    ratios = [one / two for one, two in zip(seconds[1], seconds[2], strict=True)]
+    results: dict[str, Any] = {
+        "actors_2_vs_1": statistics.median(ratios),
+        "actors_2_vs_1_per_cycle": [round(ratio, 3) for ratio in ratios],
         "actor_torch_threads": _actor_torch_threads(),
-        "actor_ms_per_image_1": 1000 * seconds[1] / len(indices),
-        "actor_ms_per_image_2": 1000 * seconds[2] / len(indices),
         "actor_scores_match": bool(torch.allclose(scores[1], scores[2], rtol=0, atol=1e-6)),
     }
+    for actors in (1, 2):
+        results[f"actor_ms_per_image_{actors}"] = (
+            1000 * statistics.median(every[actors]) / len(indices)
+        )
+        # CPUs the actors kept busy while scoring (ideal: 1 per actor), and everything else.
+        wall = usage[actors]["wall"]
+        results[f"actor_busy_cpus_{actors}"] = (
+            round(usage[actors]["actors"] / wall, 2) if wall else None
+        )
+        results[f"other_cpus_actors_{actors}"] = (
+            round(usage[actors]["others"] / wall, 2) if wall else None
+        )
+    return results
 
 
 def _pid(actor: object) -> int:
