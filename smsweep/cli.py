@@ -114,7 +114,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         from smsweep.sweep import run_sweep
 
         summary = run_sweep(
-            checked.spec, storage=args.storage, mlflow_uri=args.mlflow_uri, address=address
+            checked.spec,
+            storage=args.storage,
+            mlflow_uri=args.mlflow_uri,
+            address=address,
+            source=checked.source,
         )
         return summary.exit_code
     if args.command == "resume":

@@ -34,8 +34,8 @@ def gallery_rows(
     heat = torch.cat([loss, loss**2, (1 - loss) * 0.3], dim=1)  # dark blue -> orange/white
     masked = images * (~pixel_mask) + 0.15 * images * pixel_mask
     columns = [images, heat, masked, reconstruction]
-    tiles = [torch.stack(columns, dim=1).float().cpu()]  # (n, 4, 3, H, W)
-    grid = torch.nn.functional.pad(tiles[0], (0, GAP, 0, GAP), value=1.0)
+    tiles = torch.stack(columns, dim=1).float().cpu()  # (n, 4, 3, H, W)
+    grid = torch.nn.functional.pad(tiles, (0, GAP, 0, GAP), value=1.0)
     n, cols, channels, height, width = grid.shape
     grid = grid.permute(0, 3, 1, 4, 2).reshape(n * height, cols * width, channels)
     return (grid.numpy() * 255).round().astype(np.uint8)

@@ -25,6 +25,7 @@ from smsweep.config import SweepSpec
 from smsweep.data import Source
 from smsweep.data.datasets import image_tensor
 from smsweep.data.transforms import pretrain_transform
+from smsweep.faults import pause_for_a_kill
 from smsweep.masking import MaskingStrategy
 
 BLOCK = 16  # images per scoring task: small enough to balance two actors on a tiny partition
@@ -110,8 +111,6 @@ class ScoringWorker:
     def score(self, indices: list[int], seeds: list[int]) -> np.ndarray:
         if self.exit_after_blocks is not None and self.blocks_scored >= self.exit_after_blocks:
             os._exit(1)
-        from smsweep.trainloop import pause_for_a_kill
-
         pause_for_a_kill(self.faults, "scoring")
         images = load_images(self.source, indices, self.image_size)
         self.blocks_scored += 1

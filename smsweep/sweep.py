@@ -25,7 +25,7 @@ from ray.tune.search.optuna import OptunaSearch
 from smsweep import cluster, tracking
 from smsweep.config import SweepSpec, resolve, validate_spec
 from smsweep.console import Echo, Progress, leaderboard
-from smsweep.data import open_source
+from smsweep.data import Source, open_source
 from smsweep.errors import SpecError
 from smsweep.resources import check_fits
 from smsweep.space import Distribution, sample
@@ -72,9 +72,11 @@ def run_sweep(
     name: str | None = None,
     mlflow_uri: str | None = None,
     address: str | None = None,
+    source: Source | None = None,
     echo: Echo = print,
 ) -> SweepSummary:
-    """Validate everything that needs the cluster, then launch; SpecError before any write."""
+    """Validate everything that needs the cluster, then launch; SpecError before any write.
+    `source`: the spec's data source when the caller has opened (scanned) it already."""
     name = name or spec.name
     _check_storage(storage)
     experiment_dir = storage.resolve() / name
@@ -91,7 +93,7 @@ def run_sweep(
         "mlflow_uri": uri,
         "experiment": spec.tracking.experiment or name,
     }
-    return _launch(settings, address=address, restore=False, echo=echo)
+    return _launch(settings, address=address, restore=False, echo=echo, source=source)
 
 
 def resume_sweep(path: Path, *, address: str | None = None, echo: Echo = print) -> SweepSummary:
@@ -105,12 +107,20 @@ def resume_sweep(path: Path, *, address: str | None = None, echo: Echo = print) 
     return _launch(json.loads(saved.read_text()), address=address, restore=True, echo=echo)
 
 
-def _launch(settings: dict[str, Any], *, address: str | None, restore: bool, echo: Echo):
+def _launch(
+    settings: dict[str, Any],
+    *,
+    address: str | None,
+    restore: bool,
+    echo: Echo,
+    source: Source | None = None,
+):
     spec = validate_spec(settings["spec"])
     experiment_dir = Path(settings["experiment_dir"])
     uri = settings["mlflow_uri"]
     tracking.check_reachable(uri)
-    source = open_source(spec.data, seed=spec.seed)  # data errors before Ray starts
+    if source is None:
+        source = open_source(spec.data, seed=spec.seed)  # data errors before Ray starts
     _check_metric(spec, source.class_names)
     where = cluster.connect(address)
     try:
@@ -125,17 +135,19 @@ def _launch(settings: dict[str, Any], *, address: str | None, restore: bool, ech
         )
         echo(f"sweep {settings['name']}: {spec.search.num_samples} trials on {where}")
         echo(f"experiment: {experiment_dir}    MLflow: {uri}")
-        summary = _fit(spec, settings, sweep_run, restore=restore, echo=echo)
+        summary = _fit(spec, settings, sweep_run, source, restore=restore, echo=echo)
         _finish(spec, sweep_run, summary, echo)
         return summary
     finally:
         ray.shutdown()
 
 
-def _fit(spec, settings, sweep_run, *, restore: bool, echo: Echo) -> SweepSummary:
+def _fit(spec, settings, sweep_run, source, *, restore: bool, echo: Echo) -> SweepSummary:
     experiment_dir = Path(settings["experiment_dir"])
     trainable = tune.with_resources(
-        tune.with_parameters(tune_trial, settings=settings, sweep_run=sweep_run.__dict__),
+        tune.with_parameters(
+            tune_trial, settings=settings, sweep_run=sweep_run.__dict__, source=source
+        ),
         {"cpu": spec.resources.cpus_per_trial, "gpu": 0},
     )
     progress = Progress(spec.search.num_samples, spec.search.metric, spec.search.mode, echo)
@@ -222,8 +234,11 @@ def _tune_config(spec: SweepSpec) -> tune.TuneConfig:
     )
 
 
-def tune_trial(config: dict[str, Any], settings: dict[str, Any], sweep_run: dict[str, str]):
-    """The Tune function: one trial, tracked in its own nested MLflow run."""
+def tune_trial(
+    config: dict[str, Any], settings: dict[str, Any], sweep_run: dict[str, str], source: Source
+):
+    """The Tune function: one trial, tracked in its own nested MLflow run. `source` is the
+    sweep's opened data source, reused unless the trial searches a `data.*` key."""
     from smsweep.trial import TrialFailed, run_trial  # Ray Train: in the trial process only
 
     spec = resolve(validate_spec(settings["spec"]), config)
@@ -234,7 +249,9 @@ def tune_trial(config: dict[str, Any], settings: dict[str, Any], sweep_run: dict
     )
     if not run.resumed:
         run.log_text(spec.to_yaml(), "config.yaml")
-    source = open_source(spec.data, seed=spec.seed)
+    base = validate_spec(settings["spec"])
+    if spec.data != base.data or spec.seed != base.seed:
+        source = open_source(spec.data, seed=spec.seed)
 
     def report(metrics: dict[str, Any], checkpoint: str | None) -> None:
         finetune = metrics["phase"] == "finetune"

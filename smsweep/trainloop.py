@@ -26,6 +26,7 @@ from smsweep.config import SweepSpec
 from smsweep.data import Source, Splits, make_splits
 from smsweep.data.datasets import PretrainDataset, SegmentationDataset
 from smsweep.data.transforms import eval_transform, finetune_transform, pretrain_transform
+from smsweep.faults import pause_for_a_kill, poisoned
 from smsweep.finetune import (
     confusion_matrix,
     finetune_epoch,
@@ -51,14 +52,6 @@ class InjectedFault(RuntimeError):
 def train_loop(config: dict[str, Any]) -> None:
     """Ray Train entry point. config: spec (dict), source, run_ids, faults (test-only)."""
     Trial(config).run()
-
-
-def pause_for_a_kill(faults: dict[str, Any], point: str) -> None:
-    """Test-only: at `faults["pause_at"] == point`, touch `faults["marker"]` and wait to be
-    killed, so that a test can kill a sweep at an exact point."""
-    if faults.get("pause_at") == point:
-        Path(faults["marker"]).write_text(point)
-        time.sleep(3600)
 
 
 class Trial:
@@ -130,7 +123,7 @@ class Trial:
                 pause_for_a_kill(self.faults, f"pretrain:{partition}")
                 batches = self._pretrain_batches(indices, partition)
                 if partition == self.faults.get("nan_at_partition"):
-                    batches = _poisoned(batches)
+                    batches = poisoned(batches)
                 metrics["recon_loss"] = train_partition(
                     trained,
                     batches,
@@ -335,16 +328,6 @@ class Trial:
         torch.set_rng_state(state["torch_rng"])
         self.run_ids = state["run_ids"] or self.run_ids
         return state
-
-
-def _poisoned(batches):
-    """Test-only: the same batches with NaN pixels, as corrupt data or a diverged model gives."""
-
-    def poisoned(epoch: int):
-        for images, indices in batches(epoch):
-            yield images * float("nan"), indices
-
-    return poisoned
 
 
 def _shard(indices, rank: int, world: int) -> tuple[int, ...]:
