@@ -1,0 +1,117 @@
+"""The page: the dashboard definition (`dashboards/sweep.yaml`), the header, and rendering the
+sections into the template it names."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from smsweep.report.helpers import _first_line, _short
+from smsweep.report.load import Sweep
+from smsweep.report.sections import SECTIONS
+
+# The dashboard's definition: `dashboards/` at the top of the source tree (a checkout, or an
+# editable install), else inside the package (where a packaged install would carry it).
+_PACKAGE = Path(__file__).resolve().parents[1]  # smsweep/
+DASHBOARD_DIR = next(
+    (d for d in (_PACKAGE.parent / "dashboards", _PACKAGE / "dashboards") if d.is_dir()),
+    _PACKAGE.parent / "dashboards",
+)
+DASHBOARD_FILE = "sweep.yaml"
+
+
+def load_dashboard(directory: Path | None = None) -> dict[str, Any]:
+    """The dashboard definition (`dashboards/sweep.yaml`): template name and sections."""
+    directory = directory or DASHBOARD_DIR
+    definition = directory / DASHBOARD_FILE
+    if not definition.is_file():
+        raise FileNotFoundError(
+            f"the dashboard definition {definition} is missing: it ships in the source tree next "
+            "to the smsweep package; install smsweep from a checkout (`pip install -e .`)"
+        )
+    loaded = yaml.safe_load(definition.read_text())
+    for section in loaded["sections"]:
+        if section.get("kind") not in SECTIONS:
+            raise ValueError(f"{definition}: unknown section kind {section.get('kind')!r}")
+    return loaded | {"directory": directory}
+
+
+@dataclass
+class Section:
+    kind: str
+    title: str
+    anchor: str
+    caption: str = ""
+    body: str = ""  # trusted HTML (a plotly div, a table built with escaping, images)
+    notes: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def render(sweep: Sweep, dashboard: Mapping[str, Any]) -> str:
+    """The whole page as one HTML string."""
+    import jinja2
+    from markupsafe import Markup
+    from plotly.offline import get_plotlyjs
+
+    from smsweep import __version__
+
+    sections = []
+    for number, config in enumerate(dashboard["sections"]):
+        section = Section(
+            kind=config["kind"],
+            title=config["title"],
+            anchor=f"s{number}-{re.sub(r'[^a-z0-9]+', '-', config['title'].lower()).strip('-')}",
+            caption=config.get("caption", ""),
+        )
+        try:
+            body = SECTIONS[section.kind](sweep, config, section.notes)
+            section.body = Markup(body or "")
+        except Exception as error:  # one broken section must not cost the whole page
+            section.errors.append(f"this section could not be drawn: {_first_line(error)}")
+        sections.append(section)
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(dashboard["directory"])),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    template = environment.get_template(dashboard.get("template", "sweep.html.j2"))
+    return template.render(
+        sweep=_header(sweep),
+        sections=sections,
+        plotly_js=Markup(get_plotlyjs()),
+        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        version=__version__,
+    )
+
+
+def _header(sweep: Sweep) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    for trial in sweep.trials:
+        counts[trial.status] = counts.get(trial.status, 0) + 1
+    wanted = sweep.spec.get("search", {}).get("num_samples")
+    line = f"{len(sweep.trials)}" + (f" of {wanted}" if wanted else "")
+    if counts:
+        line += " (" + ", ".join(f"{n} {status.lower()}" for status, n in counts.items()) + ")"
+    best = sweep.best
+    value = best.metrics.get(sweep.metric) if best else None
+    best_line = (
+        f"{best.trial_id}: {sweep.metric} {value:.4f}   {_short(best.searched)}"
+        if best is not None and value is not None
+        else "no finished trial yet"
+    )
+    return {
+        "name": sweep.name,
+        "experiment_dir": str(sweep.experiment_dir),
+        "mlflow_uri": sweep.mlflow_uri,
+        "experiment": sweep.experiment,
+        "run_id": sweep.run_id,
+        "trials_line": line,
+        "best_line": best_line,
+        "spec_yaml": yaml.safe_dump(sweep.spec, sort_keys=False),
+    }
