@@ -33,6 +33,7 @@ SAMPLINGS = ("random", "complementary")
 SSIM_C1 = 0.01**2  # (K1 * data_range)^2 with data_range 1
 SSIM_C2 = 0.03**2
 SSIM_WINDOW = 3
+LOSS_GROUP_ELEMENTS = 2**17  # input values per loss-map call (10 variants of 3x64x64)
 
 
 def patch_loss_scores(
@@ -78,7 +79,7 @@ def patch_loss_scores(
     weights = (ssim_weight, l1_weight)
     grids: list[Tensor] = []
     patch_losses: list[Tensor] = []
-    pending: list[tuple[Tensor, Tensor, Tensor]] = []  # (inputs, targets, pixel masks), K rows each
+    pending = _Pending()
     with evaluating(model):
         for index, (image, image_generator) in enumerate(zip(images, generators, strict=True)):
             grid = sample_masks(
@@ -91,31 +92,58 @@ def patch_loss_scores(
             pixel_mask = upsample_mask(grid, patch_size)  # (K, 1, H, W)
             target = image.unsqueeze(0).expand(samples, -1, -1, -1)  # (K, C, H, W)
             grids.append(grid)
-            pending.append((fill(target, pixel_mask, image_generator), target, pixel_mask))
-            # Forward as soon as a chunk is full: at most chunk_size + K - 1 variants in memory.
-            if len(pending) * samples >= chunk_size or index == images.shape[0] - 1:
-                patch_losses += _patch_losses(model, pending, patch_size, chunk_size, weights)
-                pending = []
+            pending.add(fill(target, pixel_mask, image_generator), target, pixel_mask)
+            # Forward whole chunks as soon as there are any (the rest waits for the next image):
+            # at most chunk_size + K - 1 variants in memory, and no small leftover forwards.
+            last = index == images.shape[0] - 1
+            if pending.rows >= chunk_size or last:
+                for x, y, m in pending.take(chunk_size, everything=last):
+                    patch_losses += _patch_losses(reconstruct(model, x, m), y, patch_size, weights)
     losses = torch.cat(patch_losses).view(images.shape[0], samples, height, width)  # (B, K, h, w)
     return masked_patch_mean(losses, torch.stack(grids)).float()
 
 
 def _patch_losses(
-    model: nn.Module,
-    pending: list[tuple[Tensor, Tensor, Tensor]],
-    patch_size: int,
-    chunk_size: int,
-    weights: tuple[float, float],
+    reconstructions: Tensor, targets: Tensor, patch_size: int, weights: tuple[float, float]
 ) -> list[Tensor]:
-    """Reconstruct the pending variants chunk_size at a time; per-patch mean loss (n, h, w) each."""
-    inputs, targets, masks = (torch.cat(part) for part in zip(*pending, strict=True))
+    """Per-patch mean loss, (n, h, w) per group of variants. The loss map's intermediates are
+    ~15x the images, so it runs on groups of about LOSS_GROUP_ELEMENTS input values, which stay
+    in the CPU's caches (all 64 variants of a chunk at once took twice as long on 2 cores)."""
+    per_variant = reconstructions[0].numel()
+    group = max(1, LOSS_GROUP_ELEMENTS // per_variant)
     losses = []
-    for x, y, m in zip(
-        inputs.split(chunk_size), targets.split(chunk_size), masks.split(chunk_size), strict=True
-    ):
-        loss = pixel_loss_map(reconstruct(model, x, m), y, *weights)  # (n, H, W)
-        losses.append(F.avg_pool2d(loss.unsqueeze(1), patch_size).squeeze(1))  # (n, h, w)
+    for x, y in zip(reconstructions.split(group), targets.split(group), strict=True):
+        loss = pixel_loss_map(x, y, *weights)  # (n, H, W)
+        losses.append(F.avg_pool2d(loss.unsqueeze(1), patch_size).squeeze(1))
     return losses
+
+
+class _Pending:
+    """Masked variants waiting for a forward: (inputs, targets, pixel masks), K rows per image."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[Tensor, Tensor, Tensor]] = []
+        self.rows = 0
+
+    def add(self, inputs: Tensor, targets: Tensor, masks: Tensor) -> None:
+        self.parts.append((inputs, targets, masks))
+        self.rows += inputs.shape[0]
+
+    def take(self, chunk_size: int, *, everything: bool) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """Chunks of exactly chunk_size rows (and, with `everything`, the smaller rest); what is
+        not taken stays pending."""
+        inputs, targets, masks = (torch.cat(part) for part in zip(*self.parts, strict=True))
+        taken = self.rows if everything else self.rows - self.rows % chunk_size
+        self.parts = [(inputs[taken:], targets[taken:], masks[taken:])] if taken < self.rows else []
+        self.rows -= taken
+        return list(
+            zip(
+                inputs[:taken].split(chunk_size),
+                targets[:taken].split(chunk_size),
+                masks[:taken].split(chunk_size),
+                strict=True,
+            )
+        )
 
 
 def per_image_generators(
@@ -168,29 +196,49 @@ def ssim_map(x: Tensor, y: Tensor) -> Tensor:
     """Per-pixel SSIM, 3x3 uniform window, reflect padding, data range 1: (n, C, H, W).
 
     Reflect padding (rather than zeros) keeps border pixels from looking like edges, which would
-    inflate the loss of border patches.
+    inflate the loss of border patches. Written with window sums S = 9 * mean (the constants
+    scaled to match), so no pass divides by the window size; the usual form is in
+    `smsweep.masking.reference`.
     """
+    sum_x, sum_y, sum_xx, sum_yy, sum_xy = window_sums(x, y)
+    size = SSIM_WINDOW**2
+    c1, c2 = size * size * SSIM_C1, size * size * SSIM_C2
+    product, squares = sum_x * sum_y, sum_x * sum_x + sum_y * sum_y
+    numerator = (2 * product + c1) * (2 * (size * sum_xy - product) + c2)
+    denominator = (squares + c1) * (size * (sum_xx + sum_yy) - squares + c2)
+    return numerator / denominator
+
+
+def window_sums(x: Tensor, y: Tensor) -> tuple[Tensor, ...]:
+    """Sums of x, y, x², y² and xy over each pixel's 3x3 neighbourhood, reflect padding: five
+    (n, C, H, W) tensors. The five maps share one padded buffer and one separable pass (a row
+    sum of shifted slices, then a column sum): on the CPU about twice as fast as five
+    avg_pool2d calls."""
+    n, channels, height, width = x.shape
     pad = SSIM_WINDOW // 2
-
-    def local_mean(t: Tensor) -> Tensor:
-        return F.avg_pool2d(F.pad(t, (pad, pad, pad, pad), mode="reflect"), SSIM_WINDOW, stride=1)
-
-    mu_x, mu_y = local_mean(x), local_mean(y)
-    var_x = local_mean(x * x) - mu_x**2
-    var_y = local_mean(y * y) - mu_y**2
-    cov_xy = local_mean(x * y) - mu_x * mu_y
-    luminance = (2 * mu_x * mu_y + SSIM_C1) / (mu_x**2 + mu_y**2 + SSIM_C1)
-    contrast_structure = (2 * cov_xy + SSIM_C2) / (var_x + var_y + SSIM_C2)
-    return luminance * contrast_structure
+    x_pad = F.pad(x.contiguous(), (pad, pad, pad, pad), mode="reflect")
+    y_pad = F.pad(y.contiguous(), (pad, pad, pad, pad), mode="reflect")
+    stats = x_pad.new_empty(n, 5, channels, height + 2 * pad, width + 2 * pad)
+    stats[:, 0], stats[:, 1] = x_pad, y_pad
+    torch.mul(x_pad, x_pad, out=stats[:, 2])
+    torch.mul(y_pad, y_pad, out=stats[:, 3])
+    torch.mul(x_pad, y_pad, out=stats[:, 4])
+    rows = stats[..., :width] + stats[..., 1 : 1 + width]
+    for shift in range(2, SSIM_WINDOW):
+        rows += stats[..., shift : shift + width]
+    sums = rows[..., :height, :] + rows[..., 1 : 1 + height, :]
+    for shift in range(2, SSIM_WINDOW):
+        sums += rows[..., shift : shift + height, :]
+    return sums.unbind(1)
 
 
 def pixel_loss_map(
     reconstruction: Tensor, target: Tensor, ssim_weight: float = 1.0, l1_weight: float = 1.0
 ) -> Tensor:
     """ssim_weight * (1 - SSIM) + l1_weight * |x_hat - x|, averaged over channels: (n, H, W)."""
-    ssim_loss = 1.0 - ssim_map(reconstruction, target)
-    l1 = (reconstruction - target).abs()
-    return (ssim_weight * ssim_loss + l1_weight * l1).mean(dim=1)
+    ssim = ssim_map(reconstruction, target)
+    loss = (reconstruction - target).abs_().mul_(l1_weight)  # in place: one buffer for the sum
+    return loss.sub_(ssim, alpha=ssim_weight).add_(ssim_weight).mean(dim=1)
 
 
 def masked_patch_mean(patch_losses: Tensor, masks: Tensor) -> Tensor:
