@@ -1,16 +1,20 @@
 """Scoring a partition's patches between partitions: in-process, or by a pool of Ray actors.
 
-The unit of work is a block of `BLOCK` images in partition order, and image i's draws come only
+The unit of work is a block of at most `BLOCK` images in partition order (fewer when that gives
+every actor a block), and image i's draws come only
 from its seed (`MaskingStrategy.seeded_scores`). Actors and the in-process path run the same
 function on the same blocks, so they return the same scores, hence the same masks. Weights go
-through the object store once per partition; each actor loads them once and then scores the
-blocks it is handed, one at a time, as it finishes the previous one.
+through the object store once per partition, as NumPy arrays (which Ray hands to each actor
+without copying or unpickling); an actor loads them with its first block of the partition and
+then scores the blocks it is handed, one at a time, as it finishes the previous one.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,7 +32,7 @@ from smsweep.data.transforms import pretrain_transform
 from smsweep.faults import pause_for_a_kill
 from smsweep.masking import MaskingStrategy
 
-BLOCK = 16  # images per scoring task: small enough to balance two actors on a tiny partition
+BLOCK = 16  # images per scoring task at most: 16 x K variants fill a forward chunk
 MAX_RESTARTS_PER_ACTOR = 3  # per partition, before scoring gives up
 
 
@@ -49,10 +53,15 @@ def score_block(
     return strategy.seeded_scores(images.to(device), seeds, model).float().cpu()
 
 
-def blocks(indices: Sequence[int], seeds: Sequence[int]) -> list[tuple[list[int], list[int]]]:
+def blocks(
+    indices: Sequence[int], seeds: Sequence[int], workers: int = 1
+) -> list[tuple[list[int], list[int]]]:
+    """(indices, seeds) blocks of at most BLOCK images, small enough that each of `workers`
+    gets one (a 16-image partition and 2 actors: two blocks of 8). Scores do not depend on it."""
+    size = max(1, min(BLOCK, math.ceil(len(indices) / workers)))
     return [
-        (list(indices[start : start + BLOCK]), list(seeds[start : start + BLOCK]))
-        for start in range(0, len(indices), BLOCK)
+        (list(indices[start : start + size]), list(seeds[start : start + size]))
+        for start in range(0, len(indices), size)
     ]
 
 
@@ -104,17 +113,34 @@ class ScoringWorker:
         self.exit_after_blocks = exit_after_blocks
         self.faults = faults or {}
         self.blocks_scored = 0
+        self.weights_id: str | None = None  # object id of the weights loaded
 
-    def load(self, weights: dict[str, Tensor]) -> None:
-        self.model.load_state_dict(weights)
-
-    def score(self, indices: list[int], seeds: list[int]) -> np.ndarray:
+    def score(
+        self, weights: list[ray.ObjectRef], indices: list[int], seeds: list[int]
+    ) -> np.ndarray:
+        """Scores of one block with the weights in `weights[0]` (a reference inside a list, so
+        Ray passes it unresolved and the actor fetches it only when it changes)."""
         if self.exit_after_blocks is not None and self.blocks_scored >= self.exit_after_blocks:
             os._exit(1)
         pause_for_a_kill(self.faults, "scoring")
+        if weights[0].hex() != self.weights_id:
+            self._load(ray.get(weights[0]))
+            self.weights_id = weights[0].hex()
         images = load_images(self.source, indices, self.image_size)
         self.blocks_scored += 1
         return score_block(self.strategy, self.model, images, seeds).numpy()
+
+    def _load(self, arrays: dict[str, np.ndarray]) -> None:
+        with warnings.catch_warnings():
+            # The arrays live read-only in Ray's object store; load_state_dict only reads them.
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            self.model.load_state_dict({key: torch.from_numpy(a) for key, a in arrays.items()})
+
+
+def as_arrays(weights: dict[str, Tensor]) -> dict[str, np.ndarray]:
+    """A state dict as C-ordered NumPy arrays on the CPU: Ray stores these out of band, and
+    readers map them instead of unpickling copies (a few ms per partition, not tens)."""
+    return {key: value.detach().cpu().contiguous().numpy() for key, value in weights.items()}
 
 
 class ActorScorer:
@@ -154,23 +180,16 @@ class ActorScorer:
         self, weights: dict[str, Tensor], indices: Sequence[int], seeds: Sequence[int]
     ) -> Scored:
         start = time.perf_counter()
-        weights_ref = ray.put({key: value.detach().cpu() for key, value in weights.items()})
+        weights_ref = [ray.put(as_arrays(weights))]
         restarts = 0
-        loaded = [actor.load.remote(weights_ref) for actor in self.actors]
-        for slot, done in enumerate(loaded):
-            try:
-                ray.get(done)
-            except RayActorError:
-                self._replace(slot, weights_ref)
-                restarts += 1
-        jobs = blocks(indices, seeds)
+        jobs = blocks(indices, seeds, len(self.actors))
         results: list[np.ndarray | None] = [None] * len(jobs)
         waiting, idle = list(range(len(jobs))), list(range(len(self.actors)))
         running: dict[ray.ObjectRef, tuple[int, int]] = {}  # result -> (job, actor slot)
         while waiting or running:
             while waiting and idle:
                 job, slot = waiting.pop(0), idle.pop(0)
-                running[self.actors[slot].score.remote(*jobs[job])] = (job, slot)
+                running[self.actors[slot].score.remote(weights_ref, *jobs[job])] = (job, slot)
             [ready], _ = ray.wait(list(running), num_returns=1)
             job, slot = running.pop(ready)
             try:
@@ -182,15 +201,13 @@ class ActorScorer:
                         f"scoring actors died {restarts} times in one partition (last: {error}); "
                         "check the actors' memory (resources.cpus_per_actor / gpus_per_actor)"
                     ) from error
-                self._replace(slot, weights_ref)
+                self.actors[slot] = self.remote.remote(
+                    self.spec, self.source_ref, None, self.faults
+                )
                 waiting.insert(0, job)
             idle.append(slot)
         scores = torch.from_numpy(np.concatenate(results))
         return Scored(scores, time.perf_counter() - start, by_actors=True, actor_restarts=restarts)
-
-    def _replace(self, slot: int, weights_ref: ray.ObjectRef) -> None:
-        self.actors[slot] = self.remote.remote(self.spec, self.source_ref, None, self.faults)
-        ray.get(self.actors[slot].load.remote(weights_ref))
 
     def close(self) -> None:
         for actor in self.actors:
