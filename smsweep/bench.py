@@ -100,7 +100,8 @@ UNITS = {
 class Sizes:
     """What the bench runs on. The defaults are the full bench: a realistic small U-Net (resnet18
     encoder, depth 4, ~3.1 M parameters), 64x64 images, batches of 16, patch 8 (an 8x8 grid),
-    ratio 0.5, K = 5 samples (the paper's) and the library's default chunk of 64 variants."""
+    ratio 0.5, K = 5 samples (the paper's) and the library's default chunk of 64 variants, in the
+    spec's default memory layout (`model.channels_last`)."""
 
     encoder: str = "resnet18"
     encoder_depth: int = 4
@@ -116,6 +117,7 @@ class Sizes:
     repeats: int = 7  # timed repetitions per measurement, after one warm-up
     actor_cycles: int = 3  # 1-actor and 2-actor pools alternate this many times (see actors)
     seed: int = 0
+    channels_last: bool = True  # model.channels_last (the spec's default)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -377,6 +379,9 @@ INFO_ROWS = (
     ("literal_forward_bound", "x"),
     ("batching_gain", "x"),
     ("actors_2_vs_1_per_cycle", ""),
+    ("actors_2_vs_1_ceiling", "x"),
+    ("channels_last_gain_scoring", "x"),
+    ("channels_last_gain_train", "x"),
     ("actor_ms_per_image_1", "ms"),
     ("actor_ms_per_image_2", "ms"),
     ("train_images_per_s", "/s"),
@@ -550,10 +555,12 @@ class Precision:
             return torch.autocast(device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def apply(self, tensor_or_model: Any) -> Any:
+    def apply(self, model: nn.Module) -> nn.Module:
+        """The model in this layout (inputs stay NCHW, as in a trial: the first convolution
+        converts them)."""
         if self.channels_last:
-            return tensor_or_model.to(memory_format=torch.channels_last)
-        return tensor_or_model
+            return model.to(memory_format=torch.channels_last)
+        return model
 
     def __str__(self) -> str:
         parts = ["bf16 autocast" if self.bf16_autocast else "float32"]
@@ -563,18 +570,18 @@ class Precision:
 
 
 def choose_precision(sizes: Sizes, device: torch.device, *, train: bool) -> Precision:
-    """float32 on the CPU. On CUDA, the fastest of float32 / bf16 autocast x contiguous /
-    channels_last for this model (forward only, or forward+backward with `train`); an option is
-    kept only when it is at least 5% faster than plain float32."""
+    """On the CPU: float32 in the layout of `sizes.channels_last`, as a trial runs. On CUDA, the
+    fastest of float32 / bf16 autocast x contiguous / channels_last for this model (forward
+    only, or forward+backward with `train`); an option is kept only when it is at least 5%
+    faster than plain float32."""
     if device.type != "cuda":
-        return Precision()
+        return Precision(channels_last=sizes.channels_last)
     images = bench_images(sizes).to(device)
     seconds = {}
     for option in (Precision(a, c) for a in (False, True) for c in (False, True)):
         model = option.apply(bench_model(sizes).to(device))
-        x = option.apply(images)
 
-        def step(model=model, x=x, option=option) -> None:
+        def step(model=model, x=images, option=option) -> None:
             with option.context(device), contextlib.ExitStack() as stack:
                 if not train:
                     stack.enter_context(torch.no_grad())
@@ -595,7 +602,7 @@ def choose_precision(sizes: Sizes, device: torch.device, *, train: bool) -> Prec
 def measure_scorer(sizes: Sizes, device: torch.device) -> dict[str, Any]:
     precision = choose_precision(sizes, device, train=False)
     model = precision.apply(bench_model(sizes).to(device))
-    images = precision.apply(bench_images(sizes).to(device))
+    images = bench_images(sizes).to(device)  # NCHW, as a trial's loaders give them
     inputs, masks = masked_variants(images, sizes)
 
     def under(function: Callable[[], object]) -> Callable[[], object]:
@@ -609,12 +616,17 @@ def measure_scorer(sizes: Sizes, device: torch.device) -> dict[str, Any]:
         f"scorer: {sizes.batch_size} images x K={sizes.samples}, vectorized vs literal vs "
         f"forward-only, {sizes.repeats} rounds"
     )
+    contiguous = bench_model(sizes).to(device)  # the same weights in NCHW, for the layout gain
     functions = {
         "vectorized": under(lambda: vectorized_scores(model, images, sizes)),
         "forward_floor": under(lambda: forward_floor(model, inputs, masks, sizes.chunk_size)),
         "literal": under(lambda: literal_scores(model, images, sizes)),
         "literal_forwards": under(lambda: literal_forwards(model, inputs, masks)),
     }
+    if precision.channels_last:
+        functions["forward_floor_nchw"] = under(
+            lambda: forward_floor(contiguous, inputs, masks, sizes.chunk_size)
+        )
     with CpuMeter() as meter:
         rounds = time_rounds(functions, repeats=sizes.repeats, device=device)
     return {
@@ -625,6 +637,10 @@ def measure_scorer(sizes: Sizes, device: torch.device) -> dict[str, Any]:
         "literal_forward_bound": rounds.ratio("literal", "forward_floor"),
         # How much the literal path's B*K single-image forwards cost over the batched ones.
         "batching_gain": rounds.ratio("literal_forwards", "forward_floor"),
+        # What the channels-last layout saves the scorer's forwards (1.0: not measured).
+        "channels_last_gain_scoring": (
+            rounds.ratio("forward_floor_nchw", "forward_floor") if precision.channels_last else 1.0
+        ),
         "scorer_seconds": {name: round(rounds.median(name), 4) for name in rounds.seconds},
         "scorer_precision": str(precision),
         "other_cpus_scorer": meter.others(),
@@ -634,14 +650,15 @@ def measure_scorer(sizes: Sizes, device: torch.device) -> dict[str, Any]:
 def measure_train_step(sizes: Sizes, device: torch.device) -> dict[str, Any]:
     precision = choose_precision(sizes, device, train=True)
     parts = train_parts(sizes, device)
-    parts.images = precision.apply(parts.images)
     pixel_mask = fixed_pixel_mask(parts, sizes.seed)
     ours = precision.apply(bench_model(sizes).to(device))
     bare = copy.deepcopy(ours)
+    bare_nchw = copy.deepcopy(ours).to(memory_format=torch.contiguous_format)
     ours_optimizer, bare_optimizer = make_optimizer(ours), make_optimizer(bare)
+    nchw_optimizer = make_optimizer(bare_nchw)
     generator = torch.Generator().manual_seed(sizes.seed)
-    ours.train()
-    bare.train()
+    for model in (ours, bare, bare_nchw):
+        model.train()
 
     def run_ours() -> None:
         with precision.context(device):
@@ -651,20 +668,30 @@ def measure_train_step(sizes: Sizes, device: torch.device) -> dict[str, Any]:
         with precision.context(device):
             bare_steps(bare, bare_optimizer, parts, pixel_mask, sizes.train_steps)
 
+    def run_bare_nchw() -> None:
+        with precision.context(device):
+            bare_steps(bare_nchw, nchw_optimizer, parts, pixel_mask, sizes.train_steps)
+
+    functions = {"smsweep": run_ours, "bare": run_bare}
+    if precision.channels_last:
+        functions["bare_nchw"] = run_bare_nchw
+
     _progress(
         f"train step: batch {sizes.batch_size}, {sizes.train_steps} steps x {sizes.repeats} "
         "rounds, smsweep vs bare"
     )
     with CpuMeter() as meter:
-        rounds = time_rounds(
-            {"smsweep": run_ours, "bare": run_bare}, repeats=sizes.repeats, device=device
-        )
+        rounds = time_rounds(functions, repeats=sizes.repeats, device=device)
     images = sizes.batch_size * sizes.train_steps
     return {
         # images/s over images/s = bare seconds over smsweep seconds, per round
         "train_step_vs_bare": rounds.ratio("bare", "smsweep"),
         "train_images_per_s": images / rounds.median("smsweep"),
         "bare_images_per_s": images / rounds.median("bare"),
+        # What the channels-last layout saves a training step (1.0: not measured).
+        "channels_last_gain_train": (
+            rounds.ratio("bare_nchw", "bare") if precision.channels_last else 1.0
+        ),
         "train_precision": str(precision),
         "other_cpus_train": meter.others(),
     }
@@ -688,6 +715,7 @@ def actor_spec(sizes: Sizes, actors: int):
                 "encoder": sizes.encoder,
                 "encoder_depth": sizes.encoder_depth,
                 "decoder_channels": list(sizes.decoder_channels),
+                "channels_last": sizes.channels_last,
             },
             "masking": {
                 "strategy": "selective",
@@ -708,13 +736,17 @@ def measure_actors(sizes: Sizes) -> dict[str, Any]:
     (1 then 2 actors, then 2 then 1, ...); each pool is started, warmed up with one untimed call
     (which waits for its actors to start), timed, and closed. The ratio is the median of the
     per-cycle ratios, so a slow phase of the machine does not land on one pool only.
+
+    The ceiling: in the same pools, the actors run only the model's forwards on the same number
+    of variants (split between the actors as the blocks are): what 2 processes on this machine
+    can gain over 1 on the work itself, before any scoring or Ray overhead.
     """
     import ray
 
     from smsweep import build
     from smsweep.data import open_source
     from smsweep.pretrain import derived_seed
-    from smsweep.scoring import ActorScorer
+    from smsweep.scoring import ActorScorer, blocks
     from smsweep.trainloop import SCORING
 
     spec = actor_spec(sizes, 1)
@@ -725,6 +757,8 @@ def measure_actors(sizes: Sizes) -> dict[str, Any]:
     seeds = [derived_seed(spec.seed, SCORING, i) for i in indices]
     calls = max(2, math.ceil(sizes.repeats / sizes.actor_cycles))  # timed calls per pool
     seconds: dict[int, list[float]] = {1: [], 2: []}  # per-cycle medians
+    ceiling: dict[int, list[float]] = {1: [], 2: []}  # per-cycle medians, forwards only
+    units = len(blocks(indices, seeds, 2))  # forward units: one per block
     every: dict[int, list[float]] = {1: [], 2: []}  # every timed call
     usage = {actors: {"wall": 0.0, "actors": 0.0, "others": 0.0} for actors in (1, 2)}
     scores = {}
@@ -745,6 +779,18 @@ def measure_actors(sizes: Sizes) -> dict[str, Any]:
                     with meter:
                         scores[actors] = scorer.score(weights, indices, seeds).scores
                     timed.append(time.perf_counter() - start)
+                shares = [len(range(slot, units, actors)) for slot in range(actors)]
+                forwards = []
+                for _ in range(calls + 1):  # the first is a warm-up
+                    start = time.perf_counter()
+                    ray.get(
+                        [
+                            actor.__ray_call__.remote(_block_forwards, sizes, share)
+                            for actor, share in zip(scorer.actors, shares, strict=True)
+                        ]
+                    )
+                    forwards.append(time.perf_counter() - start)
+                ceiling[actors].append(statistics.median(forwards[1:]))
             finally:
                 scorer.close()
             seconds[actors].append(statistics.median(timed))
@@ -754,9 +800,11 @@ def measure_actors(sizes: Sizes) -> dict[str, Any]:
                 usage[actors]["actors"] += meter.cpu_seconds(pids)
                 usage[actors]["others"] += meter.other_seconds()
     ratios = [one / two for one, two in zip(seconds[1], seconds[2], strict=True)]
+    ceilings = [one / two for one, two in zip(ceiling[1], ceiling[2], strict=True)]
     results: dict[str, Any] = {
         "actors_2_vs_1": statistics.median(ratios),
         "actors_2_vs_1_per_cycle": [round(ratio, 3) for ratio in ratios],
+        "actors_2_vs_1_ceiling": statistics.median(ceilings),
         "actor_torch_threads": _actor_torch_threads(),
         "actor_scores_match": bool(torch.allclose(scores[1], scores[2], rtol=0, atol=1e-6)),
     }
@@ -777,6 +825,17 @@ def measure_actors(sizes: Sizes) -> dict[str, Any]:
 
 def _pid(actor: object) -> int:
     return os.getpid()
+
+
+def _block_forwards(worker: Any, sizes: Sizes, blocks_count: int) -> None:
+    """In a scoring actor: the model's forwards of `blocks_count` blocks of BLOCK x K variants,
+    chunk_size at a time, and nothing else."""
+    from smsweep.scoring import BLOCK
+
+    variants = torch.rand(BLOCK * sizes.samples, 3, sizes.image_size, sizes.image_size)
+    masks = torch.zeros(variants.shape[0], 1, *variants.shape[-2:], dtype=torch.bool)
+    for _ in range(blocks_count):
+        forward_floor(worker.model, variants, masks, sizes.chunk_size)
 
 
 def _actor_torch_threads() -> int:
