@@ -1,0 +1,214 @@
+"""The measurements that need Ray: scoring actors, 2 against 1 (`measure_actors`), and one tiny
+real trial's fits and fixed overhead (`measure_trial`); `measure_ray` runs both. `_pid` and
+`_block_forwards` run inside the scoring actors, so they stay module-level functions.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import tempfile
+import time
+from typing import Any
+
+import torch
+
+from smsweep.bench.inputs import TRIAL_SPEC, Sizes, forward_floor
+from smsweep.bench.timing import CpuMeter, _progress
+
+
+def actor_spec(sizes: Sizes, actors: int):
+    """A spec whose reconstruction model and selective strategy are the bench's, with `actors`
+    scoring actors of 1 CPU each."""
+    from smsweep.config import validate_spec
+
+    return validate_spec(
+        {
+            "name": "bench-actors",
+            "seed": sizes.seed,
+            "data": {
+                "image_size": sizes.image_size,
+                "num_images": max(sizes.partition_images, 16),
+                "num_classes": 5,
+            },
+            "model": {
+                "encoder": sizes.encoder,
+                "encoder_depth": sizes.encoder_depth,
+                "decoder_channels": list(sizes.decoder_channels),
+                "channels_last": sizes.channels_last,
+            },
+            "masking": {
+                "strategy": "selective",
+                "patch_size": sizes.patch_size,
+                "ratio": sizes.ratio,
+                "samples": sizes.samples,
+                "fill": "mean",
+            },
+            "resources": {"scoring_actors": actors, "cpus_per_actor": 1},
+        }
+    )
+
+
+def measure_actors(sizes: Sizes) -> dict[str, Any]:
+    """Seconds of `ActorScorer.score` on one partition with 1 and with 2 actors.
+
+    The two pools cannot coexist on 2 CPUs, so they alternate over `actor_cycles` cycles
+    (1 then 2 actors, then 2 then 1, ...); each pool is started, warmed up with one untimed call
+    (which waits for its actors to start), timed, and closed. The ratio is the median of the
+    per-cycle ratios, so a slow phase of the machine does not land on one pool only.
+
+    The ceiling: in the same pools, the actors run only the model's forwards on the same number
+    of variants (split between the actors as the blocks are): what 2 processes on this machine
+    can gain over 1 on the work itself, before any scoring or Ray overhead.
+    """
+    import ray
+
+    from smsweep import build
+    from smsweep.data import open_source
+    from smsweep.pretrain import derived_seed
+    from smsweep.scoring import ActorScorer, blocks
+    from smsweep.trainloop import SCORING
+
+    spec = actor_spec(sizes, 1)
+    source = open_source(spec.data, seed=spec.seed)
+    torch.manual_seed(sizes.seed)
+    weights = build.reconstruction_model(spec).state_dict()
+    indices = list(range(sizes.partition_images))
+    seeds = [derived_seed(spec.seed, SCORING, i) for i in indices]
+    calls = max(2, math.ceil(sizes.repeats / sizes.actor_cycles))  # timed calls per pool
+    seconds: dict[int, list[float]] = {1: [], 2: []}  # per-cycle medians
+    ceiling: dict[int, list[float]] = {1: [], 2: []}  # per-cycle medians, forwards only
+    units = len(blocks(indices, seeds, 2))  # forward units: one per block
+    every: dict[int, list[float]] = {1: [], 2: []}  # every timed call
+    usage = {actors: {"wall": 0.0, "actors": 0.0, "others": 0.0} for actors in (1, 2)}
+    scores = {}
+    for cycle in range(sizes.actor_cycles):
+        for actors in (1, 2) if cycle % 2 == 0 else (2, 1):
+            _progress(
+                f"actors: cycle {cycle + 1}/{sizes.actor_cycles}, scoring {len(indices)} images "
+                f"with {actors} actor(s), {calls} timed calls"
+            )
+            scorer = ActorScorer(actor_spec(sizes, actors), source)
+            try:
+                scorer.score(weights, indices, seeds)  # warm-up: waits for the actors to start
+                pids = ray.get([actor.__ray_call__.remote(_pid) for actor in scorer.actors])
+                meter = CpuMeter([*pids, os.getpid()])
+                timed = []
+                for _ in range(calls):
+                    start = time.perf_counter()
+                    with meter:
+                        scores[actors] = scorer.score(weights, indices, seeds).scores
+                    timed.append(time.perf_counter() - start)
+                shares = [len(range(slot, units, actors)) for slot in range(actors)]
+                forwards = []
+                for _ in range(calls + 1):  # the first is a warm-up
+                    start = time.perf_counter()
+                    ray.get(
+                        [
+                            actor.__ray_call__.remote(_block_forwards, sizes, share)
+                            for actor, share in zip(scorer.actors, shares, strict=True)
+                        ]
+                    )
+                    forwards.append(time.perf_counter() - start)
+                ceiling[actors].append(statistics.median(forwards[1:]))
+            finally:
+                scorer.close()
+            seconds[actors].append(statistics.median(timed))
+            every[actors] += timed
+            if meter.ok:
+                usage[actors]["wall"] += meter.wall
+                usage[actors]["actors"] += meter.cpu_seconds(pids)
+                usage[actors]["others"] += meter.other_seconds()
+    ratios = [one / two for one, two in zip(seconds[1], seconds[2], strict=True)]
+    ceilings = [one / two for one, two in zip(ceiling[1], ceiling[2], strict=True)]
+    results: dict[str, Any] = {
+        "actors_2_vs_1": statistics.median(ratios),
+        "actors_2_vs_1_per_cycle": [round(ratio, 3) for ratio in ratios],
+        "actors_2_vs_1_ceiling": statistics.median(ceilings),
+        "actor_torch_threads": _actor_torch_threads(),
+        "actor_scores_match": bool(torch.allclose(scores[1], scores[2], rtol=0, atol=1e-6)),
+    }
+    for actors in (1, 2):
+        results[f"actor_ms_per_image_{actors}"] = (
+            1000 * statistics.median(every[actors]) / len(indices)
+        )
+        # CPUs the actors kept busy while scoring (ideal: 1 per actor), and everything else.
+        wall = usage[actors]["wall"]
+        results[f"actor_busy_cpus_{actors}"] = (
+            round(usage[actors]["actors"] / wall, 2) if wall else None
+        )
+        results[f"other_cpus_actors_{actors}"] = (
+            round(usage[actors]["others"] / wall, 2) if wall else None
+        )
+    return results
+
+
+def _pid(actor: object) -> int:
+    return os.getpid()
+
+
+def _block_forwards(worker: Any, sizes: Sizes, blocks_count: int) -> None:
+    """In a scoring actor: the model's forwards of `blocks_count` blocks of BLOCK x K variants,
+    chunk_size at a time, and nothing else."""
+    from smsweep.scoring import BLOCK
+
+    variants = torch.rand(BLOCK * sizes.samples, 3, sizes.image_size, sizes.image_size)
+    masks = torch.zeros(variants.shape[0], 1, *variants.shape[-2:], dtype=torch.bool)
+    for _ in range(blocks_count):
+        forward_floor(worker.model, variants, masks, sizes.chunk_size)
+
+
+def _actor_torch_threads() -> int:
+    """torch's thread count in a Ray worker with 1 CPU, as the scoring actors have: Ray sets
+    OMP_NUM_THREADS to the worker's CPUs."""
+    import ray
+
+    @ray.remote(num_cpus=1)
+    def threads() -> int:
+        return torch.get_num_threads()
+
+    return ray.get(threads.remote())
+
+
+def train_controllers() -> int:
+    """TrainController actors Ray has seen (alive or dead): Train V2 starts one per fit."""
+    import ray._private.state
+
+    actors = ray._private.state.actors().values()
+    return sum(actor["ActorClassName"] == "TrainController" for actor in actors)
+
+
+def measure_trial() -> dict[str, Any]:
+    from smsweep.config import validate_spec
+    from smsweep.trial import run_trial
+
+    spec = validate_spec(TRIAL_SPEC)
+    _progress("trial: one tiny real trial (2 partitions, 1 fine-tuning epoch)")
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as storage:
+        before = train_controllers()
+        start = time.perf_counter()
+        outcome = run_trial(spec, storage_path=storage, run_name="bench-trial")
+        wall = time.perf_counter() - start
+        fits = train_controllers() - before
+    compute = float(outcome.metrics["compute_seconds"])
+    return {
+        "trainer_fits_per_trial": fits,
+        "trial_wall_s": wall,
+        "trial_compute_s": compute,
+        "trial_fixed_overhead_s": wall - compute,
+    }
+
+
+def measure_ray(sizes: Sizes) -> dict[str, Any]:
+    import ray
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        _progress("starting a local Ray instance")
+        ray.init(num_cpus=max(2, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)
+    try:
+        return measure_actors(sizes) | measure_trial()
+    finally:
+        if started_here:
+            ray.shutdown()
