@@ -11,6 +11,13 @@ from ray import tune
 Echo = Callable[[str], None]
 
 
+def say(line: str) -> None:
+    """The default echo: print the line now. A module function rather than `print` itself:
+    Tune pickles its callbacks with the experiment, and once Ray has forwarded a worker's log to
+    this process, `builtins.print` is Ray's wrapper, so the original `print` no longer pickles."""
+    print(line, flush=True)
+
+
 def short(params: Mapping[str, Any]) -> str:
     """`masking.ratio=0.5234` -> `ratio=0.523`: the searched values, compactly."""
     parts = []
@@ -23,7 +30,7 @@ def short(params: Mapping[str, Any]) -> str:
 class Progress(tune.Callback):
     """Concise live progress: a line when a trial starts, per fine-tune epoch, and at its end."""
 
-    def __init__(self, total: int, metric: str, mode: str, echo: Echo = print) -> None:
+    def __init__(self, total: int, metric: str, mode: str, echo: Echo = say) -> None:
         self.total, self.metric, self.mode, self.echo = total, metric, mode, echo
         self.started: dict[str, float] = {}
         self.best: tuple[float, str] | None = None

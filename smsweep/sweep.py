@@ -24,7 +24,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from smsweep import cluster, tracking
 from smsweep.config import SweepSpec, resolve, validate_spec
-from smsweep.console import Echo, Progress, leaderboard
+from smsweep.console import Echo, Progress, leaderboard, say
 from smsweep.data import Source, open_source
 from smsweep.errors import SpecError
 from smsweep.resources import check_fits
@@ -73,7 +73,7 @@ def run_sweep(
     mlflow_uri: str | None = None,
     address: str | None = None,
     source: Source | None = None,
-    echo: Echo = print,
+    echo: Echo = say,
 ) -> SweepSummary:
     """Validate everything that needs the cluster, then launch; SpecError before any write.
     `source`: the spec's data source when the caller has opened (scanned) it already."""
@@ -96,7 +96,7 @@ def run_sweep(
     return _launch(settings, address=address, restore=False, echo=echo, source=source)
 
 
-def resume_sweep(path: Path, *, address: str | None = None, echo: Echo = print) -> SweepSummary:
+def resume_sweep(path: Path, *, address: str | None = None, echo: Echo = say) -> SweepSummary:
     experiment_dir = path.resolve()
     saved = experiment_dir / SETTINGS_FILE
     if not saved.is_file() or not tune.Tuner.can_restore(str(experiment_dir)):

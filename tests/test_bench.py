@@ -1,6 +1,6 @@
 """The bench compares like with like: same scores, same first step, the scorer's own inputs.
 
-Nothing here is timed and no Ray is started: the helpers bench.py measures with run at tiny sizes.
+Nothing here is timed and no Ray is started: the helpers the bench measures with run at tiny sizes.
 """
 
 from __future__ import annotations
