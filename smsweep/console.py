@@ -8,6 +8,8 @@ from typing import Any
 
 from ray import tune
 
+from smsweep.report.helpers import short
+
 Echo = Callable[[str], None]
 
 
@@ -16,15 +18,6 @@ def say(line: str) -> None:
     Tune pickles its callbacks with the experiment, and once Ray has forwarded a worker's log to
     this process, `builtins.print` is Ray's wrapper, so the original `print` no longer pickles."""
     print(line, flush=True)
-
-
-def short(params: Mapping[str, Any]) -> str:
-    """`masking.ratio=0.5234` -> `ratio=0.523`: the searched values, compactly."""
-    parts = []
-    for key, value in params.items():
-        shown = f"{value:.3g}" if isinstance(value, float) else str(value)
-        parts.append(f"{key.rsplit('.', 1)[-1]}={shown}")
-    return " ".join(parts)
 
 
 class Progress(tune.Callback):

@@ -78,7 +78,9 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def _short(params: Mapping[str, Any]) -> str:
+def short(params: Mapping[str, Any]) -> str:
+    """`masking.ratio=0.5234` -> `ratio=0.523`: the searched values, compactly (also the
+    console's)."""
     parts = []
     for key, value in params.items():
         shown = f"{value:.3g}" if isinstance(value, float) else str(value)

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from smsweep.report.helpers import _first_line, _short
+from smsweep.report.helpers import _first_line, short
 from smsweep.report.load import Sweep
 from smsweep.report.sections import SECTIONS
 
@@ -101,7 +101,7 @@ def _header(sweep: Sweep) -> dict[str, Any]:
     best = sweep.best
     value = best.metrics.get(sweep.metric) if best else None
     best_line = (
-        f"{best.trial_id}: {sweep.metric} {value:.4f}   {_short(best.searched)}"
+        f"{best.trial_id}: {sweep.metric} {value:.4f}   {short(best.searched)}"
         if best is not None and value is not None
         else "no finished trial yet"
     )

@@ -20,9 +20,9 @@ from smsweep.report.helpers import (
     _mean,
     _plot,
     _points,
-    _short,
     _show,
     _sort_key,
+    short,
 )
 from smsweep.report.load import Sweep
 
@@ -210,7 +210,7 @@ def _class_iou(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
         notes.append("No trial has per-class IoU yet (it is logged after fine-tuning).")
         return ""
     grid = [[_finite(t.metrics.get(f"iou/{name}")) for name in sweep.class_names] for t in trials]
-    labels = [f"{t.trial_id} {_short(t.searched)}".strip() for t in trials]
+    labels = [f"{t.trial_id} {short(t.searched)}".strip() for t in trials]
     figure = go.Figure(
         go.Heatmap(
             x=sweep.class_names,
@@ -241,7 +241,7 @@ def _curves(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
             go.Scatter(
                 x=[step + offset for step, _ in history],
                 y=[value for _, value in history],
-                name=f"{trial.trial_id} {_short(trial.searched)}".strip(),
+                name=f"{trial.trial_id} {short(trial.searched)}".strip(),
                 mode="lines+markers",
                 hovertemplate=f"{config.get('x', 'step')} %{{x}}<br>{metric} %{{y:.4f}}",
             )
@@ -273,7 +273,7 @@ def _gallery_section(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> s
             f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
             f"<figcaption>{html.escape(label)}</figcaption></figure>"
         )
-    which = f"{sweep.best.trial_id} ({_short(sweep.best.searched)})"
+    which = f"{sweep.best.trial_id} ({short(sweep.best.searched)})"
     intro = f"<p>Trial {html.escape(which)}</p>"
     return intro + f'<div class="galleries">{"".join(figures)}</div>'
 
