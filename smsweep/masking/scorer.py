@@ -134,7 +134,8 @@ class _Pending:
         not taken stays pending."""
         inputs, targets, masks = (torch.cat(part) for part in zip(*self.parts, strict=True))
         taken = self.rows if everything else self.rows - self.rows % chunk_size
-        self.parts = [(inputs[taken:], targets[taken:], masks[taken:])] if taken < self.rows else []
+        rest = (inputs[taken:].clone(), targets[taken:].clone(), masks[taken:].clone())
+        self.parts = [rest] if taken < self.rows else []
         self.rows -= taken
         return list(
             zip(

@@ -66,6 +66,26 @@ def test_scores_do_not_depend_on_chunk_size(tiny_model, images):
     torch.testing.assert_close(one, all_at_once, atol=1e-6, rtol=0)
 
 
+def test_only_whole_chunks_are_forwarded_except_the_last(tiny_model):
+    sizes = []
+
+    class Counting(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = tiny_model
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            sizes.append(x.shape[0])
+            return self.inner(x)
+
+    images = torch.rand(5, 3, 32, 32, generator=seeded(3))  # 5 x K=3 = 15 variants
+    kwargs = dict(patch_size=8, ratio=0.5, samples=3, fill=MeanFill())
+    scores = patch_loss_scores(Counting(), images, generator=seeded(0), chunk_size=4, **kwargs)
+    assert sizes == [4, 4, 4, 3]  # not 4, 2 (image 2's rest), ...: the rest waits for the next
+    reference = patch_loss_scores(tiny_model, images, generator=seeded(0), chunk_size=64, **kwargs)
+    torch.testing.assert_close(scores, reference, atol=1e-6, rtol=0)
+
+
 def test_per_image_seeds_make_scores_independent_of_the_batch(tiny_model):
     images = torch.rand(3, 3, 32, 32, generator=seeded(4))
     kwargs = dict(patch_size=8, ratio=0.5, samples=3, fill=NoiseFill())
