@@ -14,7 +14,13 @@ import torch
 from torch import Tensor, nn
 
 from smsweep.errors import SpecError
-from smsweep.masking.base import MaskingStrategy, mask_count, patch_grid, uniform_noise
+from smsweep.masking.base import (
+    MaskingStrategy,
+    mask_count,
+    patch_grid,
+    to_device,
+    uniform_noise,
+)
 
 _ATTEMPTS = 10  # BEiT's attempts per block before giving up
 
@@ -48,7 +54,7 @@ class BlockMasking(MaskingStrategy):
             [self._blocks(height, width, target, generator) for _ in range(images.shape[0])]
         )  # (B, h, w) bool
         noise = uniform_noise((images.shape[0], height, width), generator, images)
-        return blocks.to(images.device).float() + 0.5 * noise
+        return to_device(blocks, images.device).float() + 0.5 * noise
 
     def _blocks(self, height: int, width: int, target: int, generator: torch.Generator) -> Tensor:
         """One image's union of rectangles: (h, w) bool with at most `target` True."""

@@ -77,9 +77,10 @@ def top_k_mask(scores: Tensor, ratio: float) -> Tensor:
 
 
 def upsample_mask(grid: Tensor, patch_size: int) -> Tensor:
-    """(B, h, w) bool patch grid -> (B, 1, h*p, w*p) bool pixel mask."""
-    pixels = grid.repeat_interleave(patch_size, dim=1).repeat_interleave(patch_size, dim=2)
-    return pixels.unsqueeze(1)
+    """(B, h, w) bool patch grid -> (B, 1, h*p, w*p) bool pixel mask (one copy)."""
+    batch, height, width = grid.shape
+    pixels = grid[:, None, :, None, :, None].expand(-1, -1, -1, patch_size, -1, patch_size)
+    return pixels.reshape(batch, 1, height * patch_size, width * patch_size)
 
 
 def check_ratio(ratio: float, *, name: str = "ratio") -> float:
@@ -185,4 +186,13 @@ class MaskingStrategy(ABC):
 
 def uniform_noise(shape: tuple[int, ...], generator: torch.Generator, like: Tensor) -> Tensor:
     """U[0, 1) noise drawn on the CPU with `generator`, moved to `like`'s device (float32)."""
-    return torch.rand(shape, generator=generator).to(like.device)
+    return to_device(torch.rand(shape, generator=generator), like.device)
+
+
+def to_device(tensor: Tensor, device: torch.device) -> Tensor:
+    """A CPU draw moved to `device`. To a GPU it goes through pinned memory without blocking: a
+    copy from pageable memory makes the host wait until the GPU has run all the work queued
+    before it, so the host could not prepare the next step while the GPU runs this one."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)

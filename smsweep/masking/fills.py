@@ -3,7 +3,9 @@
 Every fill has one call shape: `fill(images, pixel_mask, generator) -> images`, with images
 (B, C, H, W) in [0, 1] and pixel_mask (B, 1, H, W) bool (True = masked). Unmasked pixels are
 returned unchanged. Fills that draw random numbers use `generator` (a CPU generator) so the
-masked inputs are reproducible; the others ignore it.
+masked inputs are reproducible; the others ignore it and say so with `draws = False`, which lets
+the selective scorer fill many images' variants in one call (a fill without the attribute is
+treated as one that draws: called image by image, right after that image's masks are drawn).
 
 The A2MIM mask token added inside the encoder (not at the input) lives in
 `smsweep.models.MaskedUnet`; `TokenFill` is the input-level learnable token.
@@ -19,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from smsweep.errors import SpecError
+from smsweep.masking.base import to_device
 
 
 @runtime_checkable
@@ -36,6 +39,8 @@ class MeanFill:
     """Per-image, per-channel mean of the whole image (A2MIM, Mix-and-Mask): keeps the low
     frequencies of the input statistics so the model is not distracted by a colour shift."""
 
+    draws = False
+
     def __call__(
         self, images: Tensor, pixel_mask: Tensor, generator: torch.Generator | None = None
     ) -> Tensor:
@@ -47,6 +52,8 @@ class MeanFill:
 
 class ZeroFill:
     """Zeros (black): the classic inpainting input."""
+
+    draws = False
 
     def __call__(
         self, images: Tensor, pixel_mask: Tensor, generator: torch.Generator | None = None
@@ -60,12 +67,15 @@ class ZeroFill:
 class NoiseFill:
     """Gaussian noise with each image's per-channel mean and std, clipped to [0, 1]."""
 
+    draws = True
+
     def __call__(
         self, images: Tensor, pixel_mask: Tensor, generator: torch.Generator | None = None
     ) -> Tensor:
         if generator is None:
             raise ValueError("NoiseFill draws noise: pass a seeded torch.Generator")
-        noise = torch.randn(images.shape, generator=generator).to(images.device, images.dtype)
+        noise = to_device(torch.randn(images.shape, generator=generator), images.device)
+        noise = noise.to(images.dtype)
         std = images.std(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
         return torch.where(pixel_mask, (_image_mean(images) + std * noise).clamp(0, 1), images)
 
@@ -76,6 +86,8 @@ class NoiseFill:
 class BlurFill:
     """A strong Gaussian blur of the image (saliency-guided masking's "blurring"): removes
     high frequencies while avoiding the parasitic edges of a constant fill."""
+
+    draws = False
 
     def __init__(self, sigma: float = 4.0) -> None:
         if not sigma > 0:
@@ -108,6 +120,8 @@ class TokenFill(nn.Module):
 
     It is a module: put its parameters in the optimizer with the model's.
     """
+
+    draws = False
 
     def __init__(self, channels: int = 3, init: float = 0.5) -> None:
         super().__init__()

@@ -81,7 +81,7 @@ def reference_patch_loss_scores(
                 recon = reconstruct(
                     model, filled[sample : sample + 1], pixel_masks[sample : sample + 1]
                 )
-                loss = _literal_loss_map(recon[0], image, ssim_weight, l1_weight)  # (H, W)
+                loss = _literal_loss_map(recon[0].float(), image, ssim_weight, l1_weight)  # (H, W)
                 for row in range(height):
                     for col in range(width):
                         if grid[sample, row, col]:

@@ -12,7 +12,8 @@ its own seed only, so shards scored in different processes give the same scores.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,7 @@ from smsweep.masking.base import (
     evaluating,
     mask_count,
     patch_grid,
+    to_device,
     upsample_mask,
 )
 from smsweep.masking.fills import Fill
@@ -77,40 +79,78 @@ def patch_loss_scores(
         )
     generators = per_image_generators(images.shape[0], generator, seeds)
     weights = (ssim_weight, l1_weight)
-    grids: list[Tensor] = []
+    draw = dict(grid=(height, width), ratio=ratio, samples=samples, sampling=sampling)
+    drawn: list[Tensor] = []  # (K, h, w) per image, when the fill draws too
     patch_losses: list[Tensor] = []
-    pending = _Pending()
     with evaluating(model):
-        for index, (image, image_generator) in enumerate(zip(images, generators, strict=True)):
-            grid = sample_masks(
-                (height, width),
-                ratio=ratio,
-                samples=samples,
-                sampling=sampling,
-                generator=image_generator,
-            ).to(images.device)  # (K, h, w)
-            pixel_mask = upsample_mask(grid, patch_size)  # (K, 1, H, W)
-            target = image.unsqueeze(0).expand(samples, -1, -1, -1)  # (K, C, H, W)
-            grids.append(grid)
-            pending.add(fill(target, pixel_mask, image_generator), target, pixel_mask)
-            # Forward whole chunks as soon as there are any (the rest waits for the next image):
-            # at most chunk_size + K - 1 variants in memory, and no small leftover forwards.
-            last = index == images.shape[0] - 1
-            if pending.rows >= chunk_size or last:
-                for x, y, m in pending.take(chunk_size, everything=last):
-                    patch_losses += _patch_losses(reconstruct(model, x, m), y, patch_size, weights)
-    losses = torch.cat(patch_losses).view(images.shape[0], samples, height, width)  # (B, K, h, w)
-    return masked_patch_mean(losses, torch.stack(grids)).float()
+        if getattr(fill, "draws", True):
+            chunks = _filled_image_by_image(images, generators, fill, drawn, draw, chunk_size)
+        else:
+            grids = to_device(sample_mask_batch(generators=generators, **draw), images.device)
+            chunks = _filled_chunk_by_chunk(images, grids, fill, chunk_size)
+        for x, y, m in chunks:
+            patch_losses += _patch_losses(reconstruct(model, x, m), y, patch_size, weights)
+    if drawn:
+        grids = to_device(torch.stack(drawn), images.device)
+    losses = torch.cat(patch_losses).view(grids.shape)  # (B, K, h, w)
+    return masked_patch_mean(losses, grids).float()
+
+
+Chunk = tuple[Tensor, Tensor, Tensor]  # (filled inputs, targets, pixel masks) of n variants
+
+
+def _filled_chunk_by_chunk(
+    images: Tensor, grids: Tensor, fill: Fill, chunk_size: int
+) -> Iterator[Chunk]:
+    """For fills that draw nothing: all masks, (B, K, h, w) on the images' device, were drawn
+    first; each chunk of variants is built and filled in a few batched operations (on a GPU,
+    per-image steps cost more in launches than in arithmetic)."""
+    samples, patch_size = grids.shape[1], images.shape[-1] // grids.shape[-1]
+    variants = grids.flatten(0, 1)  # (B*K, h, w)
+    owner = torch.arange(len(variants), device=images.device) // samples  # variant -> image
+    for start in range(0, len(variants), chunk_size):
+        rows = slice(start, start + chunk_size)
+        pixel_mask = upsample_mask(variants[rows], patch_size)
+        target = images.index_select(0, owner[rows])
+        yield fill(target, pixel_mask), target, pixel_mask
+
+
+def _filled_image_by_image(
+    images: Tensor,
+    generators: list[torch.Generator],
+    fill: Fill,
+    drawn: list[Tensor],
+    draw: dict[str, Any],
+    chunk_size: int,
+) -> Iterator[Chunk]:
+    """For fills that draw noise (or may: a fill without `draws = False`): image b's masks, then
+    its fill noise, come from its generator in that order, so each image's K variants are
+    filled as soon as its masks are drawn. Only whole chunks are yielded, but the last: the rest
+    waits for the next image (at most chunk_size + K - 1 variants in memory)."""
+    patch_size = images.shape[-1] // draw["grid"][1]
+    pending = _Pending()
+    for index, (image, image_generator) in enumerate(zip(images, generators, strict=True)):
+        grid = sample_masks(generator=image_generator, **draw)
+        drawn.append(grid)
+        pixel_mask = upsample_mask(to_device(grid, images.device), patch_size)  # (K, 1, H, W)
+        target = image.unsqueeze(0).expand(len(grid), -1, -1, -1)  # (K, C, H, W)
+        pending.add(fill(target, pixel_mask, image_generator), target, pixel_mask)
+        last = index == images.shape[0] - 1
+        if pending.rows >= chunk_size or last:
+            yield from pending.take(chunk_size, everything=last)
 
 
 def _patch_losses(
     reconstructions: Tensor, targets: Tensor, patch_size: int, weights: tuple[float, float]
 ) -> list[Tensor]:
-    """Per-patch mean loss, (n, h, w) per group of variants. The loss map's intermediates are
-    ~15x the images, so it runs on groups of about LOSS_GROUP_ELEMENTS input values, which stay
-    in the CPU's caches (all 64 variants of a chunk at once took twice as long on 2 cores)."""
-    per_variant = reconstructions[0].numel()
-    group = max(1, LOSS_GROUP_ELEMENTS // per_variant)
+    """Per-patch mean loss, (n, h, w) per group of variants. On the CPU the loss map's
+    intermediates (~15x the images) would not stay in the caches for a whole chunk, so it runs on
+    groups of about LOSS_GROUP_ELEMENTS input values (all 64 variants of a chunk at once took
+    twice as long on 2 cores); on a GPU a chunk is one group (fewer launches)."""
+    reconstructions = reconstructions.float()  # a bf16 model's output: SSIM needs float32
+    group = len(reconstructions)
+    if reconstructions.device.type == "cpu":
+        group = max(1, LOSS_GROUP_ELEMENTS // reconstructions[0].numel())
     losses = []
     for x, y in zip(reconstructions.split(group), targets.split(group), strict=True):
         loss = pixel_loss_map(x, y, *weights)  # (n, H, W)
@@ -169,21 +209,39 @@ def sample_masks(
     floor(K*m/N) or ceil(K*m/N) times (exactly K*m/N when N divides K*m, e.g. ratio 0.5 with an
     even K), hence at least once whenever K*m >= N (e.g. K >= 2 at ratio 0.5).
     """
+    return sample_mask_batch(
+        grid, ratio=ratio, samples=samples, sampling=sampling, generators=[generator]
+    )[0]
+
+
+def sample_mask_batch(
+    grid: tuple[int, int],
+    *,
+    ratio: float,
+    samples: int,
+    sampling: str,
+    generators: Sequence[torch.Generator],
+) -> Tensor:
+    """`sample_masks` for several images, image b's K masks from `generators[b]`, drawn in the
+    order of the images (one generator repeated draws what a loop over the images would):
+    (B, K, h, w). Only the draws are per image; sorting and scattering run once."""
     height, width = grid
     num_patches = height * width
     count = mask_count(num_patches, ratio)
     if sampling == "random":
-        noise = torch.rand(samples, num_patches, generator=generator)
-        chosen = noise.argsort(dim=1)[:, :count]  # (K, m)
+        noise = torch.stack([torch.rand(samples, num_patches, generator=g) for g in generators])
+        # the m smallest draws of each sample (a uniform subset); a partial selection, several
+        # times faster than a full argsort at 1024 patches
+        chosen = noise.topk(count, dim=2, largest=False, sorted=False).indices  # (B, K, m)
     elif sampling == "complementary":
-        permutation = torch.randperm(num_patches, generator=generator)
+        permutations = torch.stack([torch.randperm(num_patches, generator=g) for g in generators])
         slots = torch.arange(samples)[:, None] * count + torch.arange(count)[None, :]  # (K, m)
-        chosen = permutation[slots % num_patches]
+        chosen = permutations[:, slots % num_patches]  # (B, K, m)
     else:
         raise SpecError(f"unknown sampling {sampling!r}; valid: {sorted(SAMPLINGS)}")
-    masks = torch.zeros(samples, num_patches, dtype=torch.bool)
-    masks.scatter_(1, chosen, True)
-    return masks.view(samples, height, width)
+    masks = torch.zeros(len(generators), samples, num_patches, dtype=torch.bool)
+    masks.scatter_(2, chosen, True)
+    return masks.view(len(generators), samples, height, width)
 
 
 def reconstruct(model: nn.Module, inputs: Tensor, pixel_mask: Tensor) -> Tensor:

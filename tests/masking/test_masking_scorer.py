@@ -66,7 +66,8 @@ def test_scores_do_not_depend_on_chunk_size(tiny_model, images):
     torch.testing.assert_close(one, all_at_once, atol=1e-6, rtol=0)
 
 
-def test_only_whole_chunks_are_forwarded_except_the_last(tiny_model):
+@pytest.mark.parametrize("fill", [MeanFill(), NoiseFill()], ids=["chunk-by-chunk", "per-image"])
+def test_only_whole_chunks_are_forwarded_except_the_last(tiny_model, fill):
     sizes = []
 
     class Counting(nn.Module):
@@ -79,16 +80,31 @@ def test_only_whole_chunks_are_forwarded_except_the_last(tiny_model):
             return self.inner(x)
 
     images = torch.rand(5, 3, 32, 32, generator=seeded(3))  # 5 x K=3 = 15 variants
-    kwargs = dict(patch_size=8, ratio=0.5, samples=3, fill=MeanFill())
+    kwargs = dict(patch_size=8, ratio=0.5, samples=3, fill=fill)
     scores = patch_loss_scores(Counting(), images, generator=seeded(0), chunk_size=4, **kwargs)
     assert sizes == [4, 4, 4, 3]  # not 4, 2 (image 2's rest), ...: the rest waits for the next
     reference = patch_loss_scores(tiny_model, images, generator=seeded(0), chunk_size=64, **kwargs)
     torch.testing.assert_close(scores, reference, atol=1e-6, rtol=0)
 
 
-def test_per_image_seeds_make_scores_independent_of_the_batch(tiny_model):
+def test_a_fill_that_does_not_say_it_draws_nothing_is_called_per_image(tiny_model, images):
+    calls = []
+
+    def mean_fill(target, pixel_mask, generator=None):  # no `draws` attribute
+        calls.append(target.shape[0])
+        return MeanFill()(target, pixel_mask)
+
+    kwargs = dict(patch_size=16, ratio=0.5, samples=3, chunk_size=4)
+    ours = patch_loss_scores(tiny_model, images, generator=seeded(0), fill=mean_fill, **kwargs)
+    assert calls == [3] * len(images)  # each image's K variants, right after its masks
+    batched = patch_loss_scores(tiny_model, images, generator=seeded(0), fill=MeanFill(), **kwargs)
+    torch.testing.assert_close(ours, batched, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("fill", [MeanFill(), NoiseFill()], ids=["chunk-by-chunk", "per-image"])
+def test_per_image_seeds_make_scores_independent_of_the_batch(tiny_model, fill):
     images = torch.rand(3, 3, 32, 32, generator=seeded(4))
-    kwargs = dict(patch_size=8, ratio=0.5, samples=3, fill=NoiseFill())
+    kwargs = dict(patch_size=8, ratio=0.5, samples=3, fill=fill)
     batch = patch_loss_scores(tiny_model, images, seeds=[10, 11, 12], **kwargs)
     for index, seed in enumerate([10, 11, 12]):
         alone = patch_loss_scores(tiny_model, images[index : index + 1], seeds=[seed], **kwargs)
