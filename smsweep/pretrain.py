@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from smsweep.losses import WeightedLoss
 from smsweep.masking import MaskingStrategy, PatchMask, top_k_mask
+from smsweep.masking.base import to_device
 from smsweep.masking.fills import Fill
 
 MaskSource = Callable[[Tensor, Tensor, torch.Generator], PatchMask]  # (images, indices, gen)
@@ -54,7 +55,7 @@ class MaskTable:
         return cls({int(i): grid for i, grid in zip(indices, grids, strict=True)}, patch_size)
 
     def __call__(self, images: Tensor, indices: Tensor, generator: torch.Generator) -> PatchMask:
-        grid = torch.stack([self.grids[int(i)] for i in indices]).to(images.device)
+        grid = to_device(torch.stack([self.grids[int(i)] for i in indices]), images.device)
         return PatchMask(grid, self.patch_size)
 
     def same_as(self, other: MaskTable) -> bool:
@@ -93,15 +94,19 @@ def pretrain_step(
     inputs = fill(images, pixel_mask, generator)
     reconstruction = model(inputs, pixel_mask)
     value = loss(reconstruction, images, pixel_mask)
-    if not torch.isfinite(value):
+    # One host sync per step, here: the check needs the value before the step (the weights stay
+    # as they were), and the same number is returned, so the host does not wait again after
+    # the step and can prepare the next batch while a GPU runs this backward pass.
+    number = float(value.detach())
+    if not math.isfinite(number):
         raise NonFiniteLoss(
-            f"pretraining loss is {float(value.detach())}: lower pretrain.lr or check the images "
+            f"pretraining loss is {number}: lower pretrain.lr or check the images "
             "(all-constant images or NaNs in the data)"
         )
     optimizer.zero_grad(set_to_none=True)
     value.backward()
     optimizer.step()
-    return float(value.detach())
+    return number
 
 
 def train_partition(
