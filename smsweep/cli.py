@@ -15,6 +15,47 @@ from pathlib import Path
 
 from smsweep.errors import SpecError
 
+
+def _bench_size(minimum: int, multiple: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < minimum or value % multiple:
+            also = f" that is a multiple of {multiple}" if multiple > 1 else ""
+            raise argparse.ArgumentTypeError(
+                f"expected an integer >= {minimum}{also}, got {text!r}"
+            )
+        return value
+
+    return parse
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """The bench's options (shared by `python -m smsweep bench` and `python -m smsweep.bench`)."""
+    parser.add_argument("--json", action="store_true", help="print one JSON object last")
+    parser.add_argument(
+        "--skip-ray",
+        action="store_true",
+        help="measure the scorer and the training step only: no scoring actors, no trial (their "
+        "keys are null), e.g. to measure a GPU machine's compute",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=_bench_size(32, 16),
+        default=64,
+        help="image side in pixels for the scorer and train-step measurements (default 64, "
+        "sized for 2 CPU cores; a GPU sits idle at this size, try 256 there)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_bench_size(1, 1),
+        default=16,
+        help="images per scorer call and per training step (default 16)",
+    )
+
+
 EXIT_OK, EXIT_FAILURE, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -53,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("path", type=Path, help="the experiment directory (STORAGE/NAME)")
 
     bench = commands.add_parser("bench", help="measure the scorer, train step and actor scaling")
-    bench.add_argument("--json", action="store_true", help="print one JSON object last")
+    add_bench_arguments(bench)
 
     data = commands.add_parser("data", help="dataset tools")
     data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
@@ -145,5 +186,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "bench":
         from smsweep.bench import main as bench_main
 
-        return bench_main(json_output=args.json)
+        return bench_main(
+            json_output=args.json,
+            skip_ray=args.skip_ray,
+            image_size=args.image_size,
+            batch_size=args.batch_size,
+        )
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse allows no other

@@ -5,6 +5,7 @@ Nothing here is timed and no Ray is started: the helpers the bench measures with
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -185,3 +186,27 @@ def test_cpu_meter_counts_this_process_cpu_time():
     assert meter.per_pid[0] == pytest.approx(spent, abs=0.05)
     assert 0.0 < meter.busy([os.getpid()]) <= bench.available_cpus() + 0.1
     assert meter.others() >= 0.0
+
+
+def test_skip_ray_measures_scorer_and_train_step_and_leaves_ray_keys_null():
+    sizes = dataclasses.replace(TINY, train_steps=1, repeats=1)
+    results = bench.run_bench(sizes, ray_parts=False)
+    assert results["scorer_vs_literal"] > 0 and results["train_step_vs_bare"] > 0
+    parsed = json.loads(bench.format_json(results))
+    for key in bench.RAY_KEYS:
+        assert parsed[key] is None
+    assert parsed["passed"]["actors_2_vs_1"] is None and parsed["all_passed"] is False
+    assert parsed["sizes"]["image_size"] == 32
+    assert "not measured: the actors and the trial" in bench.format_table(results)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--image-size", "70"), ("--image-size", "16"), ("--batch-size", "0")]
+)
+def test_bench_rejects_sizes_it_cannot_build_with_exit_2(flag, value, capsys):
+    from smsweep.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["bench", flag, value])
+    assert exited.value.code == 2
+    assert f"argument {flag}: expected an integer >=" in capsys.readouterr().err

@@ -78,6 +78,7 @@ from smsweep.bench.measure import (
 )
 from smsweep.bench.output import (
     INFO_ROWS,
+    RAY_KEYS,
     REQUIRED_KEYS,
     TARGETS,
     UNITS,
@@ -140,6 +141,9 @@ def run_bench(sizes: Sizes | None = None, *, ray_parts: bool = True) -> dict[str
     )
     if ray_parts:
         results |= measure_ray(sizes)
+    else:
+        results |= dict.fromkeys(RAY_KEYS)
+        results["skipped"] = "the actors and the trial (--skip-ray): their keys are null"
     results["peak_rss_mb"] = peak_rss_mb()
     results["peak_rss_children_mb"] = peak_rss_mb(resource.RUSAGE_CHILDREN)
     results["peak_rss_scope"] = (
@@ -152,9 +156,17 @@ def run_bench(sizes: Sizes | None = None, *, ray_parts: bool = True) -> dict[str
     return results
 
 
-def main(json_output: bool = False) -> int:
-    """Run the bench, print the table (and the JSON line last with `json_output`)."""
-    results = run_bench()
+def main(
+    json_output: bool = False,
+    *,
+    skip_ray: bool = False,
+    image_size: int = Sizes.image_size,
+    batch_size: int = Sizes.batch_size,
+) -> int:
+    """Run the bench, print the table (and the JSON line last with `json_output`); `skip_ray`
+    measures the scorer and the training step alone; the sizes apply to those two."""
+    sizes = Sizes(image_size=image_size, batch_size=batch_size)
+    results = run_bench(sizes, ray_parts=not skip_ray)
     print(format_table(results), flush=True)
     if json_output:
         print(format_json(results), flush=True)
@@ -163,6 +175,7 @@ def main(json_output: bool = False) -> int:
 
 __all__ = [
     "INFO_ROWS",
+    "RAY_KEYS",
     "REQUIRED_KEYS",
     "TARGETS",
     "TRIAL_SPEC",

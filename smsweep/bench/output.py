@@ -26,6 +26,8 @@ REQUIRED_KEYS: tuple[str, ...] = (
     "torch_threads",
     "sizes",
 )
+# The required keys that only the Ray measurements give (null with --skip-ray).
+RAY_KEYS: tuple[str, ...] = ("actors_2_vs_1", "trainer_fits_per_trial", "trial_fixed_overhead_s")
 UNITS = {
     "scorer_vs_literal": "x",
     "scorer_vs_forward": "x",
@@ -125,6 +127,8 @@ def format_table(results: Mapping[str, Any]) -> str:
     ]
     lines.insert(1, "  ".join("-" * width for width in widths))
     context = [f"device: {results.get('device')}, torch threads: {results.get('torch_threads')}"]
+    if "skipped" in results:
+        context.append(f"not measured: {results['skipped']}")
     if "precision" in results:
         context.append(f"precision: {results['precision']}")
     if "load_avg_1m_start" in results:
