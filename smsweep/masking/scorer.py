@@ -80,18 +80,19 @@ def patch_loss_scores(
     generators = per_image_generators(images.shape[0], generator, seeds)
     weights = (ssim_weight, l1_weight)
     draw = dict(grid=(height, width), ratio=ratio, samples=samples, sampling=sampling)
-    drawn: list[Tensor] = []  # (K, h, w) per image, when the fill draws too
+    per_image = getattr(fill, "draws", True)
+    drawn: list[Tensor] = []  # (K, h, w) per image, on the images' device, in the per-image path
     patch_losses: list[Tensor] = []
     with evaluating(model):
-        if getattr(fill, "draws", True):
+        if per_image:
             chunks = _filled_image_by_image(images, generators, fill, drawn, draw, chunk_size)
         else:
             grids = to_device(sample_mask_batch(generators=generators, **draw), images.device)
             chunks = _filled_chunk_by_chunk(images, grids, fill, chunk_size)
         for x, y, m in chunks:
             patch_losses += _patch_losses(reconstruct(model, x, m), y, patch_size, weights)
-    if drawn:
-        grids = to_device(torch.stack(drawn), images.device)
+    if per_image:
+        grids = torch.stack(drawn)
     losses = torch.cat(patch_losses).view(grids.shape)  # (B, K, h, w)
     return masked_patch_mean(losses, grids).float()
 
@@ -130,9 +131,9 @@ def _filled_image_by_image(
     patch_size = images.shape[-1] // draw["grid"][1]
     pending = _Pending()
     for index, (image, image_generator) in enumerate(zip(images, generators, strict=True)):
-        grid = sample_masks(generator=image_generator, **draw)
-        drawn.append(grid)
-        pixel_mask = upsample_mask(to_device(grid, images.device), patch_size)  # (K, 1, H, W)
+        grid = to_device(sample_masks(generator=image_generator, **draw), images.device)
+        drawn.append(grid)  # moved once: the scores' masks are these
+        pixel_mask = upsample_mask(grid, patch_size)  # (K, 1, H, W)
         target = image.unsqueeze(0).expand(len(grid), -1, -1, -1)  # (K, C, H, W)
         pending.add(fill(target, pixel_mask, image_generator), target, pixel_mask)
         last = index == images.shape[0] - 1
