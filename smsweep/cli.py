@@ -98,9 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = commands.add_parser("data", help="dataset tools")
     data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
-    synth = data_commands.add_parser("synth", help="write the synthetic set in folder format")
+    synth = data_commands.add_parser("synth", help="write a generated set in folder format")
     synth.add_argument("--out", type=Path, required=True, help="a new or empty directory")
     synth.add_argument("--n", type=int, required=True, help="number of images")
+    synth.add_argument(
+        "--kind",
+        default="shapes",
+        help="shapes (the `synthetic` source) or textures (the `textures` source); default shapes",
+    )
     synth.add_argument("--image-size", type=int, default=64)
     synth.add_argument("--num-classes", type=int, default=5)
     synth.add_argument("--seed", type=int, default=0)
@@ -180,6 +185,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             image_size=args.image_size,
             num_classes=args.num_classes,
             seed=args.seed,
+            kind=args.kind,
         )
         print(f"wrote {written} images to {args.out}/images and their masks to {args.out}/masks")
         return EXIT_OK

@@ -21,9 +21,10 @@ from smsweep.space import Distribution
 Strategy = Literal["none", "random", "block", "selective", "saliency", "saliency_hard", "mixed"]
 STRATEGIES: tuple[str, ...] = Strategy.__args__
 FILLS = ("mean", "zero", "noise", "blur", "token")
-SOURCES = ("synthetic", "folder", "voc", "cityscapes")
+SOURCES = ("synthetic", "textures", "folder", "voc", "cityscapes")
+GENERATED_SOURCES = ("synthetic", "textures")  # made from the seed: no path, `num_images` counts
 FIXED_NUM_CLASSES = {"voc": 21, "cityscapes": 19}
-SYNTHETIC_CLASSES = (3, 8)
+GENERATED_CLASSES = {"synthetic": (3, 8), "textures": (2, 8)}
 MLFLOW_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 
 
@@ -37,16 +38,23 @@ def _f(default: Any, doc: str, **bounds: Any) -> Any:
 
 
 class DataConfig(_Section):
-    source: Literal["synthetic", "folder", "voc", "cityscapes"] = _f(
-        "synthetic", "where images come from; folder/voc/cityscapes read `path`"
+    source: Literal["synthetic", "textures", "folder", "voc", "cityscapes"] = _f(
+        "synthetic",
+        "where images come from: generated shapes (synthetic) or texture mosaics (textures), or "
+        "folder/voc/cityscapes read from `path`",
     )
-    path: str | None = _f(None, "dataset root (required unless source is synthetic)")
+    path: str | None = _f(None, "dataset root (required unless the source is generated)")
     image_size: int = _f(64, "square side the pipeline resizes/crops to", ge=16, le=4096)
     num_classes: int = _f(
-        5, "segmentation classes (voc 21, cityscapes 19, synthetic 3..8)", ge=2, le=1000
+        5,
+        "segmentation classes (voc 21, cityscapes 19, synthetic 3..8, textures 2..8)",
+        ge=2,
+        le=1000,
     )
     skip_bad: bool = _f(False, "skip unreadable images (one warning lists them) instead of failing")
-    num_images: int = _f(128, "synthetic only: how many images", ge=4, le=1_000_000)
+    num_images: int = _f(
+        128, "generated sources (synthetic, textures): how many images", ge=4, le=1_000_000
+    )
     val_fraction: float = _f(0.2, "labeled images held out for validation", gt=0, le=0.9)
     label_fraction: float = _f(
         1.0, "of the other labeled images, the share used to fine-tune", gt=0, le=1
@@ -266,15 +274,15 @@ def _cross_field_problems(spec: SweepSpec) -> list[str]:
             f"data.num_classes is {data.num_classes} but source {data.source!r} has {fixed} "
             f"classes; set data.num_classes: {fixed}"
         )
-    low, high = SYNTHETIC_CLASSES
-    if data.source == "synthetic" and not low <= data.num_classes <= high:
+    low, high = GENERATED_CLASSES.get(data.source, (2, 1000))
+    if not low <= data.num_classes <= high:
         problems.append(
-            f"data.num_classes {data.num_classes} is out of range for the synthetic source; "
+            f"data.num_classes {data.num_classes} is out of range for the {data.source} source; "
             f"use {low}..{high}"
         )
-    if data.source != "synthetic" and not data.path:
+    if data.source not in GENERATED_SOURCES and not data.path:
         problems.append(f"data.path is required for source {data.source!r}; set it to the root")
-    if data.source == "synthetic":
+    if data.source in GENERATED_SOURCES:
         pretrain_images = data.num_images - max(1, round(data.num_images * data.val_fraction))
         if pretrain_images < spec.pretrain.partitions:
             problems.append(

@@ -108,6 +108,18 @@ def test_data_synth_writes_folder_format(tmp_path, monkeypatch, capsys):
     assert [p.stem for p in images] == [p.stem for p in masks]
 
 
+def test_data_synth_kind_textures(tmp_path, monkeypatch, capsys):
+    argv = ["data", "synth", "--out", "D", "--n", "3", "--kind", "textures", "--num-classes", "2"]
+    code, out, _ = _run_in(tmp_path, monkeypatch, capsys, argv)
+    assert code == 0 and "wrote 3 images" in out
+    written = tmp_path / "work" / "D"
+    assert sorted(p.name for p in (written / "masks").iterdir())[0] == "texture_0000000.png"
+    assert (written / "classes.txt").read_text().split() == [
+        "background_blotches",
+        "horizontal_stripes",
+    ]
+
+
 # Each case: (how to build the spec or argv, a fragment the message must contain).
 def _case_argv(tmp_path: Path, case: str) -> list[str]:
     data_root = tmp_path / "data"
@@ -165,6 +177,8 @@ def _case_argv(tmp_path: Path, case: str) -> list[str]:
         return ["validate", str(QUICKSTART), "--set", "masking.ration=0.5"]
     if case == "synth_bad_n":
         return ["data", "synth", "--out", "D", "--n", "0"]
+    if case == "synth_bad_kind":
+        return ["data", "synth", "--out", "D", "--n", "2", "--kind", "plaid"]
     if case == "run_bad_mlflow_uri":
         return ["run", str(QUICKSTART), "--mlflow-uri", "gopher://x"]
     if case == "run_mlflow_unreachable":
@@ -225,6 +239,7 @@ BAD_INPUTS = {
     "set_malformed": "must look like KEY=VALUE",
     "set_unknown_key": "did you mean `masking.ratio`",
     "synth_bad_n": "--n",
+    "synth_bad_kind": "--kind is 'plaid'; use one of shapes, textures",
     "run_bad_mlflow_uri": "unsupported MLflow tracking URI",
     "run_mlflow_unreachable": "does not answer",
     "run_unknown_metric": "is not reported by a trial; use one of miou",

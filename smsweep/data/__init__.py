@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from smsweep.data._cityscapes import CITYSCAPES_CLASSES, open_cityscapes
 from smsweep.data._folder import open_folder
 from smsweep.data._synthetic import SyntheticSource, open_synthetic
+from smsweep.data._textures import TexturesSource, open_textures
 from smsweep.data._voc import VOC_CLASSES, open_voc
 from smsweep.data.base import IGNORE_INDEX, FileSource, Source
 from smsweep.data.splits import Splits, make_splits
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 SOURCES: dict[str, Callable[..., Source]] = {
     "synthetic": open_synthetic,
+    "textures": open_textures,
     "folder": open_folder,
     "voc": open_voc,
     "cityscapes": open_cityscapes,
@@ -52,6 +54,7 @@ __all__ = [
     "Source",
     "Splits",
     "SyntheticSource",
+    "TexturesSource",
     "make_splits",
     "open_source",
 ]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from smsweep.data.generated import remembered
 from smsweep.errors import SpecError
 
 if TYPE_CHECKING:
@@ -108,6 +109,18 @@ class SyntheticSource:
         return None
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Image i (read-only arrays), generated once per process (`generated.remembered`)."""
+        key = (
+            type(self).__name__,
+            self.num_images,
+            self.image_size,
+            self.num_classes,
+            self.seed,
+            i,
+        )
+        return remembered(key, lambda: self._generate(i))
+
+    def _generate(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         if not 0 <= i < self.num_images:
             raise IndexError(f"image {i} is out of range for {self.num_images} synthetic images")
         rng = np.random.default_rng((self.seed, i))

@@ -10,9 +10,25 @@ from pathlib import Path
 
 from PIL import Image
 
-from smsweep.data._synthetic import MAX_CLASSES, MIN_CLASSES, SyntheticSource
+from smsweep.data import _synthetic, _textures
 from smsweep.data.base import Source
 from smsweep.errors import SpecError
+
+# `smsweep data synth --kind`: the generated source each kind writes, its name and class range.
+SYNTH_KINDS = {
+    "shapes": (
+        "synthetic",
+        _synthetic.SyntheticSource,
+        _synthetic.MIN_CLASSES,
+        _synthetic.MAX_CLASSES,
+    ),
+    "textures": (
+        "textures",
+        _textures.TexturesSource,
+        _textures.MIN_CLASSES,
+        _textures.MAX_CLASSES,
+    ),
+}
 
 
 def write_folder(source: Source, out_dir: Path, n: int | None = None) -> int:
@@ -41,16 +57,23 @@ def write_folder(source: Source, out_dir: Path, n: int | None = None) -> int:
     return count
 
 
-def synth_command(out: Path, *, n: int, image_size: int, num_classes: int, seed: int) -> int:
-    """`smsweep data synth`: the first `n` synthetic images of this seed, in folder layout."""
-    low, high = MIN_CLASSES, MAX_CLASSES
+def synth_command(
+    out: Path, *, n: int, image_size: int, num_classes: int, seed: int, kind: str = "shapes"
+) -> int:
+    """`smsweep data synth`: the first `n` generated images of this seed, in folder layout;
+    `kind` "shapes" is the `synthetic` source, "textures" the `textures` source."""
+    if kind not in SYNTH_KINDS:
+        raise SpecError(f"--kind is {kind!r}; use one of {', '.join(sorted(SYNTH_KINDS))}")
+    source_name, make_source, low, high = SYNTH_KINDS[kind]
     if n < 1:
         raise SpecError(f"--n is {n}; give the number of images to write (at least 1)")
     if image_size < 16:
         raise SpecError(f"--image-size is {image_size}; use at least 16")
     if not low <= num_classes <= high:
-        raise SpecError(f"--num-classes is {num_classes}; the synthetic source has {low}..{high}")
+        raise SpecError(
+            f"--num-classes is {num_classes}; the {source_name} source has {low}..{high}"
+        )
     if seed < 0:
         raise SpecError(f"--seed is {seed}; use a non-negative integer")
-    source = SyntheticSource(n, image_size, num_classes, seed)
+    source = make_source(n, image_size, num_classes, seed)
     return write_folder(source, Path(out))

@@ -14,6 +14,7 @@ from smsweep.errors import SpecError
 
 SETTINGS = {
     "synthetic": {"num_classes": 5, "num_images": 12},
+    "textures": {"num_classes": 5, "num_images": 12},
     "folder": {"num_classes": 4},
     "voc": {"num_classes": 21},
     "cityscapes": {"num_classes": 19},
@@ -43,7 +44,7 @@ def test_every_registered_source_is_tested():
 
 def test_unknown_source_names_the_valid_ones(config):
     cfg = config().model_copy(update={"source": "imagenet"})  # bypass validation on purpose
-    with pytest.raises(SpecError, match="cityscapes, folder, synthetic, voc"):
+    with pytest.raises(SpecError, match="cityscapes, folder, synthetic, textures, voc"):
         open_source(cfg, seed=0)
 
 
