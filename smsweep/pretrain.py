@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from smsweep.losses import WeightedLoss
 from smsweep.masking import MaskingStrategy, PatchMask, top_k_mask
-from smsweep.masking.base import to_device
+from smsweep.masking.base import random_tie_keys, to_device
 from smsweep.masking.fills import Fill
 
 MaskSource = Callable[[Tensor, Tensor, torch.Generator], PatchMask]  # (images, indices, gen)
@@ -39,6 +39,9 @@ def derived_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0] >> 1)
 
 
+TIE_BREAK_STREAM = 7  # derived_seed(image seed, TIE_BREAK_STREAM) seeds that image's tie breaks
+
+
 @dataclass(frozen=True)
 class MaskTable:
     """Precomputed masks of one partition: source index -> (h, w) bool grid."""
@@ -48,10 +51,36 @@ class MaskTable:
 
     @classmethod
     def from_scores(
-        cls, indices: Sequence[int], scores: Tensor, ratio: float, patch_size: int
+        cls,
+        indices: Sequence[int],
+        scores: Tensor,
+        ratio: float,
+        patch_size: int,
+        *,
+        tie_seeds: Sequence[int] | None = None,
     ) -> MaskTable:
-        """scores (n, h, w) of `indices`, in order -> the top round(ratio * N) of each image."""
-        grids = top_k_mask(scores, ratio)  # (n, h, w)
+        """scores (n, h, w) of `indices`, in order -> the top round(ratio * N) of each image.
+
+        tie_seeds: one int per image, its scoring seed. Equal scores (selective's never-masked
+        patches) are then ranked by a random permutation drawn from
+        derived_seed(seed, TIE_BREAK_STREAM): a stream apart from the scorer's draws with that
+        seed, and an image's mask depends on its own seed only, whichever process scored it.
+        None means no ties are expected (continuous scores): any tie goes to the lower
+        row-major index, a bias towards the top of the image.
+        """
+        tie_keys = None
+        if tie_seeds is not None:
+            if len(tie_seeds) != len(indices):
+                raise ValueError(
+                    f"got {len(tie_seeds)} tie_seeds for {len(indices)} images: pass each "
+                    "image's scoring seed, in the order of `indices`"
+                )
+            generators = [
+                torch.Generator().manual_seed(derived_seed(seed, TIE_BREAK_STREAM))
+                for seed in tie_seeds
+            ]
+            tie_keys = random_tie_keys(tuple(scores.shape[1:]), generators, scores.device)
+        grids = top_k_mask(scores, ratio, tie_keys)  # (n, h, w)
         return cls({int(i): grid for i, grid in zip(indices, grids, strict=True)}, patch_size)
 
     def __call__(self, images: Tensor, indices: Tensor, generator: torch.Generator) -> PatchMask:

@@ -94,6 +94,33 @@ def test_mask_table_same_as():
     assert not table.same_as(MaskTable.from_scores([0, 1], scores.flip(0), 0.5, 8))
 
 
+def test_mask_table_breaks_ties_at_random_from_each_images_seed():
+    scores = torch.zeros(3, 4, 4)  # (n, h, w): every patch ties
+    scores[:, 3, 3] = 1.0  # but one, which must always be masked
+    table = MaskTable.from_scores([5, 6, 7], scores, 0.5, 8, tie_seeds=[50, 60, 70])
+    grids = list(table.grids.values())
+    assert all(bool(grid[3, 3]) and int(grid.sum()) == 8 for grid in grids)
+    row_major = MaskTable.from_scores([5, 6, 7], scores, 0.5, 8)  # None: no ties expected
+    assert not any(torch.equal(grid, row_major.grids[5]) for grid in grids)
+    assert not torch.equal(grids[0], grids[1])  # each image its own draw
+    again = MaskTable.from_scores([5, 6, 7], scores, 0.5, 8, tie_seeds=[50, 60, 70])
+    assert again.same_as(table)
+    shard = MaskTable.from_scores([6, 7], scores[1:], 0.5, 8, tie_seeds=[60, 70])
+    assert all(torch.equal(shard.grids[i], table.grids[i]) for i in (6, 7))
+    with pytest.raises(ValueError, match="scoring seed"):
+        MaskTable.from_scores([5, 6, 7], scores, 0.5, 8, tie_seeds=[50, 60])
+
+
+def test_mask_table_tie_breaks_do_not_reuse_the_scorers_draws():
+    # the scorer draws from torch.Generator().manual_seed(seed); the tie breaks must not
+    seed, scores = 50, torch.zeros(1, 4, 4)
+    table = MaskTable.from_scores([0], scores, 0.5, 8, tie_seeds=[seed])
+    scorer_first = torch.randperm(16, generator=torch.Generator().manual_seed(seed))
+    as_if_reused = torch.zeros(16, dtype=torch.bool)
+    as_if_reused[scorer_first.argsort()[:8]] = True
+    assert not torch.equal(table.grids[0].flatten(), as_if_reused)
+
+
 def step(model, batch, generator=None):
     generator = generator or torch.Generator().manual_seed(0)
     mask = RandomMasking(8, 0.5)(batch, generator)

@@ -19,6 +19,7 @@ from smsweep.masking.base import (
     PatchMask,
     mask_count,
     patch_grid,
+    random_tie_keys,
     top_k_mask,
     upsample_mask,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "mask_diagnostics",
     "patch_grid",
     "patch_loss_scores",
+    "random_tie_keys",
     "sample_masks",
     "top_k_mask",
     "upsample_mask",

@@ -18,8 +18,11 @@ class SelectiveMasking(MaskingStrategy):
     Scores come from `scorer.patch_loss_scores`: K = `samples` masked variants per image
     (`sampling` "random" as in the paper, or "complementary"), each masked at `ratio` and filled
     with `fill`, reconstructed by the model (eval mode, no grad, mode restored); the per-pixel
-    loss ssim_weight * (1 - SSIM 3x3) + l1_weight * L1 is averaged per patch over the samples
-    that masked it. See `patch_loss_scores` for the never-masked rule.
+    loss ssim_weight * (1 - SSIM 3x3) + l1_weight * L1, with SSIM windows that stay inside the
+    patch, is averaged per patch over the samples that masked it. Patches masked in none of the
+    K samples all get the image's mean score (see `patch_loss_scores`); these ties are broken
+    at random (`scores_can_tie`): per batch from the generator, after the scores; for masks made
+    from `seeded_scores`, by `MaskTable.from_scores(..., tie_seeds=seeds)`.
 
     In SMIR the scoring model is the one trained on the previous partition, and the masks are
     computed once per partition; calling this strategy per batch with the current model works
@@ -28,6 +31,7 @@ class SelectiveMasking(MaskingStrategy):
 
     name = "selective"
     needs_model = True
+    scores_can_tie = True  # the never-masked rule gives those patches one score
 
     def __init__(
         self,

@@ -4,6 +4,8 @@ This is MAE's `random_masking` ("score every patch, sort, keep the top k") gener
 masking scores with noise, selective masking with reconstruction loss, saliency masking with
 foreground membership. A strategy only has to produce scores; `top_k_mask` turns them into a mask
 with an exact count, so every strategy masks exactly `mask_count(N, ratio)` patches per image.
+Equal scores are ranked by random tie keys (`random_tie_keys`) where they can occur: a stable
+sort alone would break them in row-major order, masking the top of the image first.
 
 Randomness: every strategy takes a `torch.Generator` and draws on the CPU with it, then moves the
 result to the images' device, so a seed gives the same mask on a laptop and on a GPU node.
@@ -61,19 +63,44 @@ def patch_grid(images: Tensor, patch_size: int) -> tuple[int, int]:
     return height // patch_size, width // patch_size
 
 
-def top_k_mask(scores: Tensor, ratio: float) -> Tensor:
+def top_k_mask(scores: Tensor, ratio: float, tie_keys: Tensor | None = None) -> Tensor:
     """The round(ratio * N) highest-scoring patches of each image.
 
     scores: (B, h, w) float -> (B, h, w) bool with exactly mask_count(h*w, ratio) True per image.
-    Ties go to the lower flat index (row-major): a stable sort makes the choice deterministic.
+    Patches are ranked by (score, descending; tie key, ascending). `tie_keys` (B, h, w), e.g.
+    `random_tie_keys`, breaks ties at random; without keys, ties go to the lower flat index
+    (row-major), which puts every tie at the top of the image: pass None only for scores that
+    cannot tie (continuous noise).
     """
     batch, height, width = scores.shape
     count = mask_count(height * width, ratio)
     flat = scores.reshape(batch, height * width)
-    order = torch.sort(flat, dim=1, descending=True, stable=True).indices  # (B, N)
+    if tie_keys is None:
+        order = torch.sort(flat, dim=1, descending=True, stable=True).indices  # (B, N)
+    else:
+        if tie_keys.shape != scores.shape:
+            raise ValueError(
+                f"tie_keys must have the scores' shape {tuple(scores.shape)}, "
+                f"got {tuple(tie_keys.shape)}: one key per patch"
+            )
+        # sort by key first, then stably by score: equal scores keep the key order
+        by_key = torch.sort(tie_keys.reshape(batch, -1).to(flat.device), dim=1, stable=True)
+        by_score = torch.sort(flat.gather(1, by_key.indices), dim=1, descending=True, stable=True)
+        order = by_key.indices.gather(1, by_score.indices)  # (B, N)
     mask = torch.zeros_like(flat, dtype=torch.bool)
     mask.scatter_(1, order[:, :count], True)
     return mask.reshape(batch, height, width)
+
+
+def random_tie_keys(
+    grid: tuple[int, int], generators: Sequence[torch.Generator], device: torch.device
+) -> Tensor:
+    """Tie-break keys for `top_k_mask`: a random permutation of the patches per image, image b's
+    drawn from `generators[b]` (one generator repeated draws image after image): (B, h, w) long.
+    A permutation, unlike uniform noise, never ties itself."""
+    height, width = grid
+    keys = torch.stack([torch.randperm(height * width, generator=g) for g in generators])
+    return to_device(keys, device).view(len(generators), height, width)
 
 
 def upsample_mask(grid: Tensor, patch_size: int) -> Tensor:
@@ -125,10 +152,18 @@ class MaskingStrategy(ABC):
     values (and fills), so they pickle: Ray ships them to workers and actors. `patch_size` and
     `ratio` exist on single-config strategies; `configs` on all (mixed has two). `generator`
     is a CPU torch.Generator; draws are moved to the images' device.
+
+    Ties: a subclass whose scores can tie sets `scores_can_tie = True` (selective: its
+    never-masked rule gives several patches one score); `__call__` then breaks ties at random
+    with a permutation per image drawn from `generator` after the scores. Strategies that add
+    continuous noise to their scores (random, block, saliency) leave it False and draw nothing
+    extra; their masks stay what they were. Masks made from `seeded_scores` get their tie
+    breaks from the same seeds (`smsweep.pretrain.MaskTable.from_scores`, `tie_seeds`).
     """
 
     name: ClassVar[str]
     needs_model: ClassVar[bool] = False
+    scores_can_tie: ClassVar[bool] = False
 
     def __init__(self, patch_size: int = 16, ratio: float = 0.5) -> None:
         self.patch_size = check_patch_size(patch_size)
@@ -166,10 +201,14 @@ class MaskingStrategy(ABC):
     def __call__(
         self, images: Tensor, generator: torch.Generator, model: nn.Module | None = None
     ) -> PatchMask:
-        """The mask for a batch of images (B, C, H, W)."""
-        return PatchMask(
-            top_k_mask(self.scores(images, generator, model), self.ratio), self.patch_size
-        )
+        """The mask for a batch of images (B, C, H, W); ties broken with `generator` when
+        `scores_can_tie`."""
+        scores = self.scores(images, generator, model)  # (B, h, w)
+        tie_keys = None
+        if self.scores_can_tie:
+            generators = [generator] * scores.shape[0]
+            tie_keys = random_tie_keys(tuple(scores.shape[1:]), generators, scores.device)
+        return PatchMask(top_k_mask(scores, self.ratio, tie_keys), self.patch_size)
 
     def _require_model(self, model: nn.Module | None) -> nn.Module:
         if model is None:

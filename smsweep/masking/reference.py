@@ -1,15 +1,17 @@
 """The selective-masking score written literally, step by step as the SMIR paper describes it.
 
 For each image, for each of the K samples: mask the sampled patches, reconstruct the single
-masked image, compute the per-pixel loss (1 - SSIM with a 3x3 window) + L1; for each patch masked
-in that sample, add the mean loss over its pixels to the patch's running sum. A patch's score is
-its sum divided by the number of samples that masked it (never-masked patches: the mean of the
-image's masked-at-least-once patch scores).
+masked image, cut every masked patch out of the reconstruction and the image, and compute its
+per-pixel loss (1 - SSIM with a 3x3 window inside the patch) + L1; add the patch's mean loss to
+its running sum. A patch's score is its sum divided by the number of samples that masked it
+(never-masked patches: the mean of the image's masked-at-least-once patch scores).
 
 It is slow on purpose and only exists so tests can hold `scorer.patch_loss_scores` to it. The
 draws (masks, fill noise) come from the same functions in the same order, so both paths see the
-same masked images; everything after the draws is computed independently here: the SSIM window
-sums are nine explicit shifts instead of a pooling op, masks are painted patch by patch.
+same masked images; everything after the draws is computed independently here: masks are
+painted patch by patch, each patch is cut out and zero-padded, and its SSIM windows are nine
+explicit shifts, with a padded "inside the patch" indicator counting each window's pixels
+(the vectorized path weights shifted slices of the whole image instead).
 """
 
 from __future__ import annotations
@@ -22,9 +24,8 @@ from torch import Tensor, nn
 
 from smsweep.masking.base import evaluating, patch_grid
 from smsweep.masking.fills import Fill
+from smsweep.masking.loss_map import SSIM_C1, SSIM_C2
 from smsweep.masking.scorer import (
-    SSIM_C1,
-    SSIM_C2,
     per_image_generators,
     reconstruct,
     sample_masks,
@@ -80,17 +81,19 @@ def reference_patch_loss_scores(
             for sample in range(samples):
                 recon = reconstruct(
                     model, filled[sample : sample + 1], pixel_masks[sample : sample + 1]
-                )
-                loss = _literal_loss_map(recon[0].float(), image, ssim_weight, l1_weight)  # (H, W)
-                for row in range(height):
-                    for col in range(width):
-                        if grid[sample, row, col]:
-                            patch = loss[
-                                row * patch_size : (row + 1) * patch_size,
-                                col * patch_size : (col + 1) * patch_size,
-                            ]
-                            sums[row][col] += float(patch.mean())
-                            counts[row][col] += 1
+                )[0].float()  # (C, H, W)
+                masked = [
+                    (row, col)
+                    for row in range(height)
+                    for col in range(width)
+                    if grid[sample, row, col]
+                ]
+                recon_patches = torch.stack([_cut(recon, at, patch_size) for at in masked])
+                image_patches = torch.stack([_cut(image, at, patch_size) for at in masked])
+                losses = _literal_patch_losses(recon_patches, image_patches, ssim_weight, l1_weight)
+                for (row, col), loss in zip(masked, losses.tolist(), strict=True):
+                    sums[row][col] += loss
+                    counts[row][col] += 1
             all_scores.append(_scores_with_rule(sums, counts))
     return torch.tensor(all_scores, dtype=torch.float32, device=images.device)
 
@@ -113,29 +116,46 @@ def _scores_with_rule(sums: list[list[float]], counts: list[list[int]]) -> list[
     ]
 
 
-def _literal_loss_map(
+def _cut(image: Tensor, at: tuple[int, int], patch_size: int) -> Tensor:
+    """The patch at grid position (row, col) of a (C, H, W) image: (C, p, p)."""
+    row, col = at
+    rows = slice(row * patch_size, (row + 1) * patch_size)
+    cols = slice(col * patch_size, (col + 1) * patch_size)
+    return image[:, rows, cols]
+
+
+def _literal_patch_losses(
     recon: Tensor, target: Tensor, ssim_weight: float, l1_weight: float
 ) -> Tensor:
-    """(C, H, W) pair -> (H, W): (1 - SSIM) and L1, weighted, averaged over channels."""
-    x = F.pad(recon.unsqueeze(0), (1, 1, 1, 1), mode="reflect")[0]  # (C, H+2, W+2)
-    y = F.pad(target.unsqueeze(0), (1, 1, 1, 1), mode="reflect")[0]
-    height, width = recon.shape[-2:]
+    """Patches cut out of the image, (M, C, p, p) pairs -> each patch's mean loss, (M,).
+
+    Per pixel: weighted (1 - SSIM) and L1, averaged over channels, then over the patch's pixels.
+    A pixel's SSIM window is its 3x3 neighbourhood inside its patch: each patch is padded with
+    zeros, so a neighbour outside it adds nothing, and a padded indicator of "inside the patch"
+    counts the pixels each window holds (9, 6 on an edge, 4 in a corner, 1 when p = 1).
+    """
+    size = recon.shape[-1]
+    x = F.pad(recon, (1, 1, 1, 1))  # zeros around each patch: (M, C, p+2, p+2)
+    y = F.pad(target, (1, 1, 1, 1))
+    inside = F.pad(torch.ones(size, size, dtype=recon.dtype, device=recon.device), (1, 1, 1, 1))
+    count = torch.zeros(size, size, dtype=recon.dtype, device=recon.device)
     sum_x = sum_y = sum_xx = sum_yy = sum_xy = torch.zeros_like(recon)
     for dy in range(3):
         for dx in range(3):
-            window_x = x[:, dy : dy + height, dx : dx + width]
-            window_y = y[:, dy : dy + height, dx : dx + width]
+            window_x = x[..., dy : dy + size, dx : dx + size]
+            window_y = y[..., dy : dy + size, dx : dx + size]
+            count = count + inside[dy : dy + size, dx : dx + size]
             sum_x = sum_x + window_x
             sum_y = sum_y + window_y
             sum_xx = sum_xx + window_x * window_x
             sum_yy = sum_yy + window_y * window_y
             sum_xy = sum_xy + window_x * window_y
-    mu_x, mu_y = sum_x / 9, sum_y / 9
-    var_x = sum_xx / 9 - mu_x * mu_x
-    var_y = sum_yy / 9 - mu_y * mu_y
-    cov = sum_xy / 9 - mu_x * mu_y
+    mu_x, mu_y = sum_x / count, sum_y / count
+    var_x = sum_xx / count - mu_x * mu_x
+    var_y = sum_yy / count - mu_y * mu_y
+    cov = sum_xy / count - mu_x * mu_y
     ssim = ((2 * mu_x * mu_y + SSIM_C1) * (2 * cov + SSIM_C2)) / (
         (mu_x * mu_x + mu_y * mu_y + SSIM_C1) * (var_x + var_y + SSIM_C2)
     )
-    per_pixel = ssim_weight * (1 - ssim) + l1_weight * (recon - target).abs()  # (C, H, W)
-    return per_pixel.mean(dim=0)
+    per_pixel = ssim_weight * (1 - ssim) + l1_weight * (recon - target).abs()  # (M, C, p, p)
+    return per_pixel.mean(dim=1).mean(dim=(1, 2))

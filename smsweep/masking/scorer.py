@@ -1,9 +1,14 @@
 """Selective-masking patch scores (SMIR, arXiv 2512.06981), vectorized.
 
 The model (eval mode, no grad) reconstructs K masked variants of every image; a per-pixel loss
-map, (1 - SSIM with a 3x3 window) + L1, is averaged per patch over the samples in which the patch
-was masked. `smsweep.masking.reference` is the same computation written literally with loops;
-the tests hold the two within 1e-5.
+map, (1 - SSIM with a 3x3 window cut to the pixel's patch) + L1 (`smsweep.masking.loss_map`),
+is averaged per patch over the samples in which the patch was masked. A patch's score thus
+depends on its own pixels only, wherever it sits. `smsweep.masking.reference` is the same
+computation written literally with loops; the tests hold the two within 1e-5.
+
+Scores can tie (the never-masked rule gives those patches one score): the mask breaks ties at
+random, from a permutation seeded per image (`MaskingStrategy.__call__` from the batch
+generator, `smsweep.pretrain.MaskTable.from_scores` from each image's seed), never by position.
 
 `patch_loss_scores` is a plain function of (model, images) so a Ray actor that only has the
 model weights and a list of images can run it; pass `seeds` to make each image's draws depend on
@@ -30,11 +35,9 @@ from smsweep.masking.base import (
     upsample_mask,
 )
 from smsweep.masking.fills import Fill
+from smsweep.masking.loss_map import pixel_loss_map
 
 SAMPLINGS = ("random", "complementary")
-SSIM_C1 = 0.01**2  # (K1 * data_range)^2 with data_range 1
-SSIM_C2 = 0.03**2
-SSIM_WINDOW = 3
 LOSS_GROUP_ELEMENTS = 2**17  # input values per loss-map call (10 variants of 3x64x64)
 
 
@@ -62,7 +65,8 @@ def patch_loss_scores(
 
     Never-masked rule: a patch that was masked in none of the K samples (probability (1-r)^K
     with random sampling) gets the mean score of that image's patches that were masked at least
-    once, so it is neither preferred nor excluded by the top-k.
+    once, so it is neither preferred nor excluded by the top-k. Such patches tie: give the
+    scores to `top_k_mask` with random tie keys (see the module docstring).
     """
     patch_size = check_patch_size(patch_size)
     ratio = check_ratio(ratio)
@@ -154,7 +158,7 @@ def _patch_losses(
         group = max(1, LOSS_GROUP_ELEMENTS // reconstructions[0].numel())
     losses = []
     for x, y in zip(reconstructions.split(group), targets.split(group), strict=True):
-        loss = pixel_loss_map(x, y, *weights)  # (n, H, W)
+        loss = pixel_loss_map(x, y, *weights, patch_size=patch_size)  # (n, H, W)
         losses.append(F.avg_pool2d(loss.unsqueeze(1), patch_size).squeeze(1))
     return losses
 
@@ -250,55 +254,6 @@ def reconstruct(model: nn.Module, inputs: Tensor, pixel_mask: Tensor) -> Tensor:
     if getattr(model, "takes_pixel_mask", False):
         return model(inputs, pixel_mask)
     return model(inputs)
-
-
-def ssim_map(x: Tensor, y: Tensor) -> Tensor:
-    """Per-pixel SSIM, 3x3 uniform window, reflect padding, data range 1: (n, C, H, W).
-
-    Reflect padding (rather than zeros) keeps border pixels from looking like edges, which would
-    inflate the loss of border patches. Written with window sums S = 9 * mean (the constants
-    scaled to match), so no pass divides by the window size; the usual form is in
-    `smsweep.masking.reference`.
-    """
-    sum_x, sum_y, sum_xx, sum_yy, sum_xy = window_sums(x, y)
-    size = SSIM_WINDOW**2
-    c1, c2 = size * size * SSIM_C1, size * size * SSIM_C2
-    product, squares = sum_x * sum_y, sum_x * sum_x + sum_y * sum_y
-    numerator = (2 * product + c1) * (2 * (size * sum_xy - product) + c2)
-    denominator = (squares + c1) * (size * (sum_xx + sum_yy) - squares + c2)
-    return numerator / denominator
-
-
-def window_sums(x: Tensor, y: Tensor) -> tuple[Tensor, ...]:
-    """Sums of x, y, x², y² and xy over each pixel's 3x3 neighbourhood, reflect padding: five
-    (n, C, H, W) tensors. The five maps share one padded buffer and one separable pass (a row
-    sum of shifted slices, then a column sum): on the CPU about twice as fast as five
-    avg_pool2d calls."""
-    n, channels, height, width = x.shape
-    pad = SSIM_WINDOW // 2
-    x_pad = F.pad(x.contiguous(), (pad, pad, pad, pad), mode="reflect")
-    y_pad = F.pad(y.contiguous(), (pad, pad, pad, pad), mode="reflect")
-    stats = x_pad.new_empty(n, 5, channels, height + 2 * pad, width + 2 * pad)
-    stats[:, 0], stats[:, 1] = x_pad, y_pad
-    torch.mul(x_pad, x_pad, out=stats[:, 2])
-    torch.mul(y_pad, y_pad, out=stats[:, 3])
-    torch.mul(x_pad, y_pad, out=stats[:, 4])
-    rows = stats[..., :width] + stats[..., 1 : 1 + width]
-    for shift in range(2, SSIM_WINDOW):
-        rows += stats[..., shift : shift + width]
-    sums = rows[..., :height, :] + rows[..., 1 : 1 + height, :]
-    for shift in range(2, SSIM_WINDOW):
-        sums += rows[..., shift : shift + height, :]
-    return sums.unbind(1)
-
-
-def pixel_loss_map(
-    reconstruction: Tensor, target: Tensor, ssim_weight: float = 1.0, l1_weight: float = 1.0
-) -> Tensor:
-    """ssim_weight * (1 - SSIM) + l1_weight * |x_hat - x|, averaged over channels: (n, H, W)."""
-    ssim = ssim_map(reconstruction, target)
-    loss = (reconstruction - target).abs_().mul_(l1_weight)  # in place: one buffer for the sum
-    return loss.sub_(ssim, alpha=ssim_weight).add_(ssim_weight).mean(dim=1)
 
 
 def masked_patch_mean(patch_losses: Tensor, masks: Tensor) -> Tensor:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from smsweep.masking import PatchMask, mask_count, top_k_mask, upsample_mask
+from smsweep.masking.base import random_tie_keys
 
 
 @pytest.mark.parametrize(
@@ -25,11 +26,40 @@ def test_top_k_mask_takes_the_highest_scores_exactly():
         assert image_scores[image_mask].min() > image_scores[~image_mask].max()
 
 
-def test_top_k_mask_breaks_ties_by_lower_index():
-    scores = torch.zeros(1, 2, 3)
+def one_top_patch() -> torch.Tensor:
+    scores = torch.zeros(1, 2, 3)  # (B, h, w): five tied patches and one top patch
     scores[0, 1, 2] = 1.0
-    mask = top_k_mask(scores, 0.5)  # 3 of 6: the top one, then ties in row-major order
+    return scores
+
+
+def test_top_k_mask_without_tie_keys_breaks_ties_by_lower_index():
+    mask = top_k_mask(one_top_patch(), 0.5)  # 3 of 6: the top one, then ties in row-major order
     assert mask.flatten().tolist() == [True, True, False, False, False, True]
+
+
+def test_tie_keys_break_ties_and_never_override_scores():
+    keys = torch.tensor([[[5, 4, 3], [0, 1, 2]]])  # among equal scores, the lower key first
+    mask = top_k_mask(one_top_patch(), 0.5, keys)  # the top one (key 2), then keys 0 and 1
+    assert mask.flatten().tolist() == [False, False, False, True, True, True]
+    continuous = torch.rand(3, 5, 7, generator=torch.Generator().manual_seed(0))
+    shuffled = random_tie_keys((5, 7), [torch.Generator().manual_seed(1)] * 3, continuous.device)
+    assert torch.equal(top_k_mask(continuous, 0.4, shuffled), top_k_mask(continuous, 0.4))
+
+
+def test_top_k_mask_rejects_tie_keys_of_another_shape():
+    with pytest.raises(ValueError, match="one key per patch"):
+        top_k_mask(torch.zeros(2, 3, 3), 0.5, torch.zeros(2, 9))
+
+
+def test_random_tie_keys_are_a_seeded_permutation_per_image():
+    generators = [torch.Generator().manual_seed(seed) for seed in (0, 1)]
+    keys = random_tie_keys((3, 4), generators, torch.device("cpu"))  # (B, h, w)
+    assert keys.shape == (2, 3, 4)
+    for image_keys in keys:
+        assert sorted(image_keys.flatten().tolist()) == list(range(12))
+    again = random_tie_keys((3, 4), [torch.Generator().manual_seed(1)], torch.device("cpu"))
+    assert torch.equal(again[0], keys[1])  # image 1's keys come from its own generator only
+    assert not torch.equal(keys[0], keys[1])
 
 
 def test_pixels_paint_whole_patches():

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from smsweep.errors import SpecError
-from smsweep.masking import STRATEGIES, PatchMask, build_strategy, mask_count
+from smsweep.masking import STRATEGIES, PatchMask, build_strategy, mask_count, top_k_mask
+from smsweep.masking.base import random_tie_keys
 
 
 def seeded(seed: int) -> torch.Generator:
@@ -139,6 +140,24 @@ def test_seeded_scores_do_not_depend_on_the_batch(name, images, tiny_model):
     if name != "none":
         other = strategy.seeded_scores(images, [21, 22], tiny_model)
         assert not torch.equal(other, together)
+
+
+@pytest.mark.parametrize("name", PER_IMAGE)
+def test_the_mask_is_the_top_of_the_scores_with_ties_drawn_only_where_scores_can_tie(
+    name, images, tiny_model
+):
+    """Strategies with continuous scores draw nothing beyond their scores; those whose scores
+    can tie draw one tie-break permutation per image from the same generator, after them."""
+    strategy = STRATEGIES[name]()
+    called_with, scored_with = seeded(5), seeded(5)
+    mask = strategy(images, called_with, tiny_model)
+    scores = strategy.scores(images, scored_with, tiny_model)  # (B, h, w)
+    tie_keys = None
+    if strategy.scores_can_tie:
+        generators = [scored_with] * len(images)
+        tie_keys = random_tie_keys(tuple(scores.shape[1:]), generators, scores.device)
+    assert torch.equal(mask.grid, top_k_mask(scores, strategy.ratio, tie_keys))
+    assert torch.equal(called_with.get_state(), scored_with.get_state())
 
 
 def test_mixed_refuses_per_image_scores(images):

@@ -57,6 +57,16 @@ def test_vectorized_equals_reference_float32_weights_and_token_model(tiny_model)
     torch.testing.assert_close(fast, slow, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("patch_size", [1, 4, 16])
+def test_vectorized_equals_reference_for_every_patch_size(patch_size):
+    images = torch.rand(2, 3, 16, 16, generator=seeded(6))
+    common = dict(patch_size=patch_size, ratio=0.5, samples=3, fill=NoiseFill())
+    fast = patch_loss_scores(Blur(), images, generator=seeded(5), chunk_size=4, **common)
+    slow = reference_patch_loss_scores(Blur(), images, generator=seeded(5), **common)
+    assert fast.shape == slow.shape == (2, 16 // patch_size, 16 // patch_size)
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=0)
+
+
 def test_scores_do_not_depend_on_chunk_size(tiny_model, images):
     kwargs = dict(patch_size=16, ratio=0.5, samples=3, fill=MeanFill())
     one = patch_loss_scores(tiny_model, images, generator=seeded(0), chunk_size=1, **kwargs)
