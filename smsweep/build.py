@@ -102,6 +102,15 @@ def masking_strategy(spec: SweepSpec) -> MaskingStrategy:
     return build_strategy(masking.strategy, **settings)
 
 
+def mask_refresh(spec: SweepSpec) -> str:
+    """How often masks change after partition 0: "batch" or "partition". `auto` means
+    "partition" for the strategies whose masks are scored from the model (they always are) and
+    "batch" for the model-free ones."""
+    if spec.masking.refresh != "auto":
+        return spec.masking.refresh
+    return "partition" if masking_strategy(spec).needs_model else "batch"
+
+
 def warmup_strategy(spec: SweepSpec) -> RandomMasking:
     """Partition 0 of SMIR: random masks at the spec's patch size and ratio (no model yet)."""
     return RandomMasking(spec.masking.patch_size, spec.masking.ratio)

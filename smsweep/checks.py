@@ -11,9 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from smsweep.config import SweepSpec, load_spec
+from smsweep.budget import Budget, budget_warnings, trial_budget
+from smsweep.config import SweepSpec, load_spec, resolve
 from smsweep.errors import SpecError
 from smsweep.resources import check_fits, local_capacity, trial_demand
+
+# Searched keys that change a trial's budget (the data keys through its splits).
+BUDGET_KEYS = ("pretrain.", "finetune.", "masking.strategy", "data.val_fraction", "data.label_")
+_MAX_BUDGETS = 256
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,60 @@ def check_names(spec: SweepSpec) -> None:
             )
 
 
+def trial_budgets(spec: SweepSpec, source: Any) -> list[Budget]:
+    """The budgets trials of this sweep can have: the spec's own, then one per combination of
+    the searched values that change it (at most a few hundred)."""
+    import itertools
+
+    from smsweep.data.splits import make_splits
+
+    searched = {
+        key: dist.values_to_check()
+        for key, dist in spec.search.space.items()
+        if key.startswith(BUDGET_KEYS)
+    }
+    combos = [
+        dict(zip(searched, values, strict=True)) for values in itertools.product(*searched.values())
+    ]
+    budgets = []
+    for params in [{}, *combos[:_MAX_BUDGETS]]:
+        trial = resolve(spec, params)
+        data = trial.data
+        splits = make_splits(
+            source,
+            seed=trial.seed,
+            partitions=trial.pretrain.partitions,
+            val_fraction=data.val_fraction,
+            label_fraction=data.label_fraction,
+        )
+        budgets.append((trial, trial_budget(trial, splits)))
+    return budgets
+
+
+def budget_lines(spec: SweepSpec, source: Any) -> list[str]:
+    """Per trial: images per split and partition, optimizer steps per phase (the range over the
+    search space when it changes them), then a warning per phase too short to learn."""
+    budgets = trial_budgets(spec, source)
+    _, base = budgets[0]
+    lines = [f"  {line}" for line in base.lines()]
+    pretraining = [b.pretrain_steps for _, b in budgets if b.pretrains]
+    finetuning = [b.finetune_steps for _, b in budgets]
+    if len(set(pretraining)) > 1 or len(set(finetuning)) > 1:
+        lines.append(
+            "  across the search space: "
+            + (f"pretraining {_span(pretraining)} steps, " if pretraining else "")
+            + f"fine-tuning {_span(finetuning)} steps"
+        )
+    warnings = []
+    for trial, budget in budgets:
+        warnings += [w for w in budget_warnings(trial, budget) if w not in warnings]
+    return lines + [f"  warning: {warning}" for warning in warnings]
+
+
+def _span(values: list[int]) -> str:
+    return str(min(values)) if min(values) == max(values) else f"{min(values)}-{max(values)}"
+
+
 def describe(checked: Checked) -> str:
     spec, splits = checked.spec, checked.splits
     demand = trial_demand(spec.resources)
@@ -98,5 +157,7 @@ def describe(checked: Checked) -> str:
             ", ".join(f"{key} ~ {dist.kind}{list(dist.args)}" for key, dist in space.items())
             or "nothing searched"
         ),
+        "  per trial:",
+        *(f"  {line}" for line in budget_lines(spec, checked.source)),
     ]
     return "\n".join(lines)

@@ -20,6 +20,7 @@ from smsweep.space import Distribution
 
 Strategy = Literal["none", "random", "block", "selective", "saliency", "saliency_hard", "mixed"]
 STRATEGIES: tuple[str, ...] = Strategy.__args__
+MODEL_BASED = ("selective", "saliency", "saliency_hard")  # masks scored once per partition
 FILLS = ("mean", "zero", "noise", "blur", "token")
 SOURCES = ("synthetic", "textures", "folder", "voc", "cityscapes")
 GENERATED_SOURCES = ("synthetic", "textures")  # made from the seed: no path, `num_images` counts
@@ -91,15 +92,44 @@ class ModelConfig(_Section):
         return value
 
 
+Schedule = Literal["constant", "cosine"]
+
+
 class PretrainConfig(_Section):
     partitions: int = _f(10, "P: the unlabeled images are split into P partitions", ge=1, le=1000)
-    epochs_per_partition: int = _f(1, "epochs of training on each partition", ge=1, le=100_000)
+    epochs_per_partition: int | None = _f(
+        None,
+        "passes over each partition (default 1 when steps_per_partition is not set either)",
+        ge=1,
+        le=100_000,
+    )
+    steps_per_partition: int | None = _f(
+        None,
+        "optimizer steps on each partition, cycling through it (instead of epochs_per_partition)",
+        ge=1,
+        le=10_000_000,
+    )
     batch_size: int = _f(16, "images per step (per Train worker)", ge=1, le=4096)
-    lr: float = _f(1e-3, "AdamW learning rate", gt=0, le=1)
+    lr: float = _f(1e-3, "AdamW peak learning rate", gt=0, le=1)
     weight_decay: float = _f(0.0, "AdamW weight decay", ge=0, le=1)
+    schedule: Schedule = _f(
+        "cosine",
+        "learning rate over all pretraining steps (every partition together): linear warm-up, "
+        "then constant or cosine decay to 0",
+    )
+    warmup: float = _f(0.05, "share of the pretraining steps spent warming up", ge=0, lt=1)
     loss: str | dict[str, float] = _f(
         "msssim_l1", "a loss name, or {name: weight, ...} for a weighted sum"
     )
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> PretrainConfig:
+        if self.epochs_per_partition is not None and self.steps_per_partition is not None:
+            raise ValueError(
+                "give the pretraining budget once: pretrain.epochs_per_partition or "
+                "pretrain.steps_per_partition, not both"
+            )
+        return self
 
 
 class MixedConfig(_Section):
@@ -123,6 +153,12 @@ class MaskingConfig(_Section):
     fill: Literal["mean", "zero", "noise", "blur", "token"] = _f(
         "mean", "what masked pixels are replaced with"
     )
+    refresh: Literal["auto", "batch", "partition"] = _f(
+        "auto",
+        "after partition 0: new masks every batch, or one mask per image for the whole partition "
+        "(selective and saliency masks are always per partition); auto: batch for random, "
+        "block and mixed",
+    )
     token_stage: int | None = _f(
         None, "A2MIM: add a learnable mask token at this encoder stage (0 = input)", ge=0, le=5
     )
@@ -133,10 +169,45 @@ class MaskingConfig(_Section):
 
 
 class FinetuneConfig(_Section):
-    epochs: int = _f(5, "fine-tuning epochs on the labeled train split", ge=1, le=100_000)
+    epochs: int | None = _f(
+        None,
+        "passes over the labeled train split (default 5 when steps is not set either)",
+        ge=1,
+        le=100_000,
+    )
+    steps: int | None = _f(
+        None,
+        "optimizer steps, cycling through the train split (instead of epochs)",
+        ge=1,
+        le=10_000_000,
+    )
+    evaluations: int | None = _f(
+        None,
+        "validations (each with a report and a checkpoint), evenly spaced in steps, the last "
+        "after the final step; default: one per pass over the train split, at most 10",
+        ge=1,
+        le=10_000,
+    )
     batch_size: int = _f(16, "images per step", ge=1, le=4096)
-    lr: float = _f(1e-3, "AdamW learning rate", gt=0, le=1)
+    lr: float = _f(1e-3, "AdamW peak learning rate", gt=0, le=1)
     weight_decay: float = _f(0.0, "AdamW weight decay", ge=0, le=1)
+    schedule: Schedule = _f(
+        "cosine", "learning rate over the fine-tuning steps: warm-up, then constant or cosine to 0"
+    )
+    warmup: float = _f(0.05, "share of the fine-tuning steps spent warming up", ge=0, lt=1)
+    precise_bn: bool = _f(
+        True,
+        "before each validation, recompute the BatchNorm statistics over the train split (no "
+        "augmentation) instead of the running average of the last steps: less noisy scores",
+    )
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> FinetuneConfig:
+        if self.epochs is not None and self.steps is not None:
+            raise ValueError(
+                "give the fine-tuning budget once: finetune.epochs or finetune.steps, not both"
+            )
+        return self
 
 
 class SearchConfig(_Section):
@@ -148,9 +219,11 @@ class SearchConfig(_Section):
     mode: Literal["max", "min"] = _f("max", "maximise or minimise the metric")
     scheduler: Literal["fifo", "asha"] = _f("fifo", "asha stops weak trials early")
     sampler: Literal["tpe", "random", "grid"] = _f(
-        "tpe", "Optuna sampler; grid: every combination of `choice` values, once"
+        "tpe",
+        "Optuna sampler; grid: every distinct combination of `choice` values once (`when` "
+        "respected)",
     )
-    grace_period: int = _f(1, "asha: fine-tune epochs before a trial may be stopped", ge=1)
+    grace_period: int = _f(1, "asha: fine-tuning validations before a trial may be stopped", ge=1)
     max_failures: int = _f(
         1, "retries of a failed trial (it continues from its last checkpoint)", ge=0, le=100
     )
@@ -160,7 +233,14 @@ class SearchConfig(_Section):
 class ResourcesConfig(_Section):
     cpus_per_trial: float = _f(1.0, "CPUs of the trial's own process", ge=0, le=1024)
     gpus_per_trial: float = _f(0.0, "GPUs shared by the trial's Train workers", ge=0, le=64)
-    train_workers: int = _f(1, "Ray Train workers (DDP) per trial", ge=1, le=1024)
+    train_workers: int = _f(
+        1,
+        "Ray Train workers (DDP) per trial; 0: the trial's own process trains (no Train "
+        "start-up, ~15 s less per trial; one worker with cpus_per_trial CPUs and "
+        "gpus_per_trial GPUs; for small machines)",
+        ge=0,
+        le=1024,
+    )
     cpus_per_worker: float = _f(1.0, "CPUs per Train worker", gt=0, le=1024)
     scoring_actors: int = _f(
         1, "Ray actors scoring patches between partitions (0: in-process)", ge=0, le=1024
@@ -238,6 +318,17 @@ def _cross_field_problems(spec: SweepSpec) -> list[str]:
         problems.append(
             f"masking.mixed.patch_size {masking.mixed.patch_size} must divide data.image_size "
             f"{data.image_size}; pick a divisor such as {_divisors_hint(data.image_size)}"
+        )
+    if spec.resources.train_workers == 0 and spec.resources.cpus_per_trial == 0:
+        problems.append(
+            "resources.train_workers: 0 trains in the trial's own process, which has no CPUs: "
+            "set resources.cpus_per_trial (e.g. 2 on a laptop)"
+        )
+    if masking.refresh == "batch" and masking.strategy in MODEL_BASED:
+        problems.append(
+            f"masking.refresh: batch redraws masks every batch, which only the model-free "
+            f"strategies (random, block, mixed) do; {masking.strategy} masks are computed once per "
+            "partition from the previous partition's model: use refresh auto or partition"
         )
     stride = 2**model.encoder_depth
     if data.image_size % stride:

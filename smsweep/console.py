@@ -21,7 +21,8 @@ def say(line: str) -> None:
 
 
 class Progress(tune.Callback):
-    """Concise live progress: a line when a trial starts, per fine-tune epoch, and at its end."""
+    """Concise live progress: a line when a trial starts, per fine-tune validation, and at its
+    end."""
 
     def __init__(self, total: int, metric: str, mode: str, echo: Echo = say) -> None:
         self.total, self.metric, self.mode, self.echo = total, metric, mode, echo
@@ -36,8 +37,8 @@ class Progress(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         value = result.get(self.metric)
         if value is not None:
-            epoch = result.get("finetune_epoch", "?")
-            self.echo(f"trial {trial.trial_id} fine-tune epoch {epoch}: {self.metric} {value:.4f}")
+            steps = result.get("finetune_steps", "?")
+            self.echo(f"trial {trial.trial_id} fine-tune step {steps}: {self.metric} {value:.4f}")
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self.finished += 1

@@ -9,7 +9,7 @@ left out of the mean), pixel accuracy = correct / labelled pixels.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -63,11 +63,21 @@ def finetune_epoch(
     model: nn.Module,
     batches: Iterable[tuple[Tensor, Tensor]],
     optimizer: torch.optim.Optimizer,
+    *,
+    max_steps: int | None = None,
+    learning_rate: Callable[[int], float] | None = None,
+    first_step: int = 0,
 ) -> float:
-    """One pass of cross-entropy training (255 ignored); returns the mean loss per image."""
+    """One pass of cross-entropy training (255 ignored), stopped after `max_steps` steps when
+    given; returns the mean loss per image. learning_rate(step) sets the rate before each step,
+    steps numbered from `first_step`."""
     model.train()
     total, count = 0.0, 0
-    for images, labels in batches:
+    for step, (images, labels) in enumerate(batches):
+        if max_steps is not None and step >= max_steps:
+            break
+        if learning_rate is not None:
+            learning_rate(first_step + step)
         logits = model(images)  # (B, classes, H, W)
         loss = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
         if not torch.isfinite(loss):
@@ -82,6 +92,80 @@ def finetune_epoch(
         total += float(loss.detach()) * images.shape[0]
         count += images.shape[0]
     return total / max(count, 1)
+
+
+def step_batches(
+    num_items: int, batch_size: int, first_step: int, steps: int, order: Callable[[int], Tensor]
+) -> list[tuple[int, list[list[int]]]]:
+    """The batches of optimizer steps first_step .. first_step + steps - 1, as (pass, batches)
+    segments, one per pass they touch. Pass p visits the items in `order(p)` (a permutation of
+    range(num_items)), `batch_size` at a time, the last batch of a pass possibly smaller; step s
+    is batch s % per_pass of pass s // per_pass. A resumed run can start at any step without
+    replaying the ones before it."""
+    per_pass = math.ceil(num_items / batch_size)
+    segments: list[tuple[int, list[list[int]]]] = []
+    for step in range(first_step, first_step + steps):
+        pass_index, position = divmod(step, per_pass)
+        if not segments or segments[-1][0] != pass_index:
+            segments.append((pass_index, []))
+            permutation = order(pass_index).tolist()
+        start = position * batch_size
+        segments[-1][1].append(permutation[start : start + batch_size])
+    return segments
+
+
+def label_counts(labels: Iterable[Tensor], num_classes: int) -> Tensor:
+    """Labelled pixels per class over batches of masks (B, H, W), 255 ignored: (num_classes,)."""
+    counts = torch.zeros(num_classes, dtype=torch.int64)
+    for batch in labels:
+        kept = batch[batch != IGNORE_INDEX].cpu()
+        counts += torch.bincount(kept, minlength=num_classes)[:num_classes]
+    return counts
+
+
+def trivial_metrics(
+    val_counts: Tensor, train_counts: Tensor, class_names: Sequence[str]
+) -> dict[str, float]:
+    """`floor/miou` and `floor/pixel_accuracy` of the trivial predictor: the fine-tuning split's
+    majority class everywhere, on validation labels with `val_counts` pixels per class. The floor
+    a fine-tuned model has to clear before any comparison between trials means anything."""
+    majority = int(train_counts.argmax())
+    confusion = torch.zeros(len(val_counts), len(val_counts), dtype=torch.int64)
+    confusion[:, majority] = val_counts
+    metrics = segmentation_metrics(confusion, class_names)
+    return {f"floor/{key}": metrics[key] for key in ("miou", "pixel_accuracy")}
+
+
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]]) -> int:
+    """Recompute every BatchNorm layer's running mean and variance as the plain average over
+    `batches` (images, ignored labels) with the current weights; returns the layers updated.
+
+    During training the running statistics are an exponential average over the last ~10 batches
+    (momentum 0.1), so on a small, augmented train split they drift from step to step, and two
+    validations a few steps apart can differ by points of mIoU with almost the same weights.
+    Statistics computed over a fixed set of images make the validation a function of the
+    weights only."""
+    norms = [module for module in model.modules() if isinstance(module, BATCH_NORMS)]
+    if not norms:
+        return 0
+    momenta = [norm.momentum for norm in norms]
+    was_training = model.training
+    model.train()
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average
+    try:
+        for images, _ in batches:
+            model(images)
+    finally:
+        for norm, momentum in zip(norms, momenta, strict=True):
+            norm.momentum = momentum
+        model.train(was_training)
+    return len(norms)
 
 
 @torch.no_grad()

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from smsweep.masking import PatchMask
 from smsweep.masking.base import evaluating
 from smsweep.masking.fills import Fill
-from smsweep.masking.scorer import pixel_loss_map
+from smsweep.masking.loss_map import pixel_loss_map
 
 GAP = 2  # pixels between tiles
 
@@ -29,7 +29,7 @@ def gallery_rows(
     pixel_mask = mask.pixels().to(images.device)  # (n, 1, H, W)
     with evaluating(model):
         reconstruction = model(fill(images, pixel_mask, generator), pixel_mask).clamp(0, 1)
-    loss = pixel_loss_map(reconstruction, images)  # (n, H, W)
+    loss = pixel_loss_map(reconstruction, images, patch_size=mask.patch_size)  # (n, H, W)
     loss = (loss / loss.amax(dim=(1, 2), keepdim=True).clamp(min=1e-8)).unsqueeze(1)
     heat = torch.cat([loss, loss**2, (1 - loss) * 0.3], dim=1)  # dark blue -> orange/white
     masked = images * (~pixel_mask) + 0.15 * images * pixel_mask

@@ -15,6 +15,7 @@ see the same pixels, so they compare fairly. `data.augment` applies to fine-tuni
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -95,6 +96,26 @@ class MaskTable:
         )
 
 
+def drawn_once(
+    strategy: MaskingStrategy, indices: Sequence[int], seeds: Sequence[int], image_size: int
+) -> MaskTable:
+    """One mask per image for a whole partition from a model-free strategy (`refresh:
+    partition`), image i's from its own seed: the control for masks scored once per partition,
+    differing from them only in which patches are masked. Strategies with several patch sizes
+    (mixed) store every mask on the finest grid that holds them all."""
+    if strategy.needs_model:
+        raise ValueError(f"{strategy.name} masks are scored with the model, not drawn")
+    common = math.gcd(*(size for size, _ in strategy.configs))
+    blank = torch.zeros(1, 3, image_size, image_size)  # model-free strategies read only the shape
+    grids = {}
+    for index, seed in zip(indices, seeds, strict=True):
+        mask = strategy(blank, torch.Generator().manual_seed(int(seed)))
+        factor = mask.patch_size // common
+        grid = mask.grid[0].repeat_interleave(factor, 0).repeat_interleave(factor, 1)  # (h, w)
+        grids[int(index)] = grid
+    return MaskTable(grids, common)
+
+
 def per_batch_masks(strategy: MaskingStrategy) -> MaskSource:
     """Fresh masks from a model-free strategy for every batch."""
 
@@ -143,28 +164,44 @@ def train_partition(
     batches: Callable[[int], Iterable[tuple[Tensor, Tensor]]],
     masks: MaskSource,
     *,
-    epochs: int,
+    steps: int,
     fill: Fill,
     loss: WeightedLoss,
     optimizer: torch.optim.Optimizer,
     mask_seed: Callable[[int], int],
+    learning_rate: Callable[[int], float] | None = None,
+    first_step: int = 0,
 ) -> float:
-    """`epochs` passes over one partition; returns the mean loss of the last epoch.
+    """`steps` optimizer steps on one partition, pass after pass; returns the mean loss over the
+    last pass's worth of steps (one pass, or all the steps when there are fewer).
 
-    batches(epoch) yields (images, source indices) already on the model's device; mask_seed(epoch)
-    seeds that epoch's mask and fill draws, so a resumed run draws what an uninterrupted one did.
+    batches(epoch) yields (images, source indices) already on the model's device, for pass
+    `epoch`; mask_seed(epoch) seeds that pass's mask and fill draws, so a resumed run draws what
+    an uninterrupted one did. learning_rate(step) sets the optimizer's rate before each step;
+    steps are numbered from `first_step` (the schedule's position when the partition starts).
     """
     model.train()
-    mean = math.nan
-    for epoch in range(epochs):
+    recent: deque[tuple[float, int]] = deque()  # (loss, images) of the last pass's steps
+    taken, epoch, per_pass = 0, 0, None
+    while taken < steps:
         generator = torch.Generator().manual_seed(mask_seed(epoch))
-        total, count = 0.0, 0
+        in_pass = 0
         for images, indices in batches(epoch):
+            if learning_rate is not None:
+                learning_rate(first_step + taken)
             mask = masks(images, indices, generator)
             value = pretrain_step(
                 model, images, mask, fill=fill, loss=loss, optimizer=optimizer, generator=generator
             )
-            total += value * images.shape[0]
-            count += images.shape[0]
-        mean = total / max(count, 1)
-    return mean
+            recent.append((value, images.shape[0]))
+            taken, in_pass = taken + 1, in_pass + 1
+            if taken == steps:
+                break
+        if in_pass == 0:
+            raise ValueError("a pretraining partition has no images: lower pretrain.partitions")
+        per_pass = per_pass or in_pass
+        while len(recent) > per_pass:
+            recent.popleft()
+        epoch += 1
+    total = sum(value * count for value, count in recent)
+    return total / max(1, sum(count for _, count in recent)) if recent else math.nan

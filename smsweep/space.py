@@ -163,25 +163,40 @@ def check_space(spec: SweepSpec) -> None:
             _validate_trial(base, params, f"search.space combination {params}")
 
 
-def grid_size(space: dict[str, Distribution]) -> int:
-    size = 1
-    for dist in space.values():
-        size *= len(dist.choice or ())
-    return size
+def grid_points(space: dict[str, Distribution], fixed: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every distinct trial of a grid, in product order: each combination of the `choice`
+    values, with a conditional key left out where its `when` does not hold (as `sample` leaves
+    it out), and combinations that are then equal kept once. `fixed`: the spec's dotted keys."""
+    order = draw_order(space)
+    points: list[dict[str, Any]] = []
+    for combo in itertools.product(*(space[key].choice or () for key in order)):
+        drawn = dict(zip(order, combo, strict=True))
+        point: dict[str, Any] = {}
+        for key in order:
+            conditions = (space[key].when or {}).items()
+            if all(
+                (point.get(k) if k in space else fixed.get(k)) in allowed
+                for k, allowed in conditions
+            ):
+                point[key] = drawn[key]
+        if point not in points:
+            points.append(point)
+    return points
 
 
 def _check_grid(spec: SweepSpec) -> None:
     space = spec.search.space
-    bad = [key for key, dist in space.items() if dist.choice is None or dist.when]
+    bad = [key for key, dist in space.items() if dist.choice is None]
     if not space or bad:
         raise SpecError(
-            f"search.sampler: grid needs every search.space key to be an unconditional "
-            f"`choice` ({', '.join(bad) or 'the space is empty'}); list the values to try"
+            f"search.sampler: grid needs every search.space key to be a `choice` "
+            f"({', '.join(bad) or 'the space is empty'}); list the values to try"
         )
-    if spec.search.num_samples != grid_size(space):
+    size = len(grid_points(space, spec.flat()))
+    if spec.search.num_samples != size:
         raise SpecError(
-            f"search.sampler: grid has {grid_size(space)} combinations but search.num_samples "
-            f"is {spec.search.num_samples}; set search.num_samples: {grid_size(space)}"
+            f"search.sampler: grid has {size} distinct combinations but search.num_samples "
+            f"is {spec.search.num_samples}; set search.num_samples: {size}"
         )
 
 

@@ -23,12 +23,13 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from smsweep import cluster, tracking
+from smsweep.checks import budget_lines, trial_budgets
 from smsweep.config import SweepSpec, resolve, validate_spec
 from smsweep.console import Echo, Progress, leaderboard, say
 from smsweep.data import Source, open_source
 from smsweep.errors import SpecError
 from smsweep.resources import check_fits
-from smsweep.space import Distribution, sample
+from smsweep.space import Distribution, grid_points, sample
 
 SETTINGS_FILE = "smsweep.json"
 FAULTS_ENV = "SMSWEEP_TEST_FAULT"  # test-only fault injection, JSON (see trainloop.Trial)
@@ -135,6 +136,9 @@ def _launch(
         )
         echo(f"sweep {settings['name']}: {spec.search.num_samples} trials on {where}")
         echo(f"experiment: {experiment_dir}    MLflow: {uri}")
+        echo("per trial:")
+        for line in budget_lines(spec, source):
+            echo(line)
         summary = _fit(spec, settings, sweep_run, source, restore=restore, echo=echo)
         _finish(spec, sweep_run, summary, echo)
         return summary
@@ -148,7 +152,7 @@ def _fit(spec, settings, sweep_run, source, *, restore: bool, echo: Echo) -> Swe
         tune.with_parameters(
             tune_trial, settings=settings, sweep_run=sweep_run.__dict__, source=source
         ),
-        {"cpu": spec.resources.cpus_per_trial, "gpu": 0},
+        {"cpu": spec.resources.cpus_per_trial, "gpu": _trial_process_gpus(spec)},
     )
     progress = Progress(spec.search.num_samples, spec.search.metric, spec.search.mode, echo)
     closer = _CloseRuns(sweep_run)
@@ -168,7 +172,8 @@ def _fit(spec, settings, sweep_run, source, *, restore: bool, echo: Echo) -> Swe
         # (Tuner.restore takes no run config).
         tuner._local_tuner.get_run_config().callbacks = [progress, closer]
     else:
-        tuner = tune.Tuner(trainable, tune_config=_tune_config(spec), run_config=run_config)
+        rounds = max(budget.finetune_evaluations for _, budget in trial_budgets(spec, source))
+        tuner = tune.Tuner(trainable, tune_config=_tune_config(spec, rounds), run_config=run_config)
     # Tune saves its experiment state every few seconds by default ("auto"); a sweep killed
     # between a trial's end and the next save would run that trial again on resume.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
@@ -191,7 +196,16 @@ def _fit(spec, settings, sweep_run, source, *, restore: bool, echo: Echo) -> Swe
     return summary
 
 
-def _tune_config(spec: SweepSpec) -> tune.TuneConfig:
+def _trial_process_gpus(spec: SweepSpec) -> float:
+    """The trial's own process holds GPUs only when it trains itself (train_workers: 0);
+    otherwise its Train workers hold them."""
+    resources = spec.resources
+    return resources.gpus_per_trial if resources.train_workers == 0 else 0
+
+
+def _tune_config(spec: SweepSpec, evaluations: int) -> tune.TuneConfig:
+    """Tune's settings; `evaluations`: the most fine-tuning validations a trial reports (ASHA's
+    time axis)."""
     search = spec.search
     searcher = None
     if search.space:
@@ -204,9 +218,11 @@ def _tune_config(spec: SweepSpec) -> tune.TuneConfig:
         if search.sampler == "random":
             sampler = optuna.samplers.RandomSampler(seed=spec.seed)
         elif search.sampler == "grid":
-            grid = {key: list(dist.choice) for key, dist in search.space.items()}
-            sampler = optuna.samplers.GridSampler(grid, seed=spec.seed)
-            points = []  # the grid covers every strategy already
+            # Every distinct combination once, as queued trials; the sampler is never asked (a
+            # key a point leaves out is inactive there). Optuna's GridSampler cannot express
+            # `when`: it would run the combinations a condition makes equal several times.
+            points = grid_points(search.space, spec.flat())
+            sampler = optuna.samplers.RandomSampler(seed=spec.seed)
         searcher = OptunaSearch(
             space=DefineByRun(dict(search.space), spec.flat()),
             metric=search.metric,
@@ -218,9 +234,9 @@ def _tune_config(spec: SweepSpec) -> tune.TuneConfig:
     scheduler = None
     if search.scheduler == "asha":
         scheduler = ASHAScheduler(
-            time_attr="finetune_epoch",
-            max_t=spec.finetune.epochs,
-            grace_period=min(search.grace_period, spec.finetune.epochs),
+            time_attr="finetune_evaluation",
+            max_t=evaluations,
+            grace_period=min(search.grace_period, evaluations),
             reduction_factor=2,
         )
     return tune.TuneConfig(
@@ -261,7 +277,13 @@ def tune_trial(
             run.log_artifact(gallery, "galleries")
         if finetune:
             numbers = {k: v for k, v in metrics.items() if k in FINETUNE_METRICS or "/" in k}
-            tune.report(numbers | {"finetune_epoch": metrics["epoch"] + 1})
+            tune.report(
+                numbers
+                | {
+                    "finetune_evaluation": metrics["epoch"] + 1,
+                    "finetune_steps": metrics["finetune_steps"],
+                }
+            )
 
     try:
         outcome = run_trial(

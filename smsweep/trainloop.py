@@ -1,10 +1,13 @@
-"""The Ray Train loop of one trial: every pretraining partition, then fine-tuning, in one fit.
+"""The training loop of one trial: every pretraining partition, then fine-tuning.
 
-A `TorchTrainer.fit` costs ~15 s of fixed overhead on a small machine, so one fit runs the whole
-trial. Each partition and each fine-tune epoch ends with `ray.train.report` and a checkpoint
-(model, optimizer, where the trial is, compute seconds, RNG state, resolved spec, tracking run
-ids); a restarted fit resumes after the last one. Every random draw is seeded from (spec.seed,
-purpose, partition, epoch), so a resumed trial draws exactly what an uninterrupted one would.
+In a sweep it runs in a Ray Train worker (a `TorchTrainer.fit` costs ~15 s of fixed overhead on
+a small machine, so one fit runs the whole trial); `session.LocalSession` runs it in-process.
+Each partition and each fine-tune epoch ends with a report and a checkpoint (model, optimizer,
+where the trial is, compute seconds, RNG state, resolved spec, tracking run ids); a restarted
+trial resumes after the last one. Budgets are optimizer steps (`budget.trial_budget`) and the
+learning rate is a function of the step (`schedule`), so a resumed trial trains exactly as an
+uninterrupted one. Every random draw is seeded from (spec.seed, purpose, partition, epoch[,
+image]), so a resumed trial draws exactly what an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -15,13 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import ray.train
-import ray.train.torch
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from smsweep import build
+from smsweep import build, looks
+from smsweep.budget import trial_budget
 from smsweep.config import SweepSpec
 from smsweep.data import Source, Splits, make_splits
 from smsweep.data.datasets import PretrainDataset, SegmentationDataset
@@ -30,19 +32,27 @@ from smsweep.faults import pause_for_a_kill, poisoned
 from smsweep.finetune import (
     confusion_matrix,
     finetune_epoch,
+    label_counts,
+    recalibrate_batchnorm,
     segmentation_metrics,
+    step_batches,
     transfer_weights,
+    trivial_metrics,
 )
-from smsweep.gallery import gallery_rows, save_gallery
-from smsweep.masking import mask_diagnostics
-from smsweep.pretrain import MaskTable, derived_seed, per_batch_masks, train_partition
-from smsweep.scoring import ActorScorer, load_images, score_in_process
+from smsweep.pretrain import (
+    MaskTable,
+    derived_seed,
+    drawn_once,
+    per_batch_masks,
+    train_partition,
+)
+from smsweep.schedule import LearningRate
+from smsweep.scoring import ActorScorer, score_in_process
+from smsweep.session import RayTrainSession, Session
 
 STATE_FILE, META_FILE = "state.pt", "meta.json"
-GALLERY_IMAGES = 4  # rows in a partition's gallery
-DIAGNOSTIC_IMAGES = 32  # labelled images of a partition the mechanism diagnostics look at
 # Streams of derived_seed: one per purpose, so changing one never shifts another.
-INIT, MASKS, SHUFFLE, SCORING, HEAD, FINETUNE, FINETUNE_SHUFFLE = range(7)
+INIT, MASKS, SHUFFLE, SCORING, HEAD, FINETUNE, FINETUNE_SHUFFLE, FIXED_MASKS = range(8)
 
 
 class InjectedFault(RuntimeError):
@@ -51,20 +61,42 @@ class InjectedFault(RuntimeError):
 
 def train_loop(config: dict[str, Any]) -> None:
     """Ray Train entry point. config: spec (dict), source, run_ids, faults (test-only)."""
-    Trial(config).run()
+    Trial(config, RayTrainSession()).run()
+
+
+def run_in_process(
+    spec: SweepSpec,
+    directory: str | Path,
+    *,
+    source: Source | None = None,
+    on_report=None,
+    device: str | None = None,
+) -> None:
+    """The whole trial in this process (no Ray): checkpoints under `directory`, every report to
+    `on_report(metrics, checkpoint directory)`; calling it again resumes after the last
+    checkpoint. Scoring runs in-process: set `resources.scoring_actors: 0`."""
+    from smsweep.data import open_source
+    from smsweep.session import LocalSession
+
+    if spec.resources.scoring_actors:
+        raise ValueError("in-process trials score in-process: set resources.scoring_actors: 0")
+    config = {
+        "spec": spec.model_dump(mode="json"),
+        "source": source if source is not None else open_source(spec.data, seed=spec.seed),
+    }
+    Trial(config, LocalSession(directory, device=device, on_report=on_report)).run()
 
 
 class Trial:
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], session: Session) -> None:
         self.spec = SweepSpec.model_validate(config["spec"])
         self.source: Source = config["source"]
         self.run_ids: dict[str, str] = dict(config.get("run_ids") or {})
         # Test-only fault injection (README, "What survives what"): raise_after_partition (first
         # attempt only), nan_at_partition, pause_at (+ marker), actor_exit_after_blocks.
         self.faults: dict[str, Any] = dict(config.get("faults") or {})
-        context = ray.train.get_context()
-        self.rank, self.world = context.get_world_rank(), context.get_world_size()
-        self.device = ray.train.torch.get_device()
+        self.session = session
+        self.rank, self.world, self.device = session.rank, session.world, session.device
         data, pretrain = self.spec.data, self.spec.pretrain
         self.splits: Splits = make_splits(
             self.source,
@@ -73,7 +105,9 @@ class Trial:
             val_fraction=data.val_fraction,
             label_fraction=data.label_fraction,
         )
-        self.state = self._restore(ray.train.get_checkpoint())
+        self.budget = trial_budget(self.spec, self.splits, workers=self.world)
+        with session.restored() as directory:
+            self.state = self._restore(directory)
         self.first_attempt = self.state is None
         self.compute_seconds = self.state["compute_seconds"] if self.state else 0.0
         self.started = time.perf_counter()
@@ -87,18 +121,25 @@ class Trial:
         self.finetune(pretrained)
 
     def pretrain(self) -> dict[str, torch.Tensor]:
-        spec = self.spec
+        spec, budget = self.spec, self.budget
         torch.manual_seed(derived_seed(spec.seed, INIT))
         model = build.reconstruction_model(spec).to(self.device)
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=spec.pretrain.lr, weight_decay=spec.pretrain.weight_decay
+        )
+        learning_rate = LearningRate(
+            optimizer,
+            spec.pretrain.lr,
+            budget.pretrain_steps,
+            warmup=spec.pretrain.warmup,
+            schedule=spec.pretrain.schedule,
         )
         first = 0
         if self.state is not None:
             model.load_state_dict(self.state["model"])
             optimizer.load_state_dict(self.state["optimizer"])
             first = self.state["partition"] + 1
-        trained = ray.train.torch.prepare_model(model)  # DDP when world > 1; `model` stays bare
+        trained = self.session.prepare(model)  # DDP when world > 1; `model` stays bare
         fill, loss = build.input_fill(spec), build.pretrain_loss(spec)
         strategy, warmup = build.masking_strategy(spec), build.warmup_strategy(spec)
         scorer = None
@@ -114,26 +155,27 @@ class Trial:
             for partition in range(first, spec.pretrain.partitions):
                 indices = self.splits.pretrain_partitions[partition]
                 metrics: dict[str, Any] = {"phase": "pretrain", "partition": partition}
-                if partition == 0 or not strategy.needs_model:
-                    masks = per_batch_masks(warmup if partition == 0 else strategy)
-                else:
-                    masks, scoring = self._scored_masks(strategy, model, indices, scorer)
-                    metrics |= scoring
+                masks, scoring = self._masks(partition, strategy, warmup, model, indices, scorer)
+                metrics |= scoring
                 gallery = self._look(model, fill, indices, masks, partition, metrics)
                 pause_for_a_kill(self.faults, f"pretrain:{partition}")
                 batches = self._pretrain_batches(indices, partition)
                 if partition == self.faults.get("nan_at_partition"):
                     batches = poisoned(batches)
+                offset = budget.pretrain_step_offset(partition)
                 metrics["recon_loss"] = train_partition(
                     trained,
                     batches,
                     masks,
-                    epochs=spec.pretrain.epochs_per_partition,
+                    steps=budget.partition_steps[partition],
                     fill=fill,
                     loss=loss,
                     optimizer=optimizer,
                     mask_seed=lambda epoch, p=partition: derived_seed(spec.seed, MASKS, p, epoch),
+                    learning_rate=learning_rate,
+                    first_step=offset,
                 )
+                metrics["pretrain_steps"] = offset + budget.partition_steps[partition]
                 state = {"phase": "pretrain", "partition": partition, "epoch": -1}
                 self._report(metrics, state, model, optimizer, gallery)
                 if partition == self.faults.get("raise_after_partition") and self.first_attempt:
@@ -144,7 +186,7 @@ class Trial:
         return {key: value.detach().cpu() for key, value in model.state_dict().items()}
 
     def finetune(self, pretrained: dict[str, torch.Tensor] | None) -> None:
-        spec = self.spec
+        spec, budget = self.spec, self.budget
         torch.manual_seed(derived_seed(spec.seed, HEAD))
         model = build.segmentation_model(spec)
         transfer = "no pretraining" if spec.masking.strategy == "none" else None
@@ -154,44 +196,101 @@ class Trial:
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=spec.finetune.lr, weight_decay=spec.finetune.weight_decay
         )
+        learning_rate = LearningRate(
+            optimizer,
+            spec.finetune.lr,
+            budget.finetune_steps,
+            warmup=spec.finetune.warmup,
+            schedule=spec.finetune.schedule,
+        )
         first = 0
         if self.state is not None and self.state["phase"] == "finetune":
             model.load_state_dict(self.state["model"])
             optimizer.load_state_dict(self.state["optimizer"])
             first = self.state["epoch"] + 1
-        trained = ray.train.torch.prepare_model(model)
+        trained = self.session.prepare(model)
         train = SegmentationDataset(
             self.source,
             _shard(self.splits.train, self.rank, self.world),
             finetune_transform(spec.data.image_size, train=True, augment=spec.data.augment),
             seed=derived_seed(spec.seed, FINETUNE),
         )
-        val = SegmentationDataset(
-            self.source, self.splits.val, eval_transform(spec.data.image_size)
-        )
-        for epoch in range(first, spec.finetune.epochs):
-            pause_for_a_kill(self.faults, f"finetune:{epoch}")
-            train.set_epoch(epoch)
-            seed = derived_seed(spec.seed, FINETUNE_SHUFFLE, epoch)
-            shuffle = torch.Generator().manual_seed(seed)
-            loader = DataLoader(
-                train, batch_size=spec.finetune.batch_size, shuffle=True, generator=shuffle
+        floor: dict[str, float] = {}
+        for evaluation in range(first, budget.finetune_evaluations):
+            pause_for_a_kill(self.faults, f"finetune:{evaluation}")
+            done = budget.evaluation_step(evaluation - 1) if evaluation else 0
+            steps = budget.evaluation_step(evaluation) - done
+            metrics: dict[str, Any] = {"phase": "finetune", "epoch": evaluation}
+            metrics["finetune_loss"] = self._finetune_steps(
+                trained, train, optimizer, learning_rate, done, steps
             )
-            metrics: dict[str, Any] = {"phase": "finetune", "epoch": epoch}
-            metrics["finetune_loss"] = finetune_epoch(trained, self._on_device(loader), optimizer)
+            metrics["finetune_steps"] = done + steps
+            if spec.finetune.precise_bn:
+                recalibrate_batchnorm(model, self._on_device(self._labelled(self.splits.train)))
             confusion = confusion_matrix(
-                model,
-                self._on_device(DataLoader(val, batch_size=spec.finetune.batch_size)),
-                spec.data.num_classes,
+                model, self._on_device(self._labelled(self.splits.val)), spec.data.num_classes
             )
             metrics |= segmentation_metrics(confusion, self.source.class_names)
+            floor = floor or self._floor(confusion.sum(dim=1))
+            metrics |= floor
             if transfer is not None:
                 metrics["transfer"] = transfer
-            metrics["done"] = epoch == spec.finetune.epochs - 1
-            state = {"phase": "finetune", "partition": -1, "epoch": epoch}
+            metrics["done"] = evaluation == budget.finetune_evaluations - 1
+            state = {"phase": "finetune", "partition": -1, "epoch": evaluation}
             self._report(metrics, state, model, optimizer)
 
+    def _finetune_steps(self, model, train, optimizer, learning_rate, first_step, steps) -> float:
+        """`steps` fine-tuning steps from `first_step` on, pass after pass over `train` (each
+        pass its own seeded order and augmentation); returns the mean loss per image."""
+        spec = self.spec
+
+        def order(pass_index: int) -> torch.Tensor:
+            seed = derived_seed(spec.seed, FINETUNE_SHUFFLE, pass_index)
+            return torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+
+        total, images = 0.0, 0
+        segments = step_batches(len(train), spec.finetune.batch_size, first_step, steps, order)
+        for pass_index, batches in segments:
+            train.set_epoch(pass_index)
+            loader = DataLoader(train, batch_sampler=batches)
+            count = sum(len(batch) for batch in batches)
+            loss = finetune_epoch(
+                model,
+                self._on_device(loader),
+                optimizer,
+                learning_rate=learning_rate,
+                first_step=first_step,
+            )
+            total, images = total + loss * count, images + count
+            first_step += len(batches)
+        return total / max(1, images)
+
+    def _floor(self, val_counts: torch.Tensor) -> dict[str, float]:
+        """`floor/miou` and `floor/pixel_accuracy`: what a model that learned nothing scores."""
+        labels = (mask for _, mask in self._labelled(self.splits.train))
+        counts = label_counts(labels, self.spec.data.num_classes)
+        return trivial_metrics(val_counts, counts, self.source.class_names)
+
+    def _labelled(self, indices: tuple[int, ...]) -> DataLoader:
+        """Labelled images as they are validated (no augmentation), in batches."""
+        view = SegmentationDataset(self.source, indices, eval_transform(self.spec.data.image_size))
+        return DataLoader(view, batch_size=self.spec.finetune.batch_size)
+
     # --- masks ----------------------------------------------------------------------------------
+
+    def _masks(self, partition, strategy, warmup, model, indices, scorer):
+        """A partition's masks and scoring metrics. Partition 0 is the warm-up every strategy
+        shares (random, new masks every batch). After it: scored from the previous partition's
+        model (selective, saliency), drawn once per image for the whole partition (model-free
+        strategies with `refresh: partition`), or drawn every batch."""
+        if partition == 0:
+            return per_batch_masks(warmup), {}
+        if strategy.needs_model:
+            return self._scored_masks(strategy, model, indices, scorer)
+        if build.mask_refresh(self.spec) == "partition":
+            seeds = [derived_seed(self.spec.seed, FIXED_MASKS, partition, i) for i in indices]
+            return drawn_once(strategy, indices, seeds, self.spec.data.image_size), {}
+        return per_batch_masks(strategy), {}
 
     def _scored_masks(self, strategy, model, indices, scorer) -> tuple[Any, dict[str, float]]:
         """Masks of a partition from the model after the previous one; rank 0 scores, all get
@@ -206,7 +305,7 @@ class Trial:
                     strategy, model, self.source, indices, seeds, self.spec.data.image_size
                 )
             table = MaskTable.from_scores(
-                indices, scored.scores, strategy.ratio, strategy.patch_size
+                indices, scored.scores, strategy.ratio, strategy.patch_size, tie_seeds=seeds
             )
             scoring = {
                 "scoring_seconds": scored.seconds,
@@ -221,36 +320,15 @@ class Trial:
         return table, scoring
 
     def _look(self, model, fill, indices, masks, partition, metrics) -> Path | None:
-        """Rank 0: mechanism diagnostics and the gallery, for the model and masks of this
-        partition as training on it begins."""
+        """Rank 0: mechanism diagnostics (into `metrics`) and the gallery, for the model and
+        masks of this partition as training on it begins."""
         if self.rank != 0:
             return None
-        generator = torch.Generator().manual_seed(derived_seed(self.spec.seed, MASKS, partition))
-        labelled = [i for i in indices if self.source.has_mask(i)][:DIAGNOSTIC_IMAGES]
-        if labelled:
-            images, labels = self._labelled_view(labelled)
-            mask = masks(images, torch.tensor(labelled), generator)
-            diagnostics = mask_diagnostics(labels, mask)
-            names = self.source.class_names
-            for key, value in diagnostics.items():
-                kind, _, class_id = key.partition("/")
-                metrics[f"diag/{kind}/{names[int(class_id)]}" if class_id else f"diag/{kind}"] = (
-                    value
-                )
-        shown = list(indices[:GALLERY_IMAGES])
-        images = load_images(self.source, shown, self.spec.data.image_size).to(self.device)
-        rows = gallery_rows(
-            model, images, masks(images, torch.tensor(shown), generator), fill, generator
-        )
-        return save_gallery(rows, Path(tempfile.mkdtemp()) / f"partition_{partition:03d}.png")
-
-    def _labelled_view(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images and masks through the same fixed pretraining crop."""
-        view = SegmentationDataset(
-            self.source, indices, pretrain_transform(self.spec.data.image_size, augment=False)
-        )
-        images, labels = zip(*(view[k] for k in range(len(view))), strict=True)
-        return torch.stack(images).to(self.device), torch.stack(labels).to(self.device)
+        spec = self.spec
+        generator = torch.Generator().manual_seed(derived_seed(spec.seed, MASKS, partition))
+        where = (generator, spec.data.image_size, self.device)
+        metrics |= looks.diagnostics(self.source, indices, masks, *where)
+        return looks.gallery(model, fill, self.source, indices, masks, *where, partition)
 
     # --- data -----------------------------------------------------------------------------------
 
@@ -288,7 +366,7 @@ class Trial:
         self.started = now
         metrics["compute_seconds"] = self.compute_seconds
         if self.rank != 0:
-            ray.train.report(metrics, checkpoint=None)
+            self.session.report(metrics, None)
             return
         state = {
             **where,
@@ -313,16 +391,15 @@ class Trial:
                 (root / gallery.name).write_bytes(gallery.read_bytes())
                 gallery.unlink()
                 gallery.parent.rmdir()
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+            self.session.report(metrics, root)
 
-    def _restore(self, checkpoint: ray.train.Checkpoint | None) -> dict[str, Any] | None:
-        if checkpoint is None:
+    def _restore(self, directory: Path | None) -> dict[str, Any] | None:
+        if directory is None:
             return None
-        with checkpoint.as_directory() as directory:
-            state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
+        state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
         if state["spec"] != self.spec.to_yaml():
             raise ValueError(
-                f"checkpoint {checkpoint.path} was written for a different trial config; "
+                f"checkpoint {directory} was written for a different trial config; "
                 "resume with the spec it was written with, or start a new run name"
             )
         torch.set_rng_state(state["torch_rng"])

@@ -157,3 +157,31 @@ def test_pretrain_loss_weighted_terms():
 def test_pretrain_loss_single_name():
     loss = build.pretrain_loss(spec_with("pretrain.loss=masked_l1"))
     assert list(loss.terms) == ["masked_l1"] and loss.terms["masked_l1"][0] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("strategy", "refresh", "expected"),
+    [
+        ("random", "auto", "batch"),
+        ("block", "partition", "partition"),
+        ("mixed", "batch", "batch"),
+        ("selective", "auto", "partition"),
+        ("saliency", "partition", "partition"),
+    ],
+)
+def test_mask_refresh(strategy, refresh, expected):
+    spec = spec_with(f"masking.strategy={strategy}", f"masking.refresh={refresh}")
+    assert build.mask_refresh(spec) == expected
+
+
+@pytest.mark.parametrize("strategy", ["selective", "saliency", "saliency_hard"])
+def test_refresh_batch_is_refused_for_masks_scored_from_the_model(strategy):
+    with pytest.raises(SpecError, match="only the model-free strategies"):
+        spec_with(f"masking.strategy={strategy}", "masking.refresh=batch")
+
+
+def test_model_based_strategies_are_the_ones_that_need_the_model():
+    from smsweep.config import MODEL_BASED
+    from smsweep.masking import STRATEGIES as CLASSES
+
+    assert set(MODEL_BASED) == {name for name, cls in CLASSES.items() if cls.needs_model}

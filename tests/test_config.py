@@ -10,6 +10,7 @@ import yaml
 from smsweep.config import SweepSpec, load_spec, resolve, validate_spec
 from smsweep.errors import SpecError
 from smsweep.resources import check_fits, trial_demand
+from smsweep.space import grid_points
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -181,12 +182,33 @@ def test_cyclic_when_conditions_are_refused():
         )
 
 
-def test_grid_sampler_needs_unconditional_choices_and_the_grid_size():
+def test_grid_sampler_needs_choices_and_the_grid_size():
     space = {"masking.ratio": {"choice": [0.4, 0.5]}, "masking.patch_size": {"choice": [4, 8]}}
     spec = validate_spec({"search": {"sampler": "grid", "num_samples": 4, "space": space}})
     assert spec.search.sampler == "grid"
     with pytest.raises(SpecError, match=r"set search\.num_samples: 4"):
         validate_spec({"search": {"sampler": "grid", "num_samples": 6, "space": space}})
     ranged = {"masking.ratio": {"uniform": [0.4, 0.6]}}
-    with pytest.raises(SpecError, match="unconditional `choice`"):
+    with pytest.raises(SpecError, match="to be a `choice`"):
         validate_spec({"search": {"sampler": "grid", "num_samples": 1, "space": ranged}})
+
+
+def test_a_grid_with_when_runs_each_distinct_arm_once():
+    # strategy x refresh, with refresh searched only for random: none, random/batch,
+    # random/partition, selective -> 4 distinct trials, not 3 x 2
+    space = {
+        "masking.strategy": {"choice": ["none", "random", "selective"]},
+        "masking.refresh": {
+            "choice": ["batch", "partition"],
+            "when": {"masking.strategy": ["random"]},
+        },
+    }
+    spec = validate_spec({"search": {"sampler": "grid", "num_samples": 4, "space": space}})
+    assert grid_points(spec.search.space, spec.flat()) == [
+        {"masking.strategy": "none"},
+        {"masking.strategy": "random", "masking.refresh": "batch"},
+        {"masking.strategy": "random", "masking.refresh": "partition"},
+        {"masking.strategy": "selective"},
+    ]
+    with pytest.raises(SpecError, match=r"4 distinct combinations.*num_samples: 4"):
+        validate_spec({"search": {"sampler": "grid", "num_samples": 6, "space": space}})

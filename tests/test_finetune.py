@@ -18,8 +18,11 @@ from smsweep.config import load_spec
 from smsweep.finetune import (
     confusion_matrix,
     finetune_epoch,
+    label_counts,
+    recalibrate_batchnorm,
     segmentation_metrics,
     transfer_weights,
+    trivial_metrics,
 )
 from smsweep.models import tiny_unet
 
@@ -113,18 +116,18 @@ def test_transfer_copies_encoder_and_decoder_and_reports_head_and_token():
 
 
 def test_transfer_refuses_another_decoder():
-    pretrained = build.reconstruction_model(spec_with()).state_dict()
-    other = build.segmentation_model(spec_with("model.decoder_channels=[32, 16, 8, 8]"))
-    named = r"shape mismatch \['decoder\.blocks\.0\..*decoder_channels"
+    pretrained = build.reconstruction_model(spec_with()).state_dict()  # decoder [32, 16, 8]
+    other = build.segmentation_model(spec_with("model.decoder_channels=[32, 16, 16]"))
+    named = r"shape mismatch \['decoder\.blocks\.2\..*decoder_channels"
     with pytest.raises(ValueError, match=named):
         transfer_weights(pretrained, other)
 
 
 def test_transfer_refuses_missing_stages():
-    pretrained = build.reconstruction_model(
-        spec_with("model.encoder_depth=3", "model.decoder_channels=[16, 8, 8]")
-    ).state_dict()
-    deeper = build.segmentation_model(spec_with())
+    pretrained = build.reconstruction_model(spec_with()).state_dict()  # depth 3
+    deeper = build.segmentation_model(
+        spec_with("model.encoder_depth=4", "model.decoder_channels=[32, 16, 8, 8]")
+    )
     with pytest.raises(ValueError, match=r"missing \['encoder\.layer3\."):
         transfer_weights(pretrained, deeper)
 
@@ -167,3 +170,43 @@ def test_all_ignored_labels_raise_a_clear_error():
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(FloatingPointError, match="no labelled pixel"):
         finetune_epoch(model, [tiny_batch(labels_value=255)], optimizer)
+
+
+def test_the_trivial_predictor_scores_the_majority_class_everywhere():
+    train = [torch.tensor([[[0, 0, 1], [0, 2, 255]]])]  # class 0 is the majority
+    counts = label_counts(train, 3)
+    assert counts.tolist() == [3, 1, 1]  # 255 ignored
+    val_counts = torch.tensor([60, 30, 10])
+    floor = trivial_metrics(val_counts, counts, ("background", "a", "b"))
+    # IoU: background 60/100, a 0, b 0 -> mIoU 0.2; pixel accuracy 0.6
+    assert floor == {"floor/miou": pytest.approx(0.2), "floor/pixel_accuracy": pytest.approx(0.6)}
+    # the same as scoring a model that predicts class 0 everywhere
+    labels = (
+        torch.cat([torch.zeros(60), torch.ones(30), torch.full((10,), 2)]).long().view(1, 10, 10)
+    )
+    model = FixedLogits(torch.zeros(1, 10, 10, dtype=torch.long), 3)
+    measured = segmentation_metrics(confusion_matrix(model, [(labels.float(), labels)], 3), "xyz")
+    assert measured["miou"] == pytest.approx(floor["floor/miou"])
+
+
+def test_precise_batchnorm_statistics_are_the_plain_average_over_the_batches():
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.ReLU())
+    generator = torch.Generator().manual_seed(0)
+    batches = [(torch.rand(2, 3, 5, 5, generator=generator) * k, None) for k in (1, 2, 3)]
+    model.train()
+    for images, _ in batches * 4:  # the usual exponential average, 12 updates
+        model(images)
+    model.eval()
+    norm = model[1]
+    drifted = norm.running_mean.clone()
+    assert recalibrate_batchnorm(model, batches) == 1
+    assert not model.training and norm.momentum == 0.1  # mode and momentum restored
+    with torch.no_grad():
+        features = torch.cat([model[0](images) for images, _ in batches])  # (6, 4, 5, 5)
+    expected_mean = features.mean(dim=(0, 2, 3))
+    # each batch's mean, averaged (batches of equal size: the overall mean)
+    assert torch.allclose(norm.running_mean, expected_mean, atol=1e-6)
+    assert not torch.allclose(norm.running_mean, drifted, atol=1e-4)
+    again = norm.running_var.clone()
+    recalibrate_batchnorm(model, batches)
+    assert torch.equal(norm.running_var, again)  # a function of the weights and images only

@@ -11,17 +11,19 @@ import pytest
 import torch
 
 from smsweep.losses import build_loss
-from smsweep.masking import PatchMask, RandomMasking
+from smsweep.masking import MixedMasking, PatchMask, RandomMasking
 from smsweep.masking.fills import MeanFill, NoiseFill
 from smsweep.models import MaskedUnet, tiny_unet
 from smsweep.pretrain import (
     MaskTable,
     NonFiniteLoss,
     derived_seed,
+    drawn_once,
     per_batch_masks,
     pretrain_step,
     train_partition,
 )
+from smsweep.schedule import LearningRate, lr_factor
 
 
 @pytest.fixture(autouse=True)
@@ -156,7 +158,7 @@ def run_partition(model, seed_offset: int = 0) -> float:
         model,
         lambda epoch: fixed if epoch % 2 == 0 else fixed[::-1],
         per_batch_masks(RandomMasking(8, 0.5)),
-        epochs=2,
+        steps=4,  # two passes of two batches
         fill=NoiseFill(),  # draws from the generator too
         loss=build_loss({"msssim_l1": 1.0, "focal_frequency": 0.1}),
         optimizer=torch.optim.AdamW(model.parameters(), lr=1e-3),
@@ -175,3 +177,59 @@ def test_train_partition_is_bit_identical_for_the_same_seeds(model):
     assert not torch.equal(one["token"], model.state_dict()["token"])  # it did train
     run_partition(other, seed_offset=5)  # other masks and noise -> other weights
     assert not torch.equal(other.state_dict()["token"], one["token"])
+
+
+def test_train_partition_counts_steps_across_passes_and_follows_the_schedule(model):
+    batches = [(images(2, seed=s), torch.tensor([2 * s, 2 * s + 1])) for s in range(2)]
+    passes, rates = [], []
+
+    def batches_of(epoch):
+        passes.append(epoch)
+        return batches
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    schedule = LearningRate(optimizer, 1e-3, 10, warmup=0.0, schedule="cosine")
+    loss = train_partition(
+        model,
+        batches_of,
+        per_batch_masks(RandomMasking(8, 0.5)),
+        steps=5,  # two full passes and one step of a third
+        fill=MeanFill(),
+        loss=build_loss({"masked_l1": 1.0}),
+        optimizer=optimizer,
+        mask_seed=lambda epoch: derived_seed(3, 1, 0, epoch),
+        learning_rate=lambda step: rates.append(step) or schedule(step),
+        first_step=4,
+    )
+    assert math.isfinite(loss)
+    assert passes == [0, 1, 2]
+    assert rates == [4, 5, 6, 7, 8]  # the schedule's position continues from the offset
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(
+        1e-3 * lr_factor(8, 10, warmup=0.0, schedule="cosine")
+    )
+
+
+def test_drawn_once_gives_each_image_its_own_fixed_mask():
+    indices, seeds = [5, 9, 11], [101, 202, 303]
+    table = drawn_once(RandomMasking(8, 0.5), indices, seeds, 64)
+    again = drawn_once(RandomMasking(8, 0.5), list(reversed(indices)), list(reversed(seeds)), 64)
+    assert table.same_as(again)  # an image's mask depends on its own seed only
+    batch = images(3)
+    first = table(batch, torch.tensor(indices), torch.Generator().manual_seed(0))
+    second = table(batch, torch.tensor(indices), torch.Generator().manual_seed(1))
+    assert torch.equal(first.grid, second.grid)  # fixed for the partition: no per-batch draws
+    assert first.num_masked.tolist() == [32, 32, 32]
+    assert not torch.equal(first.grid[0], first.grid[1])
+    other = drawn_once(RandomMasking(8, 0.5), indices, [7, 8, 9], 64)
+    assert not table.same_as(other)
+
+
+def test_drawn_once_keeps_mixed_patch_sizes_on_the_finest_grid():
+    strategy = MixedMasking(first=(8, 0.5), second=(16, 0.25), second_probability=0.5)
+    table = drawn_once(strategy, list(range(16)), list(range(100, 116)), 64)
+    assert table.patch_size == 8
+    counts = {int(grid.sum()) for grid in table.grids.values()}
+    assert counts == {32, 16}  # 32 of 64 8-px patches, or 4 of 16 16-px patches (x4 cells)
+    coarse = next(grid for grid in table.grids.values() if int(grid.sum()) == 16)
+    blocks = coarse.view(4, 2, 4, 2).permute(0, 2, 1, 3).reshape(16, 4)
+    assert all(block.all() or not block.any() for block in blocks)  # whole 16-px patches

@@ -220,3 +220,15 @@ def test_an_empty_sweep_still_renders_every_section():
         assert html.escape(section["title"]) in page
     assert "plotly-graph-div" not in page
     assert "No trials yet." in page and "no Optuna searcher state yet" in page
+
+
+def test_the_trivial_predictor_is_drawn_beside_the_trials():
+    trials = [_trial(f"t{i}", "random", 0.4 + i / 10, 0.3 + i / 10) for i in range(3)]
+    for trial, floor in zip(trials, (0.16, 0.17, 0.18), strict=True):
+        trial.metrics |= {"floor/miou": floor, "floor/pixel_accuracy": 0.8, "pixel_accuracy": 0.9}
+    sections = _sections(report.render(_sweep(trials), report.load_dashboard()))
+    for kind in ("by_category", "scatter", "curves"):
+        assert "trivial predictor (majority class): 0.170" in sections[kind], kind
+    assert "floor/miou ranges 0.160-0.180" in sections["by_category"]
+    assert "<th>floor/miou</th>" in sections["leaderboard"]
+    assert ">0.1600<" in sections["leaderboard"] or ">0.16<" in sections["leaderboard"]

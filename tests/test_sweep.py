@@ -158,7 +158,7 @@ def test_sweep_killed_with_sigkill_resumes_to_exactly_num_samples(tmp_path):
 def test_ctrl_c_stops_cleanly_with_130_and_resumes(tmp_path):
     spec = write_spec(tmp_path, tiny_sweep(num_samples=2))
     sweep = _start(["run", str(spec), "--storage", "runs"], tmp_path)
-    _wait_for(sweep, "fine-tune epoch 1", timeout=300)
+    _wait_for(sweep, "fine-tune step", timeout=300)
     os.killpg(sweep.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends
     output, _ = sweep.communicate(timeout=120)
     assert sweep.returncode == 130, output[-3000:]

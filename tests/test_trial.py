@@ -132,6 +132,36 @@ def test_stopped_trial_resumes_to_the_same_weights(uninterrupted, tmp_path):
     assert resumed.metrics["miou"] == reference.metrics["miou"]
 
 
+IN_PROCESS = {"train_workers": 0, "cpus_per_trial": 1}
+
+
+@pytest.mark.slow
+def test_a_trial_with_no_train_workers_trains_in_its_own_process_and_resumes(local_ray, tmp_path):
+    """train_workers: 0: no fit at all, the same reports, checkpoints and galleries; stopped
+    after partition 1 and run again, it continues there and ends with the same weights."""
+    spec = tiny_spec(resources=IN_PROCESS)
+    fits_before = train_controllers()
+    whole = run_trial(spec, storage_path=tmp_path, run_name="here")
+    assert train_controllers() == fits_before and whole.trainer_fits == 0
+    pretrain = [r for r in whole.reports if r["phase"] == "pretrain"]
+    assert [r["partition"] for r in pretrain] == list(range(PARTITIONS))
+    assert all(r["scored_by_actors"] == 1 for r in pretrain[1:])  # actors still score
+    assert [r["epoch"] for r in whole.reports if r["phase"] == "finetune"] == [0, 1]
+    assert whole.metrics["done"] and len(whole.galleries) == PARTITIONS
+    assert whole.metrics["finetune_steps"] == 6 and pretrain[-1]["pretrain_steps"] == 3
+    with pytest.raises(TrialFailed, match="raise_after_partition=1"):
+        run_trial(
+            spec, storage_path=tmp_path, run_name="stopped", faults={"raise_after_partition": 1}
+        )
+    resumed = run_trial(spec, storage_path=tmp_path, run_name="stopped")
+    partitions = [r["partition"] for r in resumed.reports if r["phase"] == "pretrain"]
+    assert partitions == [2]
+    expected, got = final_weights(whole.checkpoint), final_weights(resumed.checkpoint)
+    assert all(torch.equal(expected[key], got[key]) for key in expected)
+    replayed = run_trial(spec, storage_path=tmp_path, run_name="stopped")
+    assert replayed.metrics["replayed"] and replayed.metrics["miou"] == whole.metrics["miou"]
+
+
 @pytest.mark.slow
 def test_actor_scoring_gives_the_in_process_masks(local_ray):
     spec = tiny_spec()

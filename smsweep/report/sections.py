@@ -27,6 +27,31 @@ from smsweep.report.helpers import (
 from smsweep.report.load import Sweep
 
 Notes = list[str]
+# What the trivial predictor (the majority class everywhere) scores on each trial's validation
+# split: the floor a trial has to clear before its number says anything.
+FLOOR_COLUMNS = ("pixel_accuracy", "floor/miou", "floor/pixel_accuracy")
+FLOOR_LABEL = "trivial predictor (majority class)"
+
+
+def _floor_line(figure: Any, sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> None:
+    """A dashed line at the mean floor (`config["floor"]`, e.g. floor/miou) of the trials."""
+    name = config.get("floor")
+    values = [t.metrics[name] for t in sweep.trials if _is_number(t.metrics.get(name))]
+    if not name or not values:
+        return
+    level = sum(values) / len(values)
+    figure.add_hline(
+        y=level,
+        line_dash="dash",
+        line_color="#888",
+        annotation_text=f"{FLOOR_LABEL}: {level:.3f}",
+        annotation_position="bottom right",
+    )
+    if max(values) - min(values) > 0.005:
+        notes.append(
+            f"The trials' {name} ranges {min(values):.3f}-{max(values):.3f} (their validation "
+            "splits differ); the line is its mean."
+        )
 
 
 def _leaderboard(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
@@ -34,6 +59,7 @@ def _leaderboard(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
         notes.append("No trials yet.")
         return ""
     metrics = [sweep.metric] + [m for m in ("miou",) if m != sweep.metric]
+    metrics += [m for m in FLOOR_COLUMNS if any(m in t.metrics for t in sweep.trials)]
     head = ["#", "trial", "status", *sweep.space, *metrics]
     rows = []
     for number, trial in enumerate(sweep.trials, start=1):
@@ -80,6 +106,7 @@ def _by_category(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
             )
         )
     figure.update_layout(xaxis_title=x, yaxis_title=y, showlegend=False)
+    _floor_line(figure, sweep, config, notes)
     return _plot(figure, config)
 
 
@@ -107,6 +134,7 @@ def _scatter(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
             )
         )
     figure.update_layout(xaxis_title=x, yaxis_title=y, legend_title_text=color or "")
+    _floor_line(figure, sweep, config, notes)
     if len({p[0] for p in points}) == 1:
         notes.append(f"Every trial has the same {x}: nothing to compare along it.")
     return _plot(figure, config)
@@ -255,6 +283,7 @@ def _curves(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
         xaxis_dtick=1,
         legend_title_text="trial",
     )
+    _floor_line(figure, sweep, config, notes)
     return _plot(figure, config)
 
 
