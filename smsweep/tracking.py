@@ -6,7 +6,8 @@ the same runs instead of opening new ones. Every run that stops ends FINISHED, F
 the trial process ends its own run, and the sweep closes whatever a killed process left RUNNING.
 
 Only `MlflowClient` is used (no fluent `mlflow.start_run`): trial processes and the driver thread
-never share an "active run".
+never share an "active run". Its calls wait out a locked sqlite store, and a new sqlite store is
+created by one process at a time (`mlflow_store`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from mlflow.entities import Metric, Param
-from mlflow.tracking import MlflowClient
+
+from smsweep import mlflow_store
 
 ROLE, TRIAL_ID = "smsweep.role", "smsweep.trial_id"
 PARENT = "mlflow.parentRunId"
@@ -53,8 +54,8 @@ class SweepRun:
     experiment_id: str
     run_id: str
 
-    def client(self) -> MlflowClient:
-        return MlflowClient(self.uri)
+    def client(self):
+        return mlflow_store.client(self.uri)
 
 
 def start_sweep_run(
@@ -66,10 +67,19 @@ def start_sweep_run(
         run = SweepRun(**json.loads(saved.read_text()))
         run.client().update_run(run.run_id, status="RUNNING")
         return run
-    client = MlflowClient(uri)
+    mlflow_store.prepare(uri)
+    client = mlflow_store.client(uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
-        experiment_id = client.create_experiment(experiment, artifact_location=artifact_root(uri))
+        try:
+            experiment_id = client.create_experiment(
+                experiment, artifact_location=artifact_root(uri)
+            )
+        except Exception:  # another sweep logging to the same experiment created it first
+            found = client.get_experiment_by_name(experiment)
+            if found is None:
+                raise
+            experiment_id = found.experiment_id
     else:
         experiment_id = found.experiment_id
     created = client.create_run(experiment_id, run_name=name, tags={ROLE: "sweep"})
@@ -167,7 +177,7 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-def _log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, Any], step: int):
+def _log_metrics(client, run_id: str, metrics: Mapping[str, Any], step: int):
     now = int(time.time() * 1000)
     entries = [
         Metric(key, number, now, step)
@@ -178,7 +188,7 @@ def _log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, Any], 
         client.log_batch(run_id, metrics=entries[start : start + _BATCH])
 
 
-def _log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
+def _log_params(client, run_id: str, params: Mapping[str, Any]) -> None:
     entries = [Param(key, _param_text(value)) for key, value in params.items()]
     for start in range(0, len(entries), 100):
         client.log_batch(run_id, params=entries[start : start + 100])
@@ -190,22 +200,18 @@ def _param_text(value: Any) -> str:
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Raise SpecError unless an http(s) tracking server answers (before anything is launched)."""
-    import urllib.request
-
+    """Raise SpecError unless an http(s) tracking server answers (before anything is launched;
+    a local store is not touched here: that would create it)."""
     from smsweep.errors import SpecError
 
-    parsed = urlparse(uri)
-    if parsed.scheme not in ("http", "https"):
+    if not uri.startswith(("http:", "https:")):
         return
-    try:
-        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).read()
-    except OSError as error:
+    reason = mlflow_store.unreachable(uri, timeout=timeout)
+    if reason is not None:
         raise SpecError(
-            f"the MLflow tracking server {uri} does not answer ({error}); start it "
-            "(`mlflow server --host 127.0.0.1 --port 5000`) or fix tracking.mlflow_uri / "
-            "--mlflow-uri"
-        ) from None
+            f"{reason}; start it (`mlflow server --host 127.0.0.1 --port 5000`) or fix "
+            "tracking.mlflow_uri / --mlflow-uri"
+        )
 
 
 __all__ = [
