@@ -8,6 +8,10 @@ the trial process ends its own run, and the sweep closes whatever a killed proce
 Only `MlflowClient` is used (no fluent `mlflow.start_run`): trial processes and the driver thread
 never share an "active run". Its calls wait out a locked sqlite store, and a new sqlite store is
 created by one process at a time (`mlflow_store`).
+
+A trial's entries (metrics, artifacts, texts) that MLflow does not take wait in a pending file
+beside the trial's checkpoints and are logged when the run is continued: a store that stops
+answering for longer than the client retries loses nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from smsweep import mlflow_store
 ROLE, TRIAL_ID = "smsweep.role", "smsweep.trial_id"
 PARENT = "mlflow.parentRunId"
 RUN_FILE = "mlflow_run.json"
+PENDING_FILE = "mlflow_pending.jsonl"  # a trial's entries not yet logged, one JSON object a line
 _BATCH = 900  # MLflow accepts at most 1000 metrics, 100 params per log_batch call
 
 
@@ -129,17 +134,38 @@ def trial_runs(run: SweepRun, status: str | None = None) -> list:
     return run.client().search_runs([run.experiment_id], filter_string=query, max_results=10_000)
 
 
-class TrialRun:
-    """A trial's child run: found by its trial id under the parent, or created."""
+class LogFailed(RuntimeError):
+    """MLflow did not take a trial's pending entries; they stay in its pending file."""
 
-    def __init__(self, sweep: SweepRun, trial_id: str, name: str, params: Mapping[str, Any]):
+
+class TrialRun:
+    """A trial's child run: found by its trial id under the parent, or created.
+
+    With `pending` (a file path), an entry that MLflow does not take is appended to that file,
+    and so is every later entry of this process (no more waiting on a store that does not
+    answer). The file is logged when the run is continued and before it ends; `end` raises
+    LogFailed while MLflow still does not take it. An entry keeps its metric timestamps, so one
+    logged twice (a kill between logging and removing the file) is stored once.
+    """
+
+    def __init__(
+        self,
+        sweep: SweepRun,
+        trial_id: str,
+        name: str,
+        params: Mapping[str, Any],
+        pending: Path | None = None,
+    ):
+        self.uri, self.pending = sweep.uri, pending
         self.client = sweep.client()
+        self.failure: Exception | None = None  # the first entry MLflow did not take
         query = f"tags.`{PARENT}` = '{sweep.run_id}' and tags.`{TRIAL_ID}` = '{trial_id}'"
         existing = self.client.search_runs([sweep.experiment_id], filter_string=query)
         if existing:
             self.run_id = existing[0].info.run_id
             self.client.update_run(self.run_id, status="RUNNING")
             self.resumed = True
+            self._flush()
             return
         tags = {PARENT: sweep.run_id, ROLE: "trial", TRIAL_ID: trial_id}
         created = self.client.create_run(sweep.experiment_id, run_name=name, tags=tags)
@@ -147,21 +173,83 @@ class TrialRun:
         self.resumed = False
         _log_params(self.client, self.run_id, params)
 
+    def log(
+        self,
+        metrics: Mapping[str, Any] | None = None,
+        step: int = 0,
+        *,
+        artifacts: Sequence[Path] = (),
+        artifact_path: str | None = None,
+        texts: Mapping[str, str] | None = None,
+    ) -> None:
+        """One entry: numeric metrics at `step` (strings and flags are for the console, not for
+        charts), files under `artifact_path`, and texts {artifact file: text}."""
+        entry = {
+            "metrics": {k: n for k, v in (metrics or {}).items() if (n := _number(v)) is not None},
+            "step": step,
+            "timestamp": int(time.time() * 1000),
+            "artifacts": [[str(path), artifact_path] for path in artifacts],
+            "texts": dict(texts or {}),
+        }
+        if self.failure is None:
+            try:
+                self._apply(entry)
+                return
+            except Exception as error:
+                if self.pending is None:
+                    raise
+                self.failure = error
+        self.pending.parent.mkdir(parents=True, exist_ok=True)
+        with self.pending.open("a") as file:
+            file.write(json.dumps(entry) + "\n")
+
     def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
-        """Numeric values only (strings and flags are for the console, not for charts)."""
-        _log_metrics(self.client, self.run_id, metrics, step)
+        self.log(metrics, step)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_file)
+        self.log(texts={artifact_file: text})
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        self.log(artifacts=[path], artifact_path=artifact_path)
 
     def set_tag(self, key: str, value: str) -> None:
         self.client.set_tag(self.run_id, key, value)
 
     def end(self, status: str) -> None:
+        self._flush()
         self.client.set_terminated(self.run_id, status=status)
+
+    def _apply(self, entry: Mapping[str, Any]) -> None:
+        metrics = [
+            Metric(key, value, entry["timestamp"], entry["step"])
+            for key, value in entry["metrics"].items()
+        ]
+        for start in range(0, len(metrics), _BATCH):
+            self.client.log_batch(self.run_id, metrics=metrics[start : start + _BATCH])
+        for path, artifact_path in entry["artifacts"]:
+            if Path(path).is_file():  # a file that is gone can never be logged
+                self.client.log_artifact(self.run_id, path, artifact_path)
+        for artifact_file, text in entry["texts"].items():
+            self.client.log_text(self.run_id, text, artifact_file)
+
+    def _flush(self) -> None:
+        """Log the pending file's entries, in order, then remove it."""
+        if self.pending is None or not self.pending.is_file():
+            return
+        try:
+            for line in self.pending.read_text().splitlines():
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue  # a line cut short by a kill; its entry was never acknowledged
+                self._apply(entry)
+        except Exception as error:
+            raise LogFailed(
+                f"MLflow at {self.uri} did not take the entries waiting in {self.pending} "
+                f"({str(error)[:300]})"
+            ) from error
+        self.pending.unlink()
+        self.failure = None
 
 
 def iou_table(metrics: Mapping[str, Any], class_names: Sequence[str]) -> str:
@@ -215,6 +303,8 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
 
 __all__ = [
+    "PENDING_FILE",
+    "LogFailed",
     "SweepRun",
     "TrialRun",
     "absolute_uri",
