@@ -1,6 +1,7 @@
 """The sweep: Ray Tune + Optuna over `run_trial`, tracked in MLflow, resumable.
 
 Layout of an experiment directory STORAGE/NAME:
+    claim.json         while a driver runs: who it is, with a heartbeat (see `claim`)
     smsweep.json       the resolved spec and settings (`resume` needs nothing else)
     mlflow_run.json    the parent MLflow run's ids
     train/<trial_id>/  each trial's Ray Train run: partition and fine-tune checkpoints, galleries
@@ -22,7 +23,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from smsweep import cluster, tracking
+from smsweep import claim, cluster, tracking
 from smsweep.config import SweepSpec, resolve, validate_spec
 from smsweep.console import Echo, Progress, leaderboard, say
 from smsweep.data import Source, open_source
@@ -81,10 +82,7 @@ def run_sweep(
     _check_storage(storage)
     experiment_dir = storage.resolve() / name
     if experiment_dir.exists():
-        raise SpecError(
-            f"{experiment_dir} already exists: continue it with `python -m smsweep resume "
-            f"{experiment_dir}`, or choose another --name"
-        )
+        raise _exists(experiment_dir)
     uri = tracking.absolute_uri(mlflow_uri or spec.tracking.mlflow_uri)
     settings = {
         "spec": spec.model_dump(mode="json"),
@@ -104,6 +102,7 @@ def resume_sweep(path: Path, *, address: str | None = None, echo: Echo = say) ->
             f"{path} is not a sweep that can be resumed (no {SETTINGS_FILE} or Tune state); "
             "give the directory STORAGE/NAME that `run` printed"
         )
+    claim.check_free(experiment_dir)  # taken for real once everything is checked
     return _launch(json.loads(saved.read_text()), address=address, restore=True, echo=echo)
 
 
@@ -123,12 +122,16 @@ def _launch(
         source = open_source(spec.data, seed=spec.seed)  # data errors before Ray starts
     _check_metric(spec, source.class_names)
     where = cluster.connect(address)
+    held = None
     try:
         resources = ray.cluster_resources()
         check_fits(spec, resources.get("CPU", 0.0), resources.get("GPU", 0.0), where)
         cluster.check_multinode(experiment_dir.parent, uri)
-        # Everything is checked: from here on, things are written.
-        experiment_dir.mkdir(parents=True, exist_ok=True)
+        # Everything is checked: the claim is the first write, and the only one for a driver
+        # that finds the experiment taken.
+        held = claim.take(experiment_dir) if restore else _create(experiment_dir)
+        if held.took_over:
+            echo(f"took over {experiment_dir} from a driver that is gone ({held.took_over})")
         (experiment_dir / SETTINGS_FILE).write_text(json.dumps(settings, indent=1))
         sweep_run = tracking.start_sweep_run(
             uri, settings["experiment"], settings["name"], _sweep_params(spec), experiment_dir
@@ -139,7 +142,11 @@ def _launch(
         _finish(spec, sweep_run, summary, echo)
         return summary
     finally:
-        ray.shutdown()
+        try:
+            ray.shutdown()
+        finally:
+            if held is not None:
+                held.release()
 
 
 def _fit(spec, settings, sweep_run, source, *, restore: bool, echo: Echo) -> SweepSummary:
@@ -344,6 +351,25 @@ def _finish(spec: SweepSpec, sweep_run, summary: SweepSummary, echo: Echo) -> No
     echo(f"compare runs: mlflow ui --backend-store-uri {summary.mlflow_uri}")
     if summary.interrupted:
         echo(f"interrupted: continue with `python -m smsweep resume {summary.experiment_dir}`")
+
+
+def _create(experiment_dir: Path) -> claim.Claim:
+    try:
+        return claim.create(experiment_dir)
+    except FileExistsError:  # another `run` of this experiment created it first
+        raise _exists(experiment_dir) from None
+
+
+def _exists(experiment_dir: Path) -> SpecError:
+    # A directory without settings has just been created: its claim follows in a moment.
+    new = not (experiment_dir / SETTINGS_FILE).exists()
+    holder = claim.read(experiment_dir, wait_s=2.0 if new else 0.0)
+    if holder is not None and claim.stale_reason(holder) is None:
+        return claim.Held(experiment_dir, holder, also="choose another --name")
+    return SpecError(
+        f"{experiment_dir} already exists: continue it with `python -m smsweep resume "
+        f"{experiment_dir}`, or choose another --name"
+    )
 
 
 def _ranked(rows: list[dict[str, Any]], metric: str, mode: str) -> list[dict[str, Any]]:
