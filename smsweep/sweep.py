@@ -4,15 +4,18 @@ Layout of an experiment directory STORAGE/NAME:
     claim.json         while a driver runs: who it is, with a heartbeat (see `claim`)
     smsweep.json       the resolved spec and settings (`resume` needs nothing else)
     mlflow_run.json    the parent MLflow run's ids
-    train/<trial_id>/  each trial's Ray Train run: partition and fine-tune checkpoints, galleries
+    train/<trial_id>/  each trial's Ray Train run: partition and fine-tune checkpoints, galleries,
+                       and the MLflow entries that wait to be logged (tracking.PENDING_FILE)
     ...                Tune's own experiment state (trials, searcher state, results)
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,11 +26,11 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from smsweep import claim, cluster, tracking
+from smsweep import claim, cluster, mlflow_store, tracking
 from smsweep.config import SweepSpec, resolve, validate_spec
 from smsweep.console import Echo, Progress, leaderboard, say
 from smsweep.data import Source, open_source
-from smsweep.errors import SpecError
+from smsweep.errors import SpecError, TrackingUnavailable
 from smsweep.resources import check_fits
 from smsweep.space import Distribution, sample
 
@@ -43,6 +46,7 @@ class SweepSummary:
     rows: list[dict[str, Any]] = field(default_factory=list)  # best first
     interrupted: bool = False
     trial_ids: set[str] = field(default_factory=set)  # every trial Tune knows
+    outage: str | None = None  # why the sweep stopped early: MLflow does not answer
 
     @property
     def finished(self) -> int:
@@ -139,7 +143,18 @@ def _launch(
         echo(f"sweep {settings['name']}: {spec.search.num_samples} trials on {where}")
         echo(f"experiment: {experiment_dir}    MLflow: {uri}")
         summary = _fit(spec, settings, sweep_run, source, restore=restore, echo=echo)
-        _finish(spec, sweep_run, summary, echo)
+        if summary.outage is None:
+            try:
+                _finish(spec, sweep_run, summary, echo)
+            except Exception:
+                summary.outage = mlflow_store.unreachable(uri)
+                if summary.outage is None:
+                    raise
+        if summary.outage is not None:
+            raise TrackingUnavailable(
+                f"{summary.outage}: the sweep stopped. Once MLflow answers again, continue "
+                f"with `python -m smsweep resume {experiment_dir}`"
+            )
         return summary
     finally:
         try:
@@ -158,7 +173,7 @@ def _fit(spec, settings, sweep_run, source, *, restore: bool, echo: Echo) -> Swe
         {"cpu": spec.resources.cpus_per_trial, "gpu": 0},
     )
     progress = Progress(spec.search.num_samples, spec.search.metric, spec.search.mode, echo)
-    closer = _CloseRuns(sweep_run)
+    closer = _CloseRuns(sweep_run, echo)
     run_config = tune.RunConfig(
         name=experiment_dir.name,
         storage_path=str(experiment_dir.parent),
@@ -195,6 +210,7 @@ def _fit(spec, settings, sweep_run, source, *, restore: bool, echo: Echo) -> Swe
     summary.rows = _ranked(rows, spec.search.metric, spec.search.mode)
     summary.interrupted = closer.interrupted(spec.search.num_samples)
     summary.trial_ids = set(closer.statuses)
+    summary.outage = closer.outage
     return summary
 
 
@@ -251,8 +267,13 @@ def tune_trial(
     spec = resolve(validate_spec(settings["spec"]), config)
     context = tune.get_context()
     trial_id = context.get_trial_id()
+    run_dir = Path(settings["experiment_dir"]) / "train" / trial_id
     run = tracking.TrialRun(
-        tracking.SweepRun(**sweep_run), trial_id, context.get_trial_name(), spec.flat()
+        tracking.SweepRun(**sweep_run),
+        trial_id,
+        context.get_trial_name(),
+        spec.flat(),
+        pending=run_dir / tracking.PENDING_FILE,
     )
     if not run.resumed:
         run.log_text(spec.to_yaml(), "config.yaml")
@@ -262,10 +283,14 @@ def tune_trial(
 
     def report(metrics: dict[str, Any], checkpoint: str | None) -> None:
         finetune = metrics["phase"] == "finetune"
-        if not metrics.get("replayed"):  # a replayed result is already in the run
-            run.log_metrics(metrics, step=metrics["epoch"] if finetune else metrics["partition"])
-        for gallery in sorted(Path(checkpoint).glob("partition_*.png")) if checkpoint else []:
-            run.log_artifact(gallery, "galleries")
+        # The galleries' copies beside the checkpoints outlive them (a pending entry may wait).
+        galleries = sorted(Path(checkpoint).glob("partition_*.png")) if checkpoint else []
+        run.log(
+            {} if metrics.get("replayed") else metrics,  # a replayed result is in the run
+            step=metrics["epoch"] if finetune else metrics["partition"],
+            artifacts=[run_dir / "galleries" / gallery.name for gallery in galleries],
+            artifact_path="galleries",
+        )
         if finetune:
             numbers = {k: v for k, v in metrics.items() if k in FINETUNE_METRICS or "/" in k}
             tune.report(numbers | {"finetune_epoch": metrics["epoch"] + 1})
@@ -273,7 +298,7 @@ def tune_trial(
     try:
         outcome = run_trial(
             spec,
-            storage_path=Path(settings["experiment_dir"]) / "train",
+            storage_path=run_dir.parent,
             run_name=trial_id,
             report=report,
             source=source,
@@ -289,33 +314,62 @@ def tune_trial(
         tune.report({spec.search.metric: math.nan, "failure": f"non-finite loss: {failure.cause}"})
         return
     except BaseException:
-        run.end("FAILED")
+        with contextlib.suppress(Exception):  # the trial's own error is the one to report
+            run.end("FAILED")
         raise
-    if outcome.metrics.get("replayed"):
-        run.end("FINISHED")
-        return
-    run.log_text(tracking.iou_table(outcome.metrics, source.class_names), "iou_per_class.csv")
-    overhead = outcome.wall_seconds - outcome.metrics.get("compute_seconds", 0.0)
-    run.log_metrics({"wall_seconds": outcome.wall_seconds, "fixed_overhead_seconds": overhead}, 0)
-    run.end("FINISHED")
+    if not outcome.metrics.get("replayed"):
+        overhead = outcome.wall_seconds - outcome.metrics.get("compute_seconds", 0.0)
+        run.log(
+            {"wall_seconds": outcome.wall_seconds, "fixed_overhead_seconds": overhead},
+            texts={"iou_per_class.csv": tracking.iou_table(outcome.metrics, source.class_names)},
+        )
+    run.end("FINISHED")  # logs the pending entries first; raises LogFailed while MLflow fails
 
 
 class _CloseRuns(tune.Callback):
     """Driver side: a trial that Tune stopped or that died without ending its run gets its
-    final status here; at the end, every run still RUNNING is closed."""
+    final status here; at the end, every run still RUNNING is closed.
 
-    def __init__(self, sweep_run: tracking.SweepRun) -> None:
-        self.sweep_run = sweep_run
+    When MLflow stops answering (a trial attempt failed and the store does not answer, or a
+    call here failed), the sweep stops as Ctrl-C stops it: Tune handles SIGUSR1 like SIGINT,
+    stopping the trials and saving its state for `resume`. `outage` says why."""
+
+    def __init__(self, sweep_run: tracking.SweepRun, echo: Echo) -> None:
+        self.sweep_run, self.echo = sweep_run, echo
         self.statuses: dict[str, str] = {}  # trial id -> Tune status, for every trial
         self.ids: dict[str, str] = {}  # trial directory -> trial id
+        self.outage: str | None = None
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self.statuses[trial.trial_id] = "TERMINATED"
-        tracking.close_trial_runs(self.sweep_run, {trial.trial_id: "FINISHED"}, default="")
+        self._close(trial.trial_id, "FINISHED")
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        self._tracking_answers()  # a retry would only wait for MLflow again
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self.statuses[trial.trial_id] = "ERROR"
-        tracking.close_trial_runs(self.sweep_run, {trial.trial_id: "FAILED"}, default="")
+        if self._tracking_answers():
+            self._close(trial.trial_id, "FAILED")
+
+    def _close(self, trial_id: str, status: str) -> None:
+        if self.outage is not None:
+            return  # `resume` closes it
+        try:
+            tracking.close_trial_runs(self.sweep_run, {trial_id: status}, default="")
+        except Exception:
+            if self._tracking_answers():
+                raise
+
+    def _tracking_answers(self) -> bool:
+        if self.outage is None:
+            self.outage = mlflow_store.unreachable(self.sweep_run.uri)
+            if self.outage is None:
+                return True
+            self.echo(f"{self.outage}: stopping the sweep")
+            if signal.getsignal(signal.SIGUSR1) not in (signal.SIG_DFL, signal.SIG_IGN, None):
+                os.kill(os.getpid(), signal.SIGUSR1)  # Tune's handler, installed by fit
+        return False
 
     def on_experiment_end(self, trials, **info) -> None:
         for trial in trials:

@@ -191,6 +191,8 @@ class TrialRun:
             "artifacts": [[str(path), artifact_path] for path in artifacts],
             "texts": dict(texts or {}),
         }
+        if not (entry["metrics"] or entry["artifacts"] or entry["texts"]):
+            return
         if self.failure is None:
             try:
                 self._apply(entry)
