@@ -3,14 +3,15 @@
 A driver (`run` or `resume`) holds `STORAGE/NAME/claim.json` while it runs. The file appears
 whole and at once (written aside, then hard-linked into place: the link fails when the name
 exists, on local disks and on NFS alike), so of two drivers racing for it exactly one gets it.
-It names the holder (host, boot id, pid and the pid's start time, start time, a random token)
-and a daemon thread touches it every HEARTBEAT_S seconds: its mtime is the heartbeat, set by the
-file server's clock on a shared filesystem.
+It names the holder (host, boot id and pid namespace, pid and the pid's start time, start time,
+a random token), and a daemon thread touches it every HEARTBEAT_S seconds: its mtime is the
+heartbeat, set by the file server's clock on a shared filesystem.
 
 A claim whose holder is gone is stale:
-- on the holder's own host (same host name and boot id), when its pid has ended (or now belongs
-  to another process: the start time differs);
-- seen from any other host, when its heartbeat is older than STALE_AFTER_S.
+- on the holder's own host (same host name, boot id and pid namespace: where its pid means
+  the same process), when its pid has ended (or now belongs to another process: the start time
+  differs);
+- seen from anywhere else, when its heartbeat is older than STALE_AFTER_S.
 `take` replaces a stale claim; one takeover at a time, under `claim.json.takeover` (an exclusive
 create; a takeover lock older than TAKEOVER_STALE_S was left by a process that died in it).
 """
@@ -46,6 +47,7 @@ class Holder:
     started: float  # seconds since the epoch
     token: str
     boot_id: str = ""  # Linux: tells a reboot (or another machine of the same name) apart
+    pid_namespace: str = ""  # Linux: tells containers that share a host name apart
     pid_started: str = ""  # Linux: the process's start time, in clock ticks after boot
     heartbeat: float = field(default=0.0, compare=False)
 
@@ -180,8 +182,8 @@ def read(directory: Path, wait_s: float = 0.0) -> Holder | None:
 
 def stale_reason(holder: Holder) -> str | None:
     """Why `holder` is gone, or None while it may be alive."""
-    host, boot_id = _host()
-    if holder.host == host and holder.boot_id == boot_id:
+    host, boot_id, pid_namespace = _host()
+    if (holder.host, holder.boot_id, holder.pid_namespace) == (host, boot_id, pid_namespace):
         if _alive(holder.pid, holder.pid_started):
             return None
         return f"its process {holder.pid} on this host has ended"
@@ -192,7 +194,7 @@ def stale_reason(holder: Holder) -> str | None:
 
 
 def _this_process() -> Holder:
-    host, boot_id = _host()
+    host, boot_id, pid_namespace = _host()
     pid = os.getpid()
     started = _proc_stat(pid)
     return Holder(
@@ -201,6 +203,7 @@ def _this_process() -> Holder:
         started=time.time(),
         token=uuid.uuid4().hex,
         boot_id=boot_id,
+        pid_namespace=pid_namespace,
         pid_started=started[1] if started else "",
     )
 
@@ -243,12 +246,14 @@ def _takeover_lock(path: Path):
         lock.unlink(missing_ok=True)
 
 
-def _host() -> tuple[str, str]:
+def _host() -> tuple[str, str, str]:
+    """(host name, boot id, pid namespace); the last two are empty without /proc."""
     try:
         boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        pid_namespace = os.readlink("/proc/self/ns/pid")
     except OSError:
-        boot_id = ""
-    return socket.gethostname(), boot_id
+        boot_id = pid_namespace = ""
+    return socket.gethostname(), boot_id, pid_namespace
 
 
 def _proc_stat(pid: int) -> tuple[str, str] | None:

@@ -32,7 +32,7 @@ def _dead_pid() -> int:
 
 def _this_host() -> dict:
     held = claim._this_process()
-    return {"host": held.host, "boot_id": held.boot_id}
+    return {"host": held.host, "boot_id": held.boot_id, "pid_namespace": held.pid_namespace}
 
 
 def test_create_makes_the_directory_and_names_this_process(tmp_path):
@@ -134,6 +134,14 @@ def test_a_live_holder_on_this_host_is_refused_by_name(tmp_path):
         with pytest.raises(claim.Held):
             claim.check_free(tmp_path / "sweep")
         assert claim.read(tmp_path / "sweep").token == held.holder.token
+
+
+def test_a_claim_from_another_pid_namespace_of_this_host_counts_by_its_heartbeat(tmp_path):
+    """A container with this host's name: its pid says nothing about a process here."""
+    here = _this_host() | {"pid_namespace": "pid:[another]"}
+    _write_claim(tmp_path, pid=_dead_pid(), **here)
+    with pytest.raises(claim.Held):
+        claim.take(tmp_path)
 
 
 def test_another_hosts_claim_is_stale_only_once_its_heartbeat_is_old(tmp_path):
