@@ -83,9 +83,9 @@ class Claim:
         while not self._stop.wait(HEARTBEAT_S):
             current = read(self.path.parent)
             if current is None or current.token != self.holder.token:
-                by = f" by {current.describe()}" if current else ""
+                now = f"taken over by {current.describe()}" if current else "removed"
                 print(
-                    f"warning: this driver no longer holds {self.path} (taken over{by}); "
+                    f"warning: this driver no longer holds {self.path} ({now}); "
                     "another driver may be writing to the same experiment",
                     file=sys.stderr,
                     flush=True,
@@ -140,7 +140,7 @@ def take(directory: Path) -> Claim:
                 continue
             if read(directory) != current:
                 continue  # changed since we judged it
-            path.unlink()
+            path.unlink(missing_ok=True)
             holder = _this_process()
             try:
                 _write_new(path, holder)

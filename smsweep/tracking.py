@@ -222,12 +222,7 @@ class TrialRun:
         self.client.set_terminated(self.run_id, status=status)
 
     def _apply(self, entry: Mapping[str, Any]) -> None:
-        metrics = [
-            Metric(key, value, entry["timestamp"], entry["step"])
-            for key, value in entry["metrics"].items()
-        ]
-        for start in range(0, len(metrics), _BATCH):
-            self.client.log_batch(self.run_id, metrics=metrics[start : start + _BATCH])
+        _log_metrics(self.client, self.run_id, entry["metrics"], entry["step"], entry["timestamp"])
         for path, artifact_path in entry["artifacts"]:
             if Path(path).is_file():  # a file that is gone can never be logged
                 self.client.log_artifact(self.run_id, path, artifact_path)
@@ -267,10 +262,12 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-def _log_metrics(client, run_id: str, metrics: Mapping[str, Any], step: int):
-    now = int(time.time() * 1000)
+def _log_metrics(
+    client, run_id: str, metrics: Mapping[str, Any], step: int, timestamp: int | None = None
+):
+    timestamp = int(time.time() * 1000) if timestamp is None else timestamp
     entries = [
-        Metric(key, number, now, step)
+        Metric(key, number, timestamp, step)
         for key, value in metrics.items()
         if (number := _number(value)) is not None
     ]
