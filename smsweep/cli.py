@@ -13,7 +13,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from smsweep.errors import SpecError
+from smsweep.errors import SpecError, TrackingUnavailable
 
 
 def _bench_size(minimum: int, multiple: int):
@@ -133,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except TrackingUnavailable as error:  # a runtime failure whose message says what to do
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
     except Exception:  # a runtime failure: show where, for a bug report
         traceback.print_exc()
         return EXIT_FAILURE

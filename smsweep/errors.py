@@ -9,3 +9,8 @@ from __future__ import annotations
 
 class SpecError(ValueError):
     """Invalid input from the user. The message names the problem and the fix."""
+
+
+class TrackingUnavailable(RuntimeError):
+    """The MLflow store stopped answering, for longer than its client retries, while a sweep ran:
+    a runtime failure (exit 1). The message names the store and how to continue the sweep."""

@@ -1,17 +1,21 @@
 """The sweep: Ray Tune + Optuna over `run_trial`, tracked in MLflow, resumable.
 
 Layout of an experiment directory STORAGE/NAME:
+    claim.json         while a driver runs: who it is, with a heartbeat (see `claim`)
     smsweep.json       the resolved spec and settings (`resume` needs nothing else)
     mlflow_run.json    the parent MLflow run's ids
-    train/<trial_id>/  each trial's Ray Train run: partition and fine-tune checkpoints, galleries
+    train/<trial_id>/  each trial's Ray Train run: partition and fine-tune checkpoints, galleries,
+                       and the MLflow entries that wait to be logged (tracking.PENDING_FILE)
     ...                Tune's own experiment state (trials, searcher state, results)
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,12 +26,12 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from smsweep import cluster, tracking
+from smsweep import claim, cluster, mlflow_store, tracking
 from smsweep.checks import budget_lines, trial_budgets
 from smsweep.config import SweepSpec, resolve, validate_spec
 from smsweep.console import Echo, Progress, leaderboard, say
 from smsweep.data import Source, open_source
-from smsweep.errors import SpecError
+from smsweep.errors import SpecError, TrackingUnavailable
 from smsweep.resources import check_fits
 from smsweep.space import Distribution, grid_points, sample
 
@@ -43,6 +47,7 @@ class SweepSummary:
     rows: list[dict[str, Any]] = field(default_factory=list)  # best first
     interrupted: bool = False
     trial_ids: set[str] = field(default_factory=set)  # every trial Tune knows
+    outage: str | None = None  # why the sweep stopped early: MLflow does not answer
 
     @property
     def finished(self) -> int:
@@ -82,10 +87,7 @@ def run_sweep(
     _check_storage(storage)
     experiment_dir = storage.resolve() / name
     if experiment_dir.exists():
-        raise SpecError(
-            f"{experiment_dir} already exists: continue it with `python -m smsweep resume "
-            f"{experiment_dir}`, or choose another --name"
-        )
+        raise _exists(experiment_dir)
     uri = tracking.absolute_uri(mlflow_uri or spec.tracking.mlflow_uri)
     settings = {
         "spec": spec.model_dump(mode="json"),
@@ -105,6 +107,7 @@ def resume_sweep(path: Path, *, address: str | None = None, echo: Echo = say) ->
             f"{path} is not a sweep that can be resumed (no {SETTINGS_FILE} or Tune state); "
             "give the directory STORAGE/NAME that `run` printed"
         )
+    claim.check_free(experiment_dir)  # taken for real once everything is checked
     return _launch(json.loads(saved.read_text()), address=address, restore=True, echo=echo)
 
 
@@ -124,12 +127,16 @@ def _launch(
         source = open_source(spec.data, seed=spec.seed)  # data errors before Ray starts
     _check_metric(spec, source.class_names)
     where = cluster.connect(address)
+    held = None
     try:
         resources = ray.cluster_resources()
         check_fits(spec, resources.get("CPU", 0.0), resources.get("GPU", 0.0), where)
         cluster.check_multinode(experiment_dir.parent, uri)
-        # Everything is checked: from here on, things are written.
-        experiment_dir.mkdir(parents=True, exist_ok=True)
+        # Everything is checked: the claim is the first write, and the only one for a driver
+        # that finds the experiment taken.
+        held = claim.take(experiment_dir) if restore else _create(experiment_dir)
+        if held.took_over:
+            echo(f"took over {experiment_dir} from a driver that is gone ({held.took_over})")
         (experiment_dir / SETTINGS_FILE).write_text(json.dumps(settings, indent=1))
         sweep_run = tracking.start_sweep_run(
             uri, settings["experiment"], settings["name"], _sweep_params(spec), experiment_dir
@@ -140,10 +147,25 @@ def _launch(
         for line in budget_lines(spec, source):
             echo(line)
         summary = _fit(spec, settings, sweep_run, source, restore=restore, echo=echo)
-        _finish(spec, sweep_run, summary, echo)
+        if summary.outage is None:
+            try:
+                _finish(spec, sweep_run, summary, echo)
+            except Exception:
+                summary.outage = mlflow_store.unreachable(uri)
+                if summary.outage is None:
+                    raise
+        if summary.outage is not None:
+            raise TrackingUnavailable(
+                f"{summary.outage}: the sweep stopped. Once MLflow answers again, continue "
+                f"with `python -m smsweep resume {experiment_dir}`"
+            )
         return summary
     finally:
-        ray.shutdown()
+        try:
+            ray.shutdown()
+        finally:
+            if held is not None:
+                held.release()
 
 
 def _fit(spec, settings, sweep_run, source, *, restore: bool, echo: Echo) -> SweepSummary:
@@ -155,7 +177,7 @@ def _fit(spec, settings, sweep_run, source, *, restore: bool, echo: Echo) -> Swe
         {"cpu": spec.resources.cpus_per_trial, "gpu": _trial_process_gpus(spec)},
     )
     progress = Progress(spec.search.num_samples, spec.search.metric, spec.search.mode, echo)
-    closer = _CloseRuns(sweep_run)
+    closer = _CloseRuns(sweep_run, echo)
     run_config = tune.RunConfig(
         name=experiment_dir.name,
         storage_path=str(experiment_dir.parent),
@@ -193,6 +215,7 @@ def _fit(spec, settings, sweep_run, source, *, restore: bool, echo: Echo) -> Swe
     summary.rows = _ranked(rows, spec.search.metric, spec.search.mode)
     summary.interrupted = closer.interrupted(spec.search.num_samples)
     summary.trial_ids = set(closer.statuses)
+    summary.outage = closer.outage
     return summary
 
 
@@ -260,8 +283,13 @@ def tune_trial(
     spec = resolve(validate_spec(settings["spec"]), config)
     context = tune.get_context()
     trial_id = context.get_trial_id()
+    run_dir = Path(settings["experiment_dir"]) / "train" / trial_id
     run = tracking.TrialRun(
-        tracking.SweepRun(**sweep_run), trial_id, context.get_trial_name(), spec.flat()
+        tracking.SweepRun(**sweep_run),
+        trial_id,
+        context.get_trial_name(),
+        spec.flat(),
+        pending=run_dir / tracking.PENDING_FILE,
     )
     if not run.resumed:
         run.log_text(spec.to_yaml(), "config.yaml")
@@ -271,10 +299,14 @@ def tune_trial(
 
     def report(metrics: dict[str, Any], checkpoint: str | None) -> None:
         finetune = metrics["phase"] == "finetune"
-        if not metrics.get("replayed"):  # a replayed result is already in the run
-            run.log_metrics(metrics, step=metrics["epoch"] if finetune else metrics["partition"])
-        for gallery in sorted(Path(checkpoint).glob("partition_*.png")) if checkpoint else []:
-            run.log_artifact(gallery, "galleries")
+        # The galleries' copies beside the checkpoints outlive them (a pending entry may wait).
+        galleries = sorted(Path(checkpoint).glob("partition_*.png")) if checkpoint else []
+        run.log(
+            {} if metrics.get("replayed") else metrics,  # a replayed result is in the run
+            step=metrics["epoch"] if finetune else metrics["partition"],
+            artifacts=[run_dir / "galleries" / gallery.name for gallery in galleries],
+            artifact_path="galleries",
+        )
         if finetune:
             numbers = {k: v for k, v in metrics.items() if k in FINETUNE_METRICS or "/" in k}
             tune.report(
@@ -288,7 +320,7 @@ def tune_trial(
     try:
         outcome = run_trial(
             spec,
-            storage_path=Path(settings["experiment_dir"]) / "train",
+            storage_path=run_dir.parent,
             run_name=trial_id,
             report=report,
             source=source,
@@ -304,33 +336,62 @@ def tune_trial(
         tune.report({spec.search.metric: math.nan, "failure": f"non-finite loss: {failure.cause}"})
         return
     except BaseException:
-        run.end("FAILED")
+        with contextlib.suppress(Exception):  # the trial's own error is the one to report
+            run.end("FAILED")
         raise
-    if outcome.metrics.get("replayed"):
-        run.end("FINISHED")
-        return
-    run.log_text(tracking.iou_table(outcome.metrics, source.class_names), "iou_per_class.csv")
-    overhead = outcome.wall_seconds - outcome.metrics.get("compute_seconds", 0.0)
-    run.log_metrics({"wall_seconds": outcome.wall_seconds, "fixed_overhead_seconds": overhead}, 0)
-    run.end("FINISHED")
+    if not outcome.metrics.get("replayed"):
+        overhead = outcome.wall_seconds - outcome.metrics.get("compute_seconds", 0.0)
+        run.log(
+            {"wall_seconds": outcome.wall_seconds, "fixed_overhead_seconds": overhead},
+            texts={"iou_per_class.csv": tracking.iou_table(outcome.metrics, source.class_names)},
+        )
+    run.end("FINISHED")  # logs the pending entries first; raises LogFailed while MLflow fails
 
 
 class _CloseRuns(tune.Callback):
     """Driver side: a trial that Tune stopped or that died without ending its run gets its
-    final status here; at the end, every run still RUNNING is closed."""
+    final status here; at the end, every run still RUNNING is closed.
 
-    def __init__(self, sweep_run: tracking.SweepRun) -> None:
-        self.sweep_run = sweep_run
+    When MLflow stops answering (a trial attempt failed and the store does not answer, or a
+    call here failed), the sweep stops as Ctrl-C stops it: Tune handles SIGUSR1 like SIGINT,
+    stopping the trials and saving its state for `resume`. `outage` says why."""
+
+    def __init__(self, sweep_run: tracking.SweepRun, echo: Echo) -> None:
+        self.sweep_run, self.echo = sweep_run, echo
         self.statuses: dict[str, str] = {}  # trial id -> Tune status, for every trial
         self.ids: dict[str, str] = {}  # trial directory -> trial id
+        self.outage: str | None = None
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self.statuses[trial.trial_id] = "TERMINATED"
-        tracking.close_trial_runs(self.sweep_run, {trial.trial_id: "FINISHED"}, default="")
+        self._close(trial.trial_id, "FINISHED")
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        self._tracking_answers()  # a retry would only wait for MLflow again
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self.statuses[trial.trial_id] = "ERROR"
-        tracking.close_trial_runs(self.sweep_run, {trial.trial_id: "FAILED"}, default="")
+        if self._tracking_answers():
+            self._close(trial.trial_id, "FAILED")
+
+    def _close(self, trial_id: str, status: str) -> None:
+        if self.outage is not None:
+            return  # `resume` closes it
+        try:
+            tracking.close_trial_runs(self.sweep_run, {trial_id: status}, default="")
+        except Exception:
+            if self._tracking_answers():
+                raise
+
+    def _tracking_answers(self) -> bool:
+        if self.outage is None:
+            self.outage = mlflow_store.unreachable(self.sweep_run.uri)
+            if self.outage is None:
+                return True
+            self.echo(f"{self.outage}: stopping the sweep")
+            if signal.getsignal(signal.SIGUSR1) not in (signal.SIG_DFL, signal.SIG_IGN, None):
+                os.kill(os.getpid(), signal.SIGUSR1)  # Tune's handler, installed by fit
+        return False
 
     def on_experiment_end(self, trials, **info) -> None:
         for trial in trials:
@@ -366,6 +427,25 @@ def _finish(spec: SweepSpec, sweep_run, summary: SweepSummary, echo: Echo) -> No
     echo(f"compare runs: mlflow ui --backend-store-uri {summary.mlflow_uri}")
     if summary.interrupted:
         echo(f"interrupted: continue with `python -m smsweep resume {summary.experiment_dir}`")
+
+
+def _create(experiment_dir: Path) -> claim.Claim:
+    try:
+        return claim.create(experiment_dir)
+    except FileExistsError:  # another `run` of this experiment created it first
+        raise _exists(experiment_dir) from None
+
+
+def _exists(experiment_dir: Path) -> SpecError:
+    # A directory without settings has just been created: its claim follows in a moment.
+    new = not (experiment_dir / SETTINGS_FILE).exists()
+    holder = claim.read(experiment_dir, wait_s=2.0 if new else 0.0)
+    if holder is not None and claim.stale_reason(holder) is None:
+        return claim.Held(experiment_dir, holder, also="choose another --name")
+    return SpecError(
+        f"{experiment_dir} already exists: continue it with `python -m smsweep resume "
+        f"{experiment_dir}`, or choose another --name"
+    )
 
 
 def _ranked(rows: list[dict[str, Any]], metric: str, mode: str) -> list[dict[str, Any]]:

@@ -6,7 +6,12 @@ the same runs instead of opening new ones. Every run that stops ends FINISHED, F
 the trial process ends its own run, and the sweep closes whatever a killed process left RUNNING.
 
 Only `MlflowClient` is used (no fluent `mlflow.start_run`): trial processes and the driver thread
-never share an "active run".
+never share an "active run". Its calls wait out a locked sqlite store, and a new sqlite store is
+created by one process at a time (`mlflow_store`).
+
+A trial's entries (metrics, artifacts, texts) that MLflow does not take wait in a pending file
+beside the trial's checkpoints and are logged when the run is continued: a store that stops
+answering for longer than the client retries loses nothing.
 """
 
 from __future__ import annotations
@@ -18,14 +23,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from mlflow.entities import Metric, Param
-from mlflow.tracking import MlflowClient
+
+from smsweep import mlflow_store
 
 ROLE, TRIAL_ID = "smsweep.role", "smsweep.trial_id"
 PARENT = "mlflow.parentRunId"
 RUN_FILE = "mlflow_run.json"
+PENDING_FILE = "mlflow_pending.jsonl"  # a trial's entries not yet logged, one JSON object a line
 _BATCH = 900  # MLflow accepts at most 1000 metrics, 100 params per log_batch call
 
 
@@ -53,8 +59,8 @@ class SweepRun:
     experiment_id: str
     run_id: str
 
-    def client(self) -> MlflowClient:
-        return MlflowClient(self.uri)
+    def client(self):
+        return mlflow_store.client(self.uri)
 
 
 def start_sweep_run(
@@ -66,10 +72,19 @@ def start_sweep_run(
         run = SweepRun(**json.loads(saved.read_text()))
         run.client().update_run(run.run_id, status="RUNNING")
         return run
-    client = MlflowClient(uri)
+    mlflow_store.prepare(uri)
+    client = mlflow_store.client(uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
-        experiment_id = client.create_experiment(experiment, artifact_location=artifact_root(uri))
+        try:
+            experiment_id = client.create_experiment(
+                experiment, artifact_location=artifact_root(uri)
+            )
+        except Exception:  # another sweep logging to the same experiment created it first
+            found = client.get_experiment_by_name(experiment)
+            if found is None:
+                raise
+            experiment_id = found.experiment_id
     else:
         experiment_id = found.experiment_id
     created = client.create_run(experiment_id, run_name=name, tags={ROLE: "sweep"})
@@ -119,17 +134,38 @@ def trial_runs(run: SweepRun, status: str | None = None) -> list:
     return run.client().search_runs([run.experiment_id], filter_string=query, max_results=10_000)
 
 
-class TrialRun:
-    """A trial's child run: found by its trial id under the parent, or created."""
+class LogFailed(RuntimeError):
+    """MLflow did not take a trial's pending entries; they stay in its pending file."""
 
-    def __init__(self, sweep: SweepRun, trial_id: str, name: str, params: Mapping[str, Any]):
+
+class TrialRun:
+    """A trial's child run: found by its trial id under the parent, or created.
+
+    With `pending` (a file path), an entry that MLflow does not take is appended to that file,
+    and so is every later entry of this process (no more waiting on a store that does not
+    answer). The file is logged when the run is continued and before it ends; `end` raises
+    LogFailed while MLflow still does not take it. An entry keeps its metric timestamps, so one
+    logged twice (a kill between logging and removing the file) is stored once.
+    """
+
+    def __init__(
+        self,
+        sweep: SweepRun,
+        trial_id: str,
+        name: str,
+        params: Mapping[str, Any],
+        pending: Path | None = None,
+    ):
+        self.uri, self.pending = sweep.uri, pending
         self.client = sweep.client()
+        self.failure: Exception | None = None  # the first entry MLflow did not take
         query = f"tags.`{PARENT}` = '{sweep.run_id}' and tags.`{TRIAL_ID}` = '{trial_id}'"
         existing = self.client.search_runs([sweep.experiment_id], filter_string=query)
         if existing:
             self.run_id = existing[0].info.run_id
             self.client.update_run(self.run_id, status="RUNNING")
             self.resumed = True
+            self._flush()
             return
         tags = {PARENT: sweep.run_id, ROLE: "trial", TRIAL_ID: trial_id}
         created = self.client.create_run(sweep.experiment_id, run_name=name, tags=tags)
@@ -137,21 +173,80 @@ class TrialRun:
         self.resumed = False
         _log_params(self.client, self.run_id, params)
 
+    def log(
+        self,
+        metrics: Mapping[str, Any] | None = None,
+        step: int = 0,
+        *,
+        artifacts: Sequence[Path] = (),
+        artifact_path: str | None = None,
+        texts: Mapping[str, str] | None = None,
+    ) -> None:
+        """One entry: numeric metrics at `step` (strings and flags are for the console, not for
+        charts), files under `artifact_path`, and texts {artifact file: text}."""
+        entry = {
+            "metrics": {k: n for k, v in (metrics or {}).items() if (n := _number(v)) is not None},
+            "step": step,
+            "timestamp": int(time.time() * 1000),
+            "artifacts": [[str(path), artifact_path] for path in artifacts],
+            "texts": dict(texts or {}),
+        }
+        if not (entry["metrics"] or entry["artifacts"] or entry["texts"]):
+            return
+        if self.failure is None:
+            try:
+                self._apply(entry)
+                return
+            except Exception as error:
+                if self.pending is None:
+                    raise
+                self.failure = error
+        self.pending.parent.mkdir(parents=True, exist_ok=True)
+        with self.pending.open("a") as file:
+            file.write(json.dumps(entry) + "\n")
+
     def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
-        """Numeric values only (strings and flags are for the console, not for charts)."""
-        _log_metrics(self.client, self.run_id, metrics, step)
+        self.log(metrics, step)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_file)
+        self.log(texts={artifact_file: text})
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        self.log(artifacts=[path], artifact_path=artifact_path)
 
     def set_tag(self, key: str, value: str) -> None:
         self.client.set_tag(self.run_id, key, value)
 
     def end(self, status: str) -> None:
+        self._flush()
         self.client.set_terminated(self.run_id, status=status)
+
+    def _apply(self, entry: Mapping[str, Any]) -> None:
+        _log_metrics(self.client, self.run_id, entry["metrics"], entry["step"], entry["timestamp"])
+        for path, artifact_path in entry["artifacts"]:
+            if Path(path).is_file():  # a file that is gone can never be logged
+                self.client.log_artifact(self.run_id, path, artifact_path)
+        for artifact_file, text in entry["texts"].items():
+            self.client.log_text(self.run_id, text, artifact_file)
+
+    def _flush(self) -> None:
+        """Log the pending file's entries, in order, then remove it."""
+        if self.pending is None or not self.pending.is_file():
+            return
+        try:
+            for line in self.pending.read_text().splitlines():
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue  # a line cut short by a kill; its entry was never acknowledged
+                self._apply(entry)
+        except Exception as error:
+            raise LogFailed(
+                f"MLflow at {self.uri} did not take the entries waiting in {self.pending} "
+                f"({str(error)[:300]})"
+            ) from error
+        self.pending.unlink()
+        self.failure = None
 
 
 def iou_table(metrics: Mapping[str, Any], class_names: Sequence[str]) -> str:
@@ -167,10 +262,12 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-def _log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, Any], step: int):
-    now = int(time.time() * 1000)
+def _log_metrics(
+    client, run_id: str, metrics: Mapping[str, Any], step: int, timestamp: int | None = None
+):
+    timestamp = int(time.time() * 1000) if timestamp is None else timestamp
     entries = [
-        Metric(key, number, now, step)
+        Metric(key, number, timestamp, step)
         for key, value in metrics.items()
         if (number := _number(value)) is not None
     ]
@@ -178,7 +275,7 @@ def _log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, Any], 
         client.log_batch(run_id, metrics=entries[start : start + _BATCH])
 
 
-def _log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
+def _log_params(client, run_id: str, params: Mapping[str, Any]) -> None:
     entries = [Param(key, _param_text(value)) for key, value in params.items()]
     for start in range(0, len(entries), 100):
         client.log_batch(run_id, params=entries[start : start + 100])
@@ -190,25 +287,23 @@ def _param_text(value: Any) -> str:
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Raise SpecError unless an http(s) tracking server answers (before anything is launched)."""
-    import urllib.request
-
+    """Raise SpecError unless an http(s) tracking server answers (before anything is launched;
+    a local store is not touched here: that would create it)."""
     from smsweep.errors import SpecError
 
-    parsed = urlparse(uri)
-    if parsed.scheme not in ("http", "https"):
+    if not uri.startswith(("http:", "https:")):
         return
-    try:
-        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).read()
-    except OSError as error:
+    reason = mlflow_store.unreachable(uri, timeout=timeout)
+    if reason is not None:
         raise SpecError(
-            f"the MLflow tracking server {uri} does not answer ({error}); start it "
-            "(`mlflow server --host 127.0.0.1 --port 5000`) or fix tracking.mlflow_uri / "
-            "--mlflow-uri"
-        ) from None
+            f"{reason}; start it (`mlflow server --host 127.0.0.1 --port 5000`) or fix "
+            "tracking.mlflow_uri / --mlflow-uri"
+        )
 
 
 __all__ = [
+    "PENDING_FILE",
+    "LogFailed",
     "SweepRun",
     "TrialRun",
     "absolute_uri",

@@ -1,4 +1,5 @@
-"""What a sweep survives, with the real engine: kills at several points, failing trials, NaN.
+"""What a sweep survives, with the real engine: kills at several points, failing trials, NaN,
+an MLflow server that stays down.
 
 Faults come from the test-only setting SMSWEEP_TEST_FAULT (JSON, read by the trial function;
 see `smsweep.trainloop.Trial`).
@@ -9,13 +10,17 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from smsweep import tracking
+from smsweep import claim, tracking
 from smsweep.cli import main
 from smsweep.sweep import FAULTS_ENV
 from tests.test_sweep import (
@@ -105,3 +110,96 @@ def test_a_nan_loss_stops_its_trial_with_the_reason_and_the_sweep_goes_on(
     assert "pretraining loss is nan" in failed.data.tags["smsweep.failure"]
     assert trial_failures(tmp_path / "runs" / "tiny") == [0, 0]  # not retried: it cannot help
     assert tracking.ROLE in by_strategy["none"].data.tags
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _mlflow_server(directory: Path, port: int) -> subprocess.Popen:
+    """A real tracking server on 127.0.0.1:port, its runs and artifacts under `directory`."""
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--workers", "1"]
+    command += ["--backend-store-uri", f"sqlite:///{directory / 'server.db'}"]
+    command += ["--artifacts-destination", str(directory / "server-artifacts")]
+    server = subprocess.Popen(
+        command,
+        cwd=directory,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
+            return server
+        except OSError:
+            assert server.poll() is None and time.monotonic() < deadline, "no MLflow server"
+            time.sleep(0.5)
+
+
+def _stop(server: subprocess.Popen) -> None:
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_an_mlflow_server_down_for_longer_than_the_retries_stops_the_sweep_and_resume_logs_all(
+    tmp_path, monkeypatch
+):
+    """The server stops answering once the trial has opened its run; the client gives up after
+    its retries (lowered here through MLflow's own settings). The sweep ends with exit 1 and a
+    message naming the server; `resume` against the restarted server logs every partition and
+    epoch exactly once."""
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = _mlflow_server(tmp_path, port)
+    spec = tiny_sweep(num_samples=1)
+    spec["tracking"]["mlflow_uri"] = uri
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    try:
+        sweep = _start(["run", str(write_spec(tmp_path, spec)), "--storage", "runs"], tmp_path)
+        client, deadline = MlflowClient(uri), time.monotonic() + 300
+        while True:  # the trial has opened its run; its first partition reports seconds later
+            found = client.get_experiment_by_name("tiny")
+            query = f"tags.`{tracking.ROLE}` = 'trial'"
+            if found and client.search_runs([found.experiment_id], filter_string=query):
+                break
+            assert sweep.poll() is None, sweep.stdout.read()[-3000:]
+            assert time.monotonic() < deadline, "the trial never opened its run"
+            time.sleep(0.5)
+        _stop(server)
+        output, _ = sweep.communicate(timeout=600)
+        assert sweep.returncode == 1, output[-3000:]
+        last = output.strip().splitlines()[-1]
+        assert last.startswith(f"error: the MLflow tracking server {uri} does not answer"), last
+        assert f"python -m smsweep resume {tmp_path / 'runs' / 'tiny'}" in last
+        experiment = tmp_path / "runs" / "tiny"
+        assert not (experiment / claim.CLAIM_FILE).exists(), "released on failure too"
+        assert list(experiment.glob(f"train/*/{tracking.PENDING_FILE}")), "what waits to be logged"
+
+        server = _mlflow_server(tmp_path, port)
+        resumed = _start(["resume", str(experiment)], tmp_path)
+        output, _ = resumed.communicate(timeout=600)
+        assert resumed.returncode == 0, output[-3000:]
+        experiment_id = client.get_experiment_by_name("tiny").experiment_id
+        runs = client.search_runs([experiment_id])
+        parents = [r for r in runs if r.data.tags.get(tracking.ROLE) == "sweep"]
+        children = [r for r in runs if r.data.tags.get(tracking.ROLE) == "trial"]
+        assert [r.info.status for r in parents] == ["FINISHED"]
+        assert [r.info.status for r in children] == ["FINISHED"]
+        run_id = children[0].info.run_id
+        for metric in ("recon_loss", "miou"):
+            history = client.get_metric_history(run_id, metric)
+            assert sorted(m.step for m in history) == [0, 1], metric
+        artifacts = {a.path for a in client.list_artifacts(run_id)}
+        assert {"config.yaml", "iou_per_class.csv", "galleries"} <= artifacts
+        assert not list(experiment.glob(f"train/*/{tracking.PENDING_FILE}"))
+    finally:
+        if server.poll() is None:
+            _stop(server)

@@ -1,4 +1,6 @@
-"""Whole sweeps on a real local Ray with real MLflow: run, kill -9 and resume, Ctrl-C."""
+"""Whole sweeps on a real local Ray with real MLflow: run, kill -9 and resume, Ctrl-C, and
+drivers that meet: two runs of one experiment, a resume next to a live run, two sweeps on a new
+sqlite store."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from smsweep import tracking
+from smsweep import claim, tracking
 from smsweep.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,6 +97,7 @@ def test_sweep_tracks_one_parent_and_a_nested_run_per_trial(tmp_path, monkeypatc
         }
         assert len(client.get_metric_history(run.info.run_id, "miou")) == 2  # one per epoch
     assert len(finished_trials(tmp_path / "runs" / "tiny")) == 3
+    assert not (tmp_path / "runs" / "tiny" / claim.CLAIM_FILE).exists(), "released at the end"
     # Nothing written outside the storage path and the MLflow store.
     written = sorted(path.name for path in tmp_path.iterdir())
     assert written == ["mlartifacts", "mlflow.db", "runs", "sweep.yaml"]
@@ -137,8 +140,19 @@ def _check_complete(tmp_path: Path, num_samples: int) -> None:
 
 @pytest.mark.slow
 def test_sweep_killed_with_sigkill_resumes_to_exactly_num_samples(tmp_path):
+    """Also: `resume` next to the live driver is refused by name and writes nothing; once the
+    driver is killed, `resume` takes its claim over."""
     spec = write_spec(tmp_path, tiny_sweep())
     sweep = _start(["run", str(spec), "--storage", "runs"], tmp_path)
+    _wait_for(sweep, "trial ", timeout=300)  # Tune runs; the driver holds the claim
+    experiment = tmp_path / "runs" / "tiny"
+    held = (experiment / claim.CLAIM_FILE).read_text()
+    refused = _start(["resume", str(experiment)], tmp_path)
+    output, _ = refused.communicate(timeout=300)
+    assert refused.returncode == 2, output[-3000:]
+    assert f"is in use by a running sweep driver (pid {sweep.pid} on " in output
+    assert "Traceback" not in output and len(mlflow_runs(tmp_path)[0]) == 1
+    assert (experiment / claim.CLAIM_FILE).read_text() == held
     _wait_for(sweep, "finished", timeout=300)  # the first trial is done
     deadline = time.monotonic() + 120
     while len(mlflow_runs(tmp_path)[1]) < 2:  # and the second is logging
@@ -148,10 +162,14 @@ def test_sweep_killed_with_sigkill_resumes_to_exactly_num_samples(tmp_path):
     sweep.wait(timeout=60)
     _, children = mlflow_runs(tmp_path)
     assert "RUNNING" in {r.info.status for r in children}  # what the kill left behind
-    resumed = _start(["resume", str(tmp_path / "runs" / "tiny")], tmp_path)
+    assert (experiment / claim.CLAIM_FILE).read_text() == held  # and its claim
+    resumed = _start(["resume", str(experiment)], tmp_path)
     output, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, output[-3000:]
+    assert f"took over {experiment} from a driver that is gone (pid {sweep.pid} " in output
+    assert "has ended" in output
     _check_complete(tmp_path, 3)
+    assert not (experiment / claim.CLAIM_FILE).exists()
 
 
 @pytest.mark.slow
@@ -165,7 +183,37 @@ def test_ctrl_c_stops_cleanly_with_130_and_resumes(tmp_path):
     assert "python -m smsweep resume" in output
     _, children = mlflow_runs(tmp_path)
     assert "RUNNING" not in {r.info.status for r in children}
+    assert not (tmp_path / "runs" / "tiny" / claim.CLAIM_FILE).exists(), "released on Ctrl-C"
     resumed = _start(["resume", str(tmp_path / "runs" / "tiny")], tmp_path)
     output, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, output[-3000:]
     _check_complete(tmp_path, 2)
+
+
+@pytest.mark.slow
+def test_drivers_started_together_one_per_experiment_and_a_new_sqlite_store_for_all(tmp_path):
+    """Two `run`s of one experiment and a third sweep, started at the same moment in one
+    directory (so on one sqlite file that does not exist yet): one of the two runs that
+    experiment and the other is refused by name, writing nothing; both sweeps finish."""
+    spec = write_spec(tmp_path, tiny_sweep(num_samples=1))
+    same = [_start(["run", str(spec), "--storage", "runs", "--name", "dup"], tmp_path)]
+    same.append(_start(["run", str(spec), "--storage", "runs", "--name", "dup"], tmp_path))
+    other = _start(["run", str(spec), "--storage", "runs", "--name", "other"], tmp_path)
+    outputs = {process.pid: process.communicate(timeout=900)[0] for process in [*same, other]}
+    assert other.returncode == 0, outputs[other.pid][-3000:]
+    assert sorted(process.returncode for process in same) == [0, 2], [
+        outputs[p.pid][-2000:] for p in same
+    ]
+    winner, loser = sorted(same, key=lambda process: process.returncode)
+    refusal = outputs[loser.pid]
+    assert f"is in use by a running sweep driver (pid {winner.pid} on " in refusal, refusal
+    assert "Traceback" not in refusal and "sweep dup:" not in refusal
+    for name in ("dup", "other"):
+        parents, children = mlflow_runs(tmp_path, experiment=name)
+        assert [run.info.status for run in parents] == ["FINISHED"]
+        assert [run.info.status for run in children] == ["FINISHED"]
+        experiment = tmp_path / "runs" / name
+        assert len(list(experiment.glob("experiment_state-*.json"))) == 1  # one Tune driver
+        assert not (experiment / claim.CLAIM_FILE).exists()
+    written = sorted(path.name for path in tmp_path.iterdir())
+    assert written == ["mlartifacts", "mlflow.db", "runs", "sweep.yaml"]

@@ -94,3 +94,37 @@ def test_runs_of_trials_the_sweep_does_not_know_are_retired(uri, tmp_path):
     assert tracking.retire_orphans(sweep, {"known"}) == 1
     remaining = tracking.trial_runs(sweep)
     assert [r.data.tags[tracking.TRIAL_ID] for r in remaining] == ["known"]
+
+
+def test_entries_mlflow_does_not_take_wait_and_are_logged_once_when_the_run_continues(
+    uri, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # give up at once
+    sweep = tracking.start_sweep_run(uri, "exp-e", "s", {}, tmp_path)
+    pending = tmp_path / "train" / "t1" / tracking.PENDING_FILE
+    trial = tracking.TrialRun(sweep, "t1", "t1", {}, pending=pending)
+    trial.log({"recon_loss": 0.5}, step=0)
+    gallery = tmp_path / "partition_001.png"
+    gallery.write_bytes(b"not really a png")
+    # The store stops answering: this run's client now talks to a port where nothing listens.
+    trial.client = tracking.SweepRun("http://127.0.0.1:9", "0", sweep.run_id).client()
+    trial.log({"recon_loss": 0.4}, step=1, artifacts=[gallery], artifact_path="galleries")
+    trial.log({"miou": 0.3}, step=0, texts={"iou_per_class.csv": "class,iou\n"})
+    assert len(pending.read_text().splitlines()) == 2
+    with pytest.raises(tracking.LogFailed, match=r"127\.0\.0\.1:9"):
+        trial.end("FINISHED")
+    waiting = pending.read_text()
+
+    resumed = tracking.TrialRun(sweep, "t1", "t1", {}, pending=pending)
+    assert resumed.resumed and resumed.run_id == trial.run_id and not pending.exists()
+    pending.write_text(waiting)  # as if killed after logging, before removing the file
+    tracking.TrialRun(sweep, "t1", "t1", {}, pending=pending).end("FINISHED")
+    client = MlflowClient(uri)
+    history = client.get_metric_history(trial.run_id, "recon_loss")
+    assert sorted((m.step, m.value) for m in history) == [(0, 0.5), (1, 0.4)]
+    assert len(client.get_metric_history(trial.run_id, "miou")) == 1
+    assert [a.path for a in client.list_artifacts(trial.run_id, "galleries")] == [
+        "galleries/partition_001.png"
+    ]
+    assert "iou_per_class.csv" in {a.path for a in client.list_artifacts(trial.run_id)}
+    assert client.get_run(trial.run_id).info.status == "FINISHED"
