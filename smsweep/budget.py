@@ -78,7 +78,7 @@ class Budget:
         passes = self.finetune_steps / self.finetune_steps_per_epoch
         lines.append(
             f"fine-tuning: {self.finetune_steps} optimizer steps ({passes:.3g} passes of "
-            f"{self.finetune_steps_per_epoch}), validated {self.finetune_evaluations} times"
+            f"{self.finetune_steps_per_epoch} batches), validated {self.finetune_evaluations} times"
         )
         return lines
 

@@ -69,10 +69,23 @@ class Progress(tune.Callback):
 
 
 def leaderboard(rows: Sequence[Mapping[str, Any]], metric: str, limit: int = 10) -> str:
-    """rows: {trial_id, status, metric value, params}; sorted best first by the caller."""
-    lines = [f"{'trial':<14}{'status':<12}{metric:>10}  params"]
+    """rows: {trial_id, status, metric value, pixel_accuracy?, params}; sorted best first by the
+    caller. The last line is the trivial predictor's score (the `floor/` metrics), when known."""
+
+    def shown(value: Any) -> str:
+        return f"{value:.4f}" if isinstance(value, float) else "-"
+
+    lines = [f"{'trial':<14}{'status':<12}{metric:>10}{'pixel acc':>11}  params"]
     for row in rows[:limit]:
-        value = row.get(metric)
-        shown = f"{value:.4f}" if isinstance(value, float) else "-"
-        lines.append(f"{row['trial_id']:<14}{row['status']:<12}{shown:>10}  {short(row['params'])}")
+        lines.append(
+            f"{row['trial_id']:<14}{row['status']:<12}{shown(row.get(metric)):>10}"
+            f"{shown(row.get('pixel_accuracy')):>11}  {short(row['params'])}"
+        )
+    floor = next((row for row in rows if isinstance(row.get("floor/miou"), float)), None)
+    if floor is not None:
+        lines.append(
+            f"{'floor':<26}{shown(floor['floor/miou']):>10}"
+            f"{shown(floor.get('floor/pixel_accuracy')):>11}  "
+            "the majority class everywhere: what a model that learned nothing scores"
+        )
     return "\n".join(lines)

@@ -28,15 +28,12 @@ def trial_demand(resources: ResourcesConfig) -> TrialDemand:
     cpus = r.cpus_per_trial + r.train_workers * r.cpus_per_worker
     cpus += r.scoring_actors * r.cpus_per_actor
     gpus = r.gpus_per_trial + r.scoring_actors * r.gpus_per_actor
-    workers = (
-        f"{r.train_workers} train worker(s) x {r.cpus_per_worker:g}"
-        if r.train_workers
-        else "no train workers (the trial trains itself)"
-    )
-    breakdown = (
-        f"trial {r.cpus_per_trial:g} + {workers}"
-        f" + {r.scoring_actors} scoring actor(s) x {r.cpus_per_actor:g} = {cpus:g} CPU"
-    )
+    parts = [f"trial {r.cpus_per_trial:g}" + ("" if r.train_workers else " (it trains itself)")]
+    if r.train_workers:
+        parts.append(f"{r.train_workers} train worker(s) x {r.cpus_per_worker:g}")
+    if r.scoring_actors:
+        parts.append(f"{r.scoring_actors} scoring actor(s) x {r.cpus_per_actor:g}")
+    breakdown = " + ".join(parts) + f" = {cpus:g} CPU"
     if gpus:
         breakdown += f", {gpus:g} GPU"
     return TrialDemand(cpus=cpus, gpus=gpus, breakdown=breakdown)
