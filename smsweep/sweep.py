@@ -39,6 +39,7 @@ SETTINGS_FILE = "smsweep.json"
 FAULTS_ENV = "SMSWEEP_TEST_FAULT"  # test-only fault injection, JSON (see trainloop.Trial)
 FINETUNE_METRICS = ("miou", "pixel_accuracy", "finetune_loss")
 FLOOR_METRICS = ("floor/miou", "floor/pixel_accuracy")  # shown under the leaderboard
+SHOWN_METRICS = FINETUNE_METRICS + FLOOR_METRICS
 
 
 @dataclass
@@ -210,7 +211,7 @@ def _fit(spec, settings, sweep_run, source, *, restore: bool, echo: Echo) -> Swe
             status = "FAILED"  # ended by a non-finite loss: see its MLflow run
         rows.append(
             {"trial_id": trial_id, "status": status, "params": result.config or {}}
-            | {k: v for k, v in (result.metrics or {}).items() if k in FINETUNE_METRICS + FLOOR_METRICS}
+            | {k: v for k, v in (result.metrics or {}).items() if k in SHOWN_METRICS}
         )
     summary = SweepSummary(experiment_dir, settings["mlflow_uri"])
     summary.rows = _ranked(rows, spec.search.metric, spec.search.mode)
