@@ -5,8 +5,8 @@ learns depends on the optimizer steps it takes. `trial_budget` turns a spec and 
 steps (per Train worker: each takes a shard of every partition and of the labeled train split),
 so `validate`, the start of `run` and the trial itself agree on them. No torch, no Ray.
 
-The warning thresholds, and where they come from (the quickstart's data and U-Net: synthetic,
-64 px, 48 labeled images, fine-tuning batch 8, one seed each):
+The warning thresholds, and where they come from (synthetic shapes at 64 px, the depth-3
+U-Net, 48 labeled images, fine-tuning batch 8, one seed each):
 - MIN_FINETUNE_STEPS, measured: after 8 steps mIoU is the trivial predictor's (0.17), after 100
   steps 0.33, after 300 steps 0.48 (pretrained with random masks; scratch 0.30-0.50 by seed).
 - MIN_PRETRAIN_STEPS, measured: 30 steps of random-mask pretraining (10 per partition) already

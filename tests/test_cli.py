@@ -131,14 +131,14 @@ def _case_argv(tmp_path: Path, case: str) -> list[str]:
         "wrong_type": _with(pretrain__batch_size="big"),
         "ratio_too_high": _with(masking__ratio=1.5),
         "ratio_zero": _with(masking__ratio=0),
-        "patch_not_dividing": _with(masking__patch_size=12),
+        "patch_not_dividing": _with(masking__patch_size=10),
         "unknown_strategy": _with(masking__strategy="smart"),
         "unknown_fill": _with(masking__fill="purple"),
         "space_unknown_key": _with(search__space={"masking.ratoi": {"uniform": [0.4, 0.6]}}),
         "space_two_kinds": _with(
             search__space={"masking.ratio": {"uniform": [0.4, 0.6], "choice": [0.5]}}
         ),
-        "space_bad_choice": _with(search__space={"masking.patch_size": {"choice": [8, 12]}}),
+        "space_bad_choice": _with(search__space={"masking.patch_size": {"choice": [8, 10]}}),
         "space_range_outside": _with(search__space={"masking.ratio": {"uniform": [0.5, 1.2]}}),
         "space_dead_condition": _with(
             search__space={
@@ -211,7 +211,7 @@ BAD_INPUTS = {
     "unknown_fill": "choose one of: mean, zero",
     "space_unknown_key": "did you mean `masking.ratio`",
     "space_two_kinds": "exactly one of choice, uniform",
-    "space_bad_choice": "value 12 gives an invalid trial",
+    "space_bad_choice": "value 10 gives an invalid trial",
     "space_range_outside": "value 1.2 gives an invalid trial",
     "space_dead_condition": "would never be searched",
     "space_not_searchable": "cannot be searched",
