@@ -6,139 +6,154 @@
         --control masking.strategy=random,masking.refresh=partition
 
 Reads the finished trial runs (tag smsweep.role=trial) of one MLflow experiment, across all the
-sweeps logged to it (one per seed). An arm is a combination of the `--by` params; a seed is the
-trial's `seed` param. For each arm: the number of seeds, each metric's mean with its 95 %
-interval over seeds, and for each `--control` arm the paired difference (same seeds) with its
-interval and the protocol's minimum detectable effect (2 x the std of the paired differences).
-The statistics are `smsweep.stats`, the ones the sweep itself uses.
+sweeps logged to it (a study may run one sweep per seed, or one sweep with `search.repeats`). An
+arm is a combination of the `--by` params, or without `--by` the sweep's own arms (its
+configurations and `search.controls`, from the trials' tags). Runs are paired by (`seed`,
+`repeat`): the same seeds in every arm. For each arm: the number of paired seeds, each metric's
+mean with its 95 % interval, and for each control the paired difference with its interval and
+the protocol's minimum detectable effect (2 x the std of the paired differences), then the
+verdict sentences. The numbers are `smsweep.stats.judge`, the ones a sweep prints and logs.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-from collections import defaultdict
 
 from mlflow.tracking import MlflowClient
 
-from smsweep.stats import compare, mean_interval
+from smsweep.arms import CONFIGURATION, CONTROL
+from smsweep.stats import ArmRun, Verdict, judge
 
-Arm = tuple[str, ...]
+DEFAULT_METRICS = ["miou", "pixel_accuracy", "floor/miou", "iou/rare_star"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mlflow-uri", required=True)
     parser.add_argument("--experiment", required=True)
-    parser.add_argument("--by", action="append", required=True, help="a param, e.g. masking.ratio")
     parser.add_argument(
-        "--metric",
-        action="append",
-        default=None,
-        help="default: miou, pixel_accuracy, floor/miou and iou/rare_star",
+        "--by", action="append", default=[], help="a param, e.g. masking.ratio (default: arms)"
+    )
+    parser.add_argument(
+        "--metric", action="append", default=None, help=f"default: {', '.join(DEFAULT_METRICS)}"
     )
     parser.add_argument(
         "--control",
         action="append",
         default=[],
-        help="an arm to compare every arm with, as KEY=VALUE[,KEY=VALUE]",
+        help="with --by: an arm to compare every arm with, as KEY=VALUE[,KEY=VALUE]",
     )
+    parser.add_argument("--mode", choices=["max", "min"], default="max")
     args = parser.parse_args()
-    metrics = args.metric or ["miou", "pixel_accuracy", "floor/miou", "iou/rare_star"]
-    values = load(args.mlflow_uri, args.experiment, args.by, metrics)
-    print(table(values, args.by, metrics))
-    controls = [_control_arm(text, args.by, list(values)) for text in args.control]
-    if controls:
+    if args.control and not args.by:
+        raise SystemExit("--control names an arm by its --by params; give --by too")
+    metrics = args.metric or DEFAULT_METRICS
+    runs = load(args.mlflow_uri, args.experiment)
+    verdicts = {
+        metric: judge(rows(runs, args.by, args.control, metric), metric, args.mode)
+        for metric in metrics
+    }
+    print(table(verdicts, metrics))
+    first = verdicts[metrics[0]]
+    if first.controls:
         print()
-        print(comparisons(values, controls, metrics[0]))
+        print(comparisons(first))
+    print()
+    print("\n".join(f"- {line}" for line in [*first.sentences(), first.noise or ""] if line))
 
 
-def load(
-    uri: str, experiment_name: str, by: list[str], metrics: list[str]
-) -> dict[Arm, dict[str, dict[int, float]]]:
-    """arm -> metric -> seed -> the trial's last value."""
+def load(uri: str, experiment_name: str) -> list:
+    """The experiment's finished trial runs."""
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
         raise SystemExit(f"no MLflow experiment {experiment_name!r} at {uri}")
-    runs = client.search_runs(
+    return client.search_runs(
         [experiment.experiment_id],
         filter_string="tags.`smsweep.role` = 'trial' and attributes.status = 'FINISHED'",
         max_results=10_000,
     )
-    values: dict[Arm, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+
+
+def rows(runs: list, by: list[str], controls: list[str], metric: str) -> list[ArmRun]:
+    """One `ArmRun` per run: its arm (the --by params, or its tags), its pairing index (seed and
+    repeat) and its value of `metric`."""
+    wanted = [_pairs(text, by) for text in controls]
+    matched: dict[str, set[str]] = {text: set() for text in controls}
+    found = []
     for run in runs:
-        arm = tuple(run.data.params.get(key, "?") for key in by)
-        seed = int(run.data.params.get("seed", -1))
-        for metric in metrics:
-            value = run.data.metrics.get(metric)
-            if value is not None and not math.isnan(value):
-                values[arm][metric][seed] = value
-    return values
+        params, tags = run.data.params, run.data.tags
+        pairing = int(params.get("seed", 0)) * 100 + int(params.get("repeat", 0))
+        value = run.data.metrics.get(metric)
+        value = None if value is None or math.isnan(value) else value
+        if by:
+            arm = {key: params.get(key, "?") for key in by}
+            label = " / ".join(arm.values())
+            control = next(
+                (
+                    text
+                    for text, pairs in zip(controls, wanted, strict=True)
+                    if all(arm[k] == v for k, v in pairs.items())
+                ),
+                None,
+            )
+            if control:
+                matched[control].add(label)
+            key = f"control:{control}" if control else label
+            found.append(ArmRun(key, label, control, pairing, value))
+        else:
+            key = tags.get(CONFIGURATION, "?")
+            label = params.get("masking.strategy", "?")
+            found.append(ArmRun(key, label, tags.get(CONTROL), pairing, value))
+    for text, labels in matched.items():
+        if len(labels) != 1:
+            raise SystemExit(
+                f"--control {text!r} matches {len(labels)} arms ({', '.join(sorted(labels))}); "
+                "name one arm"
+            )
+    return found
 
 
-def table(values: dict[Arm, dict[str, dict[int, float]]], by: list[str], metrics: list[str]) -> str:
-    header = [*by, "seeds", *(f"{m} (95% CI)" for m in metrics)]
+def table(verdicts: dict[str, Verdict], metrics: list[str]) -> str:
+    first = verdicts[metrics[0]]
+    header = ["arm", "seeds", *(f"{m} (95% CI)" for m in metrics)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for arm in sorted(values, key=_sort_key):
-        seeds = {seed for per_seed in values[arm].values() for seed in per_seed}
-        cells = [*arm, str(len(seeds))]
-        cells += [mean_interval(list(values[arm][m].values())).show() for m in metrics]
+    for arm in first.configurations + first.controls:
+        cells = [arm.name, str(len(arm.values))]
+        for metric in metrics:
+            same = [a for a in _arms(verdicts[metric]) if a.key == arm.key]
+            cells.append(same[0].interval.show() if same and same[0].values else "–")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def comparisons(
-    values: dict[Arm, dict[str, dict[int, float]]], controls: list[Arm], metric: str
-) -> str:
-    header = ["arm", "control", "paired seeds", f"Δ {metric}, points (95% CI)", "MDE, points"]
+def comparisons(verdict: Verdict) -> str:
+    header = ["arm", "control", "paired seeds", f"Δ {verdict.metric}, points (95% CI)", "MDE"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     verdicts = []
-    for control in controls:
-        for arm in sorted(values, key=_sort_key):
-            if arm == control:
-                continue
-            found = compare(
-                _name(arm), values[arm][metric], _name(control), values[control][metric]
-            )
+    for control in verdict.controls:
+        for arm in verdict.configurations:
+            found = verdict.vs_controls[(arm.key, control.control or "")]
             d = found.difference
-            interval = f"{100 * d.mean:+.1f} [{100 * d.low:+.1f}, {100 * d.high:+.1f}]"
             lines.append(
-                f"| {_name(arm)} | {_name(control)} | {d.n} | {interval} | {100 * found.mde:.1f} |"
+                f"| {arm.name} | {control.name} | {d.n} | {d.show_points()} | "
+                f"{100 * found.mde:.1f} |"
             )
             verdicts.append(found.verdict())
-    return "\n".join(lines + [""] + [f"- {verdict}" for verdict in verdicts])
+    return "\n".join(lines + [""] + [f"- {line}" for line in verdicts])
 
 
-def _control_arm(text: str, by: list[str], arms: list[Arm]) -> Arm:
-    """The one arm whose --by params take the KEY=VALUE pairs of `text`."""
+def _arms(verdict: Verdict) -> list:
+    return verdict.configurations + verdict.controls
+
+
+def _pairs(text: str, by: list[str]) -> dict[str, str]:
     pairs = dict(part.split("=", 1) for part in text.split(","))
     unknown = sorted(set(pairs) - set(by))
     if unknown:
         raise SystemExit(f"--control {text!r} names {unknown}, which are not --by keys {by}")
-    matching = [arm for arm in arms if all(arm[by.index(k)] == v for k, v in pairs.items())]
-    if len(matching) != 1:
-        raise SystemExit(
-            f"--control {text!r} matches {len(matching)} arms ({', '.join(map(_name, matching))}); "
-            "name one arm"
-        )
-    return matching[0]
-
-
-def _name(arm: Arm) -> str:
-    return " / ".join(arm)
-
-
-def _sort_key(arm: Arm) -> tuple:
-    return tuple((0, float(k)) if _is_number(k) else (1, k) for k in arm)
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+    return pairs
 
 
 if __name__ == "__main__":

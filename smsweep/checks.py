@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from smsweep.arms import short, trials_line
 from smsweep.budget import Budget, budget_warnings, trial_budget
 from smsweep.config import SweepSpec, load_spec, resolve
 from smsweep.errors import SpecError
 from smsweep.resources import check_fits, local_capacity, trial_demand
+from smsweep.space import control_params
 
 # Searched keys that change a trial's budget (the data keys through its splits).
 BUDGET_KEYS = ("pretrain.", "finetune.", "masking.strategy", "data.val_fraction", "data.label_")
@@ -150,12 +152,20 @@ def describe(checked: Checked) -> str:
         f"  data: {spec.data.source}, {len(checked.source)} images at {spec.data.image_size}px, "
         f"{len(splits.pretrain_partitions)} pretraining partitions, "
         f"{len(splits.train)} train / {len(splits.val)} val labeled",
-        f"  trials: {spec.search.num_samples}, {checked.concurrency} at a time, "
+        f"  trials: {trials_line(spec.search)}, {checked.concurrency} at a time, "
         f"each {demand.breakdown}",
         "  search: "
         + (
             ", ".join(f"{key} ~ {dist.kind}{list(dist.args)}" for key, dist in space.items())
             or "nothing searched"
+        ),
+        *(
+            [
+                "  controls: "
+                + ", ".join(f"{name} ({short(params)})" for name, params in controls.items())
+            ]
+            if (controls := control_params(spec))
+            else []
         ),
         "  per trial:",
         *(f"  {line}" for line in budget_lines(spec, checked.source)),

@@ -210,8 +210,34 @@ class FinetuneConfig(_Section):
         return self
 
 
+class ControlArm(_Section):
+    name: str = _f(..., "the control's name in tables, tags and MLflow metrics")
+    set: dict[str, Any] = _f(..., "dotted key -> value: what this control changes in the spec")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            raise ValueError(f"control name {name!r} may hold letters, digits, '_', '.', '-'")
+        return name
+
+
 class SearchConfig(_Section):
-    num_samples: int = _f(6, "number of trials", ge=1, le=100_000)
+    num_samples: int = _f(
+        6, "configurations the sampler proposes (each runs `repeats` times)", ge=1, le=100_000
+    )
+    repeats: int = _f(
+        1,
+        "R: runs of every configuration and control, one per repeat seed (weights, masks, "
+        "fine-tuning; data and partitions stay); Optuna sees their mean",
+        ge=1,
+        le=100,
+    )
+    controls: tuple[str | ControlArm, ...] = _f(
+        (),
+        "baselines run in every sweep beside the sampler's configurations, R times each: a "
+        "strategy name (e.g. none) or {name, set: {key: value}} (see Seeds and controls)",
+    )
     max_concurrent: int = _f(
         1, "trials running at once (checked against the cluster)", ge=1, le=10_000
     )
@@ -273,6 +299,13 @@ class SweepSpec(_Section):
         max_length=100,
     )
     seed: int = _f(0, "seeds data, partitions, masks, weights and the sampler", ge=0, le=2**31 - 1)
+    repeat: int = _f(
+        0,
+        "which repeat of its configuration a trial is (search.repeats sets it): repeat r > 0 "
+        "seeds weights, masks and fine-tuning from (seed, r); data and partitions follow seed",
+        ge=0,
+        le=99,
+    )
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     pretrain: PretrainConfig = PretrainConfig()
@@ -309,6 +342,18 @@ class SweepSpec(_Section):
 def _cross_field_problems(spec: SweepSpec) -> list[str]:
     data, masking, model = spec.data, spec.masking, spec.model
     problems = []
+    search = spec.search
+    if search.scheduler == "asha" and (search.repeats > 1 or search.controls):
+        problems.append(
+            "search.scheduler: asha stops trials early, so the repeats of a configuration and "
+            "its controls would end at different budgets and their mean and paired differences "
+            "would mix them; use scheduler: fifo with search.repeats or search.controls"
+        )
+    if spec.repeat >= search.repeats and search.repeats > 1:
+        problems.append(
+            f"repeat {spec.repeat} is not one of the {search.repeats} repeats "
+            f"(0..{search.repeats - 1}); the sweep sets it, leave it out of the spec"
+        )
     if data.image_size % masking.patch_size:
         problems.append(
             f"masking.patch_size {masking.patch_size} must divide data.image_size "
@@ -436,13 +481,14 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 def validate_spec(raw: dict[str, Any], source: str = "spec") -> SweepSpec:
-    from smsweep.space import check_space  # the space needs the validated base spec
+    from smsweep.space import check_controls, check_space  # they need the validated base spec
 
     try:
         spec = SweepSpec.model_validate(raw)
     except ValidationError as error:
         raise SpecError(f"{source} is invalid:\n" + _explain(error)) from None
     check_space(spec)
+    check_controls(spec)
     return spec
 
 

@@ -8,7 +8,9 @@ from typing import Any
 
 from ray import tune
 
+from smsweep.arms import Arm
 from smsweep.report.helpers import short
+from smsweep.stats import Verdict
 
 Echo = Callable[[str], None]
 
@@ -24,15 +26,20 @@ class Progress(tune.Callback):
     """Concise live progress: a line when a trial starts, per fine-tune validation, and at its
     end."""
 
-    def __init__(self, total: int, metric: str, mode: str, echo: Echo = say) -> None:
+    def __init__(
+        self, total: int, metric: str, mode: str, echo: Echo = say, repeats: int = 1
+    ) -> None:
         self.total, self.metric, self.mode, self.echo = total, metric, mode, echo
+        self.repeats = repeats
         self.started: dict[str, float] = {}
         self.best: tuple[float, str] | None = None
         self.finished = 0
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self.started[trial.trial_id] = time.monotonic()
-        self.echo(f"trial {trial.trial_id} started    {short(trial.config)}")
+        self.echo(
+            f"trial {trial.trial_id} started    {Arm.of(trial.config).describe(self.repeats)}"
+        )
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         value = result.get(self.metric)
@@ -68,9 +75,12 @@ class Progress(tune.Callback):
         )
 
 
-def leaderboard(rows: Sequence[Mapping[str, Any]], metric: str, limit: int = 10) -> str:
-    """rows: {trial_id, status, metric value, pixel_accuracy?, params}; sorted best first by the
-    caller. The last line is the trivial predictor's score (the `floor/` metrics), when known."""
+def leaderboard(
+    rows: Sequence[Mapping[str, Any]], metric: str, limit: int = 10, repeats: int = 1
+) -> str:
+    """rows: {trial_id, status, metric value, pixel_accuracy?, params, arm?}; sorted best first
+    by the caller. The last line is the trivial predictor's score (the `floor/` metrics), when
+    known."""
 
     def shown(value: Any) -> str:
         return f"{value:.4f}" if isinstance(value, float) else "-"
@@ -79,7 +89,8 @@ def leaderboard(rows: Sequence[Mapping[str, Any]], metric: str, limit: int = 10)
     for row in rows[:limit]:
         lines.append(
             f"{row['trial_id']:<14}{row['status']:<12}{shown(row.get(metric)):>10}"
-            f"{shown(row.get('pixel_accuracy')):>11}  {short(row['params'])}"
+            f"{shown(row.get('pixel_accuracy')):>11}  "
+            + (row["arm"].describe(repeats) if "arm" in row else short(row["params"]))
         )
     floor = next((row for row in rows if isinstance(row.get("floor/miou"), float)), None)
     if floor is not None:
@@ -88,4 +99,21 @@ def leaderboard(rows: Sequence[Mapping[str, Any]], metric: str, limit: int = 10)
             f"{shown(floor.get('floor/pixel_accuracy')):>11}  "
             "the majority class everywhere: what a model that learned nothing scores"
         )
+    return "\n".join(lines)
+
+
+def arms_table(verdict: Verdict) -> str:
+    """The configurations (best mean first) and the controls: runs, mean with its 95 % interval
+    over repeats, the paired difference with every control, and what the arm runs."""
+    controls = [arm.control or "" for arm in verdict.controls]
+    head = f"{'arm':<16}{'runs':>4}  {verdict.metric + ' mean [95% CI]':<24}"
+    head += "".join(f"{'vs ' + name + ', points':<22}" for name in controls)
+    lines = [head + "runs what"]
+    for arm in verdict.configurations + verdict.controls:
+        key = f"control {arm.control}" if arm.control is not None else arm.key
+        line = f"{key:<16}{len(arm.values):>4}  {arm.interval.show():<24}"
+        for control in controls:
+            found = verdict.vs_controls.get((arm.key, control))
+            line += f"{found.difference.show_points() if found else '-':<22}"
+        lines.append(line + arm.label)
     return "\n".join(lines)

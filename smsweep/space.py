@@ -269,7 +269,12 @@ def _without_search(spec: SweepSpec) -> dict[str, Any]:
     return raw
 
 
-def _validate_trial(base: dict[str, Any], params: dict[str, Any], what: str) -> None:
+def _validate_trial(
+    base: dict[str, Any],
+    params: dict[str, Any],
+    what: str,
+    fix: str = "narrow the distribution or fix the spec",
+) -> None:
     from smsweep.config import SweepSpec, _explain, _set_dotted
 
     raw = copy.deepcopy(base)
@@ -278,7 +283,48 @@ def _validate_trial(base: dict[str, Any], params: dict[str, Any], what: str) -> 
     try:
         SweepSpec.model_validate(raw)
     except ValidationError as error:
+        raise SpecError(f"{what} gives an invalid trial; {fix}:\n{_explain(error)}") from None
+
+
+def control_params(spec: SweepSpec) -> dict[str, dict[str, Any]]:
+    """search.controls as name -> the dotted keys it sets (a strategy name sets the strategy)."""
+    controls: dict[str, dict[str, Any]] = {}
+    for control in spec.search.controls:
+        if isinstance(control, str):
+            controls[control] = {"masking.strategy": control}
+        else:
+            controls[control.name] = dict(control.set)
+    return controls
+
+
+def check_controls(spec: SweepSpec) -> None:
+    """Raise SpecError unless every control has its own name, sets existing keys and gives a
+    valid trial."""
+    from smsweep.config import STRATEGIES
+
+    for control in spec.search.controls:
+        if isinstance(control, str) and control not in STRATEGIES:
+            near = difflib.get_close_matches(control, STRATEGIES, n=1)
+            hint = f"did you mean {near[0]}? " if near else ""
+            raise SpecError(
+                f"search.controls `{control}` is not a masking strategy; {hint}name one of "
+                f"{', '.join(STRATEGIES)}, or give {{name: ..., set: {{key: value}}}}"
+            )
+    names = [c if isinstance(c, str) else c.name for c in spec.search.controls]
+    doubled = sorted({name for name in names if names.count(name) > 1})
+    if doubled:
         raise SpecError(
-            f"{what} gives an invalid trial; narrow the distribution or fix the spec:"
-            f"\n{_explain(error)}"
-        ) from None
+            f"search.controls names {', '.join(doubled)} more than once; give each control its "
+            "own name (e.g. {name: random_partition, set: {masking.refresh: partition}})"
+        )
+    keys = leaf_keys(spec)
+    base = _without_search(spec)
+    for name, params in control_params(spec).items():
+        if not params:
+            raise SpecError(
+                f"search.controls `{name}` sets nothing; give it what it changes, e.g. "
+                "set: {masking.strategy: random}"
+            )
+        for key in params:
+            _check_key(key, keys, f"search.controls `{name}` key `{key}`")
+        _validate_trial(base, params, f"search.controls `{name}`", fix="fix what it sets")

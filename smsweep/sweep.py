@@ -27,13 +27,16 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from smsweep import claim, cluster, mlflow_store, tracking
+from smsweep.arms import Arm, trial_count, trials_line
 from smsweep.checks import budget_lines, trial_budgets
 from smsweep.config import SweepSpec, resolve, validate_spec
-from smsweep.console import Echo, Progress, leaderboard, say
+from smsweep.console import Echo, Progress, arms_table, leaderboard, say
 from smsweep.data import Source, open_source
 from smsweep.errors import SpecError, TrackingUnavailable
 from smsweep.resources import check_fits
-from smsweep.space import Distribution, grid_points, sample
+from smsweep.searcher import Arms, DefineByRun
+from smsweep.space import control_params, grid_points
+from smsweep.stats import ArmRun, Verdict, judge
 
 SETTINGS_FILE = "smsweep.json"
 FAULTS_ENV = "SMSWEEP_TEST_FAULT"  # test-only fault injection, JSON (see trainloop.Trial)
@@ -50,6 +53,7 @@ class SweepSummary:
     interrupted: bool = False
     trial_ids: set[str] = field(default_factory=set)  # every trial Tune knows
     outage: str | None = None  # why the sweep stopped early: MLflow does not answer
+    verdict: Verdict | None = None  # the arms over their repeats, once the sweep has finished
 
     @property
     def finished(self) -> int:
@@ -61,16 +65,6 @@ class SweepSummary:
         if self.interrupted:
             return 130
         return 0 if self.finished else 1
-
-
-class DefineByRun:
-    """Optuna define-by-run space (picklable: it is saved with the searcher's state)."""
-
-    def __init__(self, space: dict[str, Distribution], fixed: dict[str, Any]) -> None:
-        self.space, self.fixed = space, fixed
-
-    def __call__(self, trial: Any) -> None:
-        sample(trial, self.space, self.fixed)
 
 
 def run_sweep(
@@ -143,7 +137,7 @@ def _launch(
         sweep_run = tracking.start_sweep_run(
             uri, settings["experiment"], settings["name"], _sweep_params(spec), experiment_dir
         )
-        echo(f"sweep {settings['name']}: {spec.search.num_samples} trials on {where}")
+        echo(f"sweep {settings['name']}: {trials_line(spec.search)} on {where}")
         echo(f"experiment: {experiment_dir}    MLflow: {uri}")
         echo("per trial:")
         for line in budget_lines(spec, source):
@@ -178,7 +172,8 @@ def _fit(spec, settings, sweep_run, source, *, restore: bool, echo: Echo) -> Swe
         ),
         {"cpu": spec.resources.cpus_per_trial, "gpu": _trial_process_gpus(spec)},
     )
-    progress = Progress(spec.search.num_samples, spec.search.metric, spec.search.mode, echo)
+    total = _total_trials(spec)
+    progress = Progress(total, spec.search.metric, spec.search.mode, echo, spec.search.repeats)
     closer = _CloseRuns(sweep_run, echo)
     run_config = tune.RunConfig(
         name=experiment_dir.name,
@@ -209,13 +204,14 @@ def _fit(spec, settings, sweep_run, source, *, restore: bool, echo: Echo) -> Swe
         status = closer.statuses.get(trial_id, "ERROR" if result.error else "TERMINATED")
         if (result.metrics or {}).get("failure"):
             status = "FAILED"  # ended by a non-finite loss: see its MLflow run
+        arm = Arm.of(result.config or {})
         rows.append(
-            {"trial_id": trial_id, "status": status, "params": result.config or {}}
+            {"trial_id": trial_id, "status": status, "params": arm.params, "arm": arm}
             | {k: v for k, v in (result.metrics or {}).items() if k in SHOWN_METRICS}
         )
     summary = SweepSummary(experiment_dir, settings["mlflow_uri"])
     summary.rows = _ranked(rows, spec.search.metric, spec.search.mode)
-    summary.interrupted = closer.interrupted(spec.search.num_samples)
+    summary.interrupted = closer.interrupted(total)
     summary.trial_ids = set(closer.statuses)
     summary.outage = closer.outage
     return summary
@@ -228,12 +224,17 @@ def _trial_process_gpus(spec: SweepSpec) -> float:
     return resources.gpus_per_trial if resources.train_workers == 0 else 0
 
 
+def _total_trials(spec: SweepSpec) -> int:
+    search = spec.search
+    return trial_count(search.num_samples, len(search.controls), search.repeats)
+
+
 def _tune_config(spec: SweepSpec, evaluations: int) -> tune.TuneConfig:
     """Tune's settings; `evaluations`: the most fine-tuning validations a trial reports (ASHA's
     time axis)."""
     search = spec.search
     searcher = None
-    if search.space:
+    if search.space or search.repeats > 1 or search.controls:
         strategies = search.space.get("masking.strategy")
         points = []
         if strategies is not None and strategies.choice is not None and not strategies.when:
@@ -256,6 +257,7 @@ def _tune_config(spec: SweepSpec, evaluations: int) -> tune.TuneConfig:
             seed=None if sampler else spec.seed,
             points_to_evaluate=points or None,
         )
+        searcher = Arms(searcher, control_params(spec), search.repeats)
     scheduler = None
     if search.scheduler == "asha":
         scheduler = ASHAScheduler(
@@ -269,7 +271,7 @@ def _tune_config(spec: SweepSpec, evaluations: int) -> tune.TuneConfig:
         mode=search.mode,
         search_alg=searcher,
         scheduler=scheduler,
-        num_samples=search.num_samples,
+        num_samples=_total_trials(spec),
         max_concurrent_trials=search.max_concurrent,
         reuse_actors=True,  # the trial process (and its imports) serves trial after trial
     )
@@ -282,7 +284,8 @@ def tune_trial(
     sweep's opened data source, reused unless the trial searches a `data.*` key."""
     from smsweep.trial import TrialFailed, run_trial  # Ray Train: in the trial process only
 
-    spec = resolve(validate_spec(settings["spec"]), config)
+    arm = Arm.of(config)
+    spec = resolve(validate_spec(settings["spec"]), {**arm.params, "repeat": arm.repeat})
     context = tune.get_context()
     trial_id = context.get_trial_id()
     run_dir = Path(settings["experiment_dir"]) / "train" / trial_id
@@ -292,6 +295,7 @@ def tune_trial(
         context.get_trial_name(),
         spec.flat(),
         pending=run_dir / tracking.PENDING_FILE,
+        tags=arm.tags(),
     )
     if not run.resumed:
         run.log_text(spec.to_yaml(), "config.yaml")
@@ -414,11 +418,27 @@ def _finish(spec: SweepSpec, sweep_run, summary: SweepSummary, echo: Echo) -> No
         if retired:
             echo(f"removed {retired} MLflow run(s) of trials restarted under a new id")
     best = next((row for row in summary.rows if row.get(metric) is not None), None)
-    tracking.finish_sweep_run(sweep_run, status, best and {**best, metric: best[metric]})
+    summary.verdict = verdict = judge(
+        [arm_run(row["arm"], row.get(metric)) for row in summary.rows], metric, spec.search.mode
+    )
+    sentences = verdict.sentences()
+    tracking.finish_sweep_run(
+        sweep_run,
+        status,
+        best and {**best, metric: best[metric]},
+        verdict=verdict.mlflow_metrics(),
+        tags={"smsweep.verdict": " ".join(sentences)}
+        | ({"smsweep.best_configuration": verdict.best.name} if verdict.best else {}),
+    )
     echo("")
-    echo(leaderboard(summary.rows, metric))
+    echo(leaderboard(summary.rows, metric, repeats=spec.search.repeats))
     if best is not None:
         echo(f"best trial {best['trial_id']}: {metric} {best[metric]:.4f}")
+    if spec.search.repeats > 1 or spec.search.controls:
+        echo("")
+        echo(arms_table(verdict))
+    for sentence in sentences + ([verdict.noise] if verdict.noise and verdict.repeats > 1 else []):
+        echo(sentence)
     echo(f"results: {summary.experiment_dir}")
     try:
         from smsweep.report import build_report
@@ -429,6 +449,11 @@ def _finish(spec: SweepSpec, sweep_run, summary: SweepSummary, echo: Echo) -> No
     echo(f"compare runs: mlflow ui --backend-store-uri {summary.mlflow_uri}")
     if summary.interrupted:
         echo(f"interrupted: continue with `python -m smsweep resume {summary.experiment_dir}`")
+
+
+def arm_run(arm: Arm, value: float | None) -> ArmRun:
+    """A trial's row for `stats.judge`."""
+    return ArmRun(arm.key, arm.label, arm.control, arm.repeat, value)
 
 
 def _create(experiment_dir: Path) -> claim.Claim:

@@ -95,8 +95,20 @@ def start_sweep_run(
     return run
 
 
-def finish_sweep_run(run: SweepRun, status: str, best: Mapping[str, Any] | None) -> None:
+def finish_sweep_run(
+    run: SweepRun,
+    status: str,
+    best: Mapping[str, Any] | None,
+    verdict: Mapping[str, float] | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> None:
+    """End the parent run; `best`: the best trial's row; `verdict`: the arms' numbers
+    (`stats.Verdict.mlflow_metrics`) and `tags` (its sentences)."""
     client = run.client()
+    for key, value in (tags or {}).items():
+        client.set_tag(run.run_id, key, value[:5000])
+    if verdict:
+        _log_metrics(client, run.run_id, dict(verdict), step=0)
     if best:
         client.set_tag(run.run_id, "smsweep.best_trial", str(best["trial_id"]))
         metrics = {f"best_{k}": v for k, v in best.items() if _number(v) is not None}
@@ -155,6 +167,7 @@ class TrialRun:
         name: str,
         params: Mapping[str, Any],
         pending: Path | None = None,
+        tags: Mapping[str, str] | None = None,
     ):
         self.uri, self.pending = sweep.uri, pending
         self.client = sweep.client()
@@ -167,7 +180,7 @@ class TrialRun:
             self.resumed = True
             self._flush()
             return
-        tags = {PARENT: sweep.run_id, ROLE: "trial", TRIAL_ID: trial_id}
+        tags = {**(tags or {}), PARENT: sweep.run_id, ROLE: "trial", TRIAL_ID: trial_id}
         created = self.client.create_run(sweep.experiment_id, run_name=name, tags=tags)
         self.run_id = created.info.run_id
         self.resumed = False

@@ -6,8 +6,10 @@ Each partition and each fine-tune epoch ends with a report and a checkpoint (mod
 where the trial is, compute seconds, RNG state, resolved spec, tracking run ids); a restarted
 trial resumes after the last one. Budgets are optimizer steps (`budget.trial_budget`) and the
 learning rate is a function of the step (`schedule`), so a resumed trial trains exactly as an
-uninterrupted one. Every random draw is seeded from (spec.seed, purpose, partition, epoch[,
-image]), so a resumed trial draws exactly what an uninterrupted one would.
+uninterrupted one. Every random draw is seeded from (seed, purpose, partition, epoch[, image]),
+so a resumed trial draws exactly what an uninterrupted one would. The data split and the
+partitions follow spec.seed; the draws follow the trial's repeat seed (`repeat_seed`), which is
+spec.seed itself for repeat 0.
 """
 
 from __future__ import annotations
@@ -52,7 +54,13 @@ from smsweep.session import RayTrainSession, Session
 
 STATE_FILE, META_FILE = "state.pt", "meta.json"
 # Streams of derived_seed: one per purpose, so changing one never shifts another.
-INIT, MASKS, SHUFFLE, SCORING, HEAD, FINETUNE, FINETUNE_SHUFFLE, FIXED_MASKS = range(8)
+INIT, MASKS, SHUFFLE, SCORING, HEAD, FINETUNE, FINETUNE_SHUFFLE, FIXED_MASKS, REPEAT = range(9)
+
+
+def repeat_seed(spec: SweepSpec) -> int:
+    """The seed of the trial's weights, masks and fine-tuning: spec.seed for repeat 0 (a sweep
+    without repeats trains as before), a seed derived from (spec.seed, repeat) otherwise."""
+    return spec.seed if spec.repeat == 0 else derived_seed(spec.seed, REPEAT, spec.repeat)
 
 
 class InjectedFault(RuntimeError):
@@ -96,6 +104,7 @@ class Trial:
         # attempt only), nan_at_partition, pause_at (+ marker), actor_exit_after_blocks.
         self.faults: dict[str, Any] = dict(config.get("faults") or {})
         self.session = session
+        self.seed = repeat_seed(self.spec)
         self.rank, self.world, self.device = session.rank, session.world, session.device
         data, pretrain = self.spec.data, self.spec.pretrain
         self.splits: Splits = make_splits(
@@ -122,7 +131,7 @@ class Trial:
 
     def pretrain(self) -> dict[str, torch.Tensor]:
         spec, budget = self.spec, self.budget
-        torch.manual_seed(derived_seed(spec.seed, INIT))
+        torch.manual_seed(derived_seed(self.seed, INIT))
         model = build.reconstruction_model(spec).to(self.device)
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=spec.pretrain.lr, weight_decay=spec.pretrain.weight_decay
@@ -171,7 +180,7 @@ class Trial:
                     fill=fill,
                     loss=loss,
                     optimizer=optimizer,
-                    mask_seed=lambda epoch, p=partition: derived_seed(spec.seed, MASKS, p, epoch),
+                    mask_seed=lambda epoch, p=partition: derived_seed(self.seed, MASKS, p, epoch),
                     learning_rate=learning_rate,
                     first_step=offset,
                 )
@@ -187,7 +196,7 @@ class Trial:
 
     def finetune(self, pretrained: dict[str, torch.Tensor] | None) -> None:
         spec, budget = self.spec, self.budget
-        torch.manual_seed(derived_seed(spec.seed, HEAD))
+        torch.manual_seed(derived_seed(self.seed, HEAD))
         model = build.segmentation_model(spec)
         transfer = "no pretraining" if spec.masking.strategy == "none" else None
         if pretrained is not None:
@@ -213,7 +222,7 @@ class Trial:
             self.source,
             _shard(self.splits.train, self.rank, self.world),
             finetune_transform(spec.data.image_size, train=True, augment=spec.data.augment),
-            seed=derived_seed(spec.seed, FINETUNE),
+            seed=derived_seed(self.seed, FINETUNE),
         )
         floor: dict[str, float] = {}
         for evaluation in range(first, budget.finetune_evaluations):
@@ -245,7 +254,7 @@ class Trial:
         spec = self.spec
 
         def order(pass_index: int) -> torch.Tensor:
-            seed = derived_seed(spec.seed, FINETUNE_SHUFFLE, pass_index)
+            seed = derived_seed(self.seed, FINETUNE_SHUFFLE, pass_index)
             return torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
 
         total, images = 0.0, 0
@@ -288,7 +297,7 @@ class Trial:
         if strategy.needs_model:
             return self._scored_masks(strategy, model, indices, scorer)
         if build.mask_refresh(self.spec) == "partition":
-            seeds = [derived_seed(self.spec.seed, FIXED_MASKS, partition, i) for i in indices]
+            seeds = [derived_seed(self.seed, FIXED_MASKS, partition, i) for i in indices]
             return drawn_once(strategy, indices, seeds, self.spec.data.image_size), {}
         return per_batch_masks(strategy), {}
 
@@ -297,7 +306,7 @@ class Trial:
         the table."""
         table, scoring = None, {}
         if self.rank == 0:
-            seeds = [derived_seed(self.spec.seed, SCORING, i) for i in indices]
+            seeds = [derived_seed(self.seed, SCORING, i) for i in indices]
             if scorer is not None:
                 scored = scorer.score(model.state_dict(), indices, seeds)
             else:
@@ -325,7 +334,7 @@ class Trial:
         if self.rank != 0:
             return None
         spec = self.spec
-        generator = torch.Generator().manual_seed(derived_seed(spec.seed, MASKS, partition))
+        generator = torch.Generator().manual_seed(derived_seed(self.seed, MASKS, partition))
         where = (generator, spec.data.image_size, self.device)
         metrics |= looks.diagnostics(self.source, indices, masks, *where)
         return looks.gallery(model, fill, self.source, indices, masks, *where, partition)
@@ -340,7 +349,7 @@ class Trial:
         )
 
         def batches(epoch: int):
-            seed = derived_seed(self.spec.seed, SHUFFLE, partition, epoch)
+            seed = derived_seed(self.seed, SHUFFLE, partition, epoch)
             loader = DataLoader(
                 dataset,
                 batch_size=self.spec.pretrain.batch_size,

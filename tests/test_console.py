@@ -6,7 +6,8 @@ import builtins
 
 from ray import cloudpickle
 
-from smsweep.console import Progress, leaderboard, short
+from smsweep.console import Progress, arms_table, leaderboard, short
+from smsweep.stats import ArmRun, judge
 
 
 def test_progress_pickles_after_ray_wraps_print(monkeypatch, capsys):
@@ -37,3 +38,21 @@ def test_leaderboard_shows_pixel_accuracy_and_the_trivial_predictors_floor():
     assert lines[2].split() == ["b", "ERROR", "-", "-", "r=0.7"]
     assert lines[3].split()[:3] == ["floor", "0.1650", "0.8260"]
     assert len(leaderboard(rows[1:], "miou").splitlines()) == 2  # no floor known: no floor line
+
+
+def test_arms_table_shows_intervals_and_the_difference_with_each_control():
+    runs = [
+        ArmRun(key, label, control, repeat, value)
+        for key, label, control, values in [
+            ("config-1", "strategy=random", None, [0.50, 0.52, 0.47]),
+            ("control:none", "strategy=none", "none", [0.45, 0.46, 0.44]),
+        ]
+        for repeat, value in enumerate(values)
+    ]
+    lines = arms_table(judge(runs, "miou")).splitlines()
+    assert lines[0] == (
+        "arm             runs  miou mean [95% CI]      vs none, points       runs what"
+    )
+    assert lines[1].split()[:4] == ["config-1", "3", "0.497", "[0.434,"]
+    assert "+4.7 [" in lines[1] and lines[1].endswith("strategy=random")
+    assert lines[2].split()[:3] == ["control", "none", "3"] and " - " in lines[2]

@@ -7,6 +7,8 @@ import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from smsweep.arms import short  # noqa: F401  (the console's and the sections')
+
 if TYPE_CHECKING:
     from smsweep.report.load import Trial
 
@@ -76,16 +78,6 @@ def _show(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}" if abs(value) < 10 else f"{value:.4g}"
     return str(value)
-
-
-def short(params: Mapping[str, Any]) -> str:
-    """`masking.ratio=0.5234` -> `ratio=0.523`: the searched values, compactly (also the
-    console's)."""
-    parts = []
-    for key, value in params.items():
-        shown = f"{value:.3g}" if isinstance(value, float) else str(value)
-        parts.append(f"{key.rsplit('.', 1)[-1]}={shown}")
-    return " ".join(parts)
 
 
 def _first_line(message: Any) -> str:

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from smsweep import tracking
+from smsweep.arms import CONFIGURATION, CONTROL, REPEAT, Arm
 from smsweep.errors import SpecError
 from smsweep.report.helpers import _first_line
+from smsweep.stats import ArmRun, Verdict, judge
 
 SETTINGS_FILE = "smsweep.json"  # as written by smsweep.sweep
 
@@ -29,6 +31,7 @@ class Trial:
     metrics: dict[str, float]  # last value of every MLflow metric
     run_id: str | None = None
     history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    arm: Arm = field(default_factory=lambda: Arm({}))  # its configuration or control, and repeat
 
 
 @dataclass
@@ -50,6 +53,7 @@ class Sweep:
     galleries: list[tuple[str, bytes]] = field(default_factory=list)  # (name, PNG) of the best
     study: Any = None  # the Optuna study, or None
     study_note: str | None = None  # why there is no study
+    verdict: Verdict | None = None  # the arms over their repeats (`stats.judge`)
 
     @property
     def best(self) -> Trial | None:
@@ -105,6 +109,15 @@ def load_sweep(experiment_dir: Path, dashboard: Mapping[str, Any] | None = None)
     sweep.best_trial = parent.data.tags.get("smsweep.best_trial") or next(
         (t.trial_id for t in sweep.trials if t.metrics.get(sweep.metric) is not None), None
     )
+    sweep.verdict = judge(
+        [
+            ArmRun(t.arm.key, t.arm.label, t.arm.control, t.arm.repeat, t.metrics.get(sweep.metric))
+            for t in sweep.trials
+            if t.run_id is not None
+        ],
+        sweep.metric,
+        sweep.mode,
+    )
     sweep.class_names = _class_names(client, sweep)
     sweep.galleries = _galleries(client, sweep)
     sweep.study, sweep.study_note = _load_study(directory, bool(sweep.space))
@@ -134,6 +147,7 @@ def _load_trials(
         status, searched = tune_trials.pop(trial_id, (None, None))
         if searched is None:
             searched = {k: params[k] for k in sweep.space if k in params}
+        searched = Arm.of(searched).params  # without the repeat and arm keys
         trials[trial_id] = Trial(
             trial_id=trial_id,
             status=status or run.info.status,
@@ -141,9 +155,11 @@ def _load_trials(
             params=params,
             metrics=dict(run.data.metrics),
             run_id=run.info.run_id,
+            arm=_arm(run.data.tags, searched),
         )
     for trial_id, (status, searched) in tune_trials.items():  # no MLflow run (yet)
-        trials[trial_id] = Trial(trial_id, status or "PENDING", searched or {}, searched or {}, {})
+        arm = Arm.of(searched or {})
+        trials[trial_id] = Trial(trial_id, status or "PENDING", arm.params, arm.params, {}, arm=arm)
     for trial in trials.values():
         if trial.run_id is None:
             continue
@@ -151,6 +167,18 @@ def _load_trials(
             history = client.get_metric_history(trial.run_id, key)
             trial.history[key] = sorted((m.step, m.value) for m in history)
     return ranked(list(trials.values()), sweep.metric, sweep.mode)
+
+
+def _arm(tags: Mapping[str, str], searched: dict[str, Any]) -> Arm:
+    """A trial's arm from its run's tags (a sweep before repeats: its searched values, once)."""
+    key = tags.get(CONFIGURATION, "")
+    number = key.removeprefix("config-")
+    return Arm(
+        params=searched,
+        repeat=int(tags.get(REPEAT, 0)),
+        control=tags.get(CONTROL),
+        configuration=int(number) if number.isdigit() else None,
+    )
 
 
 def _tune_trials(directory: Path) -> dict[str, tuple[str | None, dict[str, Any] | None]]:

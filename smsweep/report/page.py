@@ -12,7 +12,8 @@ from typing import Any
 
 import yaml
 
-from smsweep.report.helpers import _first_line, short
+from smsweep.arms import trial_count
+from smsweep.report.helpers import _first_line
 from smsweep.report.load import Sweep
 from smsweep.report.sections import SECTIONS
 
@@ -94,17 +95,27 @@ def _header(sweep: Sweep) -> dict[str, Any]:
     counts: dict[str, int] = {}
     for trial in sweep.trials:
         counts[trial.status] = counts.get(trial.status, 0) + 1
-    wanted = sweep.spec.get("search", {}).get("num_samples")
+    search = sweep.spec.get("search", {})
+    wanted = search.get("num_samples")
+    if wanted:
+        wanted = trial_count(wanted, len(search.get("controls") or ()), search.get("repeats", 1))
     line = f"{len(sweep.trials)}" + (f" of {wanted}" if wanted else "")
     if counts:
         line += " (" + ", ".join(f"{n} {status.lower()}" for status, n in counts.items()) + ")"
     best = sweep.best
     value = best.metrics.get(sweep.metric) if best else None
+    repeats = search.get("repeats", 1)
     best_line = (
-        f"{best.trial_id}: {sweep.metric} {value:.4f}   {short(best.searched)}"
+        f"{best.trial_id}: {sweep.metric} {value:.4f}   {best.arm.describe(repeats)}"
         if best is not None and value is not None
         else "no finished trial yet"
     )
+    top = sweep.verdict.best if sweep.verdict is not None else None
+    if top is not None and top.interval.n >= 2:
+        best_line = (
+            f"{top.name}: {sweep.metric} {top.interval.show(digits=4)} over {top.interval.n} "
+            f"repeats (best trial {best_line})"
+        )
     return {
         "name": sweep.name,
         "experiment_dir": str(sweep.experiment_dir),

@@ -60,28 +60,71 @@ def _leaderboard(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
         return ""
     metrics = [sweep.metric] + [m for m in ("miou",) if m != sweep.metric]
     metrics += [m for m in FLOOR_COLUMNS if any(m in t.metrics for t in sweep.trials)]
-    head = ["#", "trial", "status", *sweep.space, *metrics]
+    # Arm and repeat columns where a sweep has repeats or controls (see Seeds and controls).
+    arms = any(t.arm.control is not None or t.arm.repeat for t in sweep.trials)
+    head = ["#", "trial", "status", *(["arm", "repeat"] if arms else []), *sweep.space, *metrics]
     rows = []
     for number, trial in enumerate(sweep.trials, start=1):
         cells = [(str(number), True), (trial.trial_id, False), (trial.status, False)]
+        arm = trial.arm
+        if arms:
+            cells += [
+                (f"control {arm.control}" if arm.control is not None else arm.key, False),
+                (str(arm.repeat + 1), True),
+            ]
         cells += [
             (_show(trial.searched.get(key)), _is_number(trial.searched.get(key)))
             for key in sweep.space
         ]
         cells += [(_show(trial.metrics.get(m)), True) for m in metrics]
-        best = ' class="best"' if trial.trial_id == sweep.best_trial else ""
-        rows.append(
-            f"<tr{best}>"
-            + "".join(
-                f"<td{' class=num' if num else ''}>{html.escape(text)}</td>" for text, num in cells
-            )
-            + "</tr>"
-        )
+        rows.append((cells, trial.trial_id == sweep.best_trial))
+    return _table(head, rows)
+
+
+Cells = list[tuple[str, bool]]  # (text, numeric)
+
+
+def _table(head: list[str], rows: list[tuple[Cells, bool]]) -> str:
+    """A leaderboard-styled table; rows: (cells, highlighted)."""
+    marks = {True: ' class="best"', False: ""}
+    body = "".join(
+        f"<tr{marks[marked]}>"
+        + "".join(f"<td{' class=num' * num}>{html.escape(text)}</td>" for text, num in cells)
+        + "</tr>"
+        for cells, marked in rows
+    )
     header = "".join(f"<th>{html.escape(name)}</th>" for name in head)
-    body = "".join(rows)
     return (
         f'<table class="leaderboard"><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>'
     )
+
+
+def _arms(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
+    """Every configuration (best mean first) and control: runs, mean with its 95 % interval over
+    the repeats, the paired difference with each control, and the verdict in sentences."""
+    verdict = sweep.verdict
+    if verdict is None or not (verdict.configurations or verdict.controls):
+        notes.append("No trials yet.")
+        return ""
+    controls = [arm.control or "" for arm in verdict.controls]
+    head = ["arm", "runs", "scored", f"{verdict.metric} mean [95% CI]"]
+    head += [f"Δ vs {name}, points [95% CI]" for name in controls]
+    head += [f"MDE vs {name}, points" for name in controls]
+    rows = []
+    best = verdict.best
+    for arm in verdict.configurations + verdict.controls:
+        cells = [(arm.name, False), (str(arm.runs), True), (str(len(arm.values)), True)]
+        cells.append((arm.interval.show() if arm.values else "–", True))
+        found = [verdict.vs_controls.get((arm.key, name)) for name in controls]
+        cells += [(c.difference.show_points() if c else "–", True) for c in found]
+        for comparison in found:
+            mde = comparison.mde if comparison is not None else float("nan")
+            cells.append((f"{100 * mde:.1f}" if _finite(mde) is not None else "–", True))
+        rows.append((cells, best is not None and arm.key == best.key))
+    table = _table(head, rows)
+    sentences = verdict.sentences() + ([verdict.noise] if verdict.noise else [])
+    said = "".join(f"<li>{html.escape(sentence)}</li>" for sentence in sentences)
+    return f'{table}<ul class="verdict">{said}</ul>'
 
 
 def _by_category(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
@@ -186,6 +229,8 @@ def _importances(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
     if sweep.study is None:
         notes.append(f"No parameter importances: {sweep.study_note}.")
         return ""
+    if sweep.verdict is not None and sweep.verdict.noise:
+        notes.append(sweep.verdict.noise)
     complete = [t for t in sweep.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if len(complete) < 2:
         notes.append(
@@ -309,6 +354,7 @@ def _gallery_section(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> s
 
 SECTIONS: dict[str, Callable[[Sweep, Mapping[str, Any], Notes], str]] = {
     "leaderboard": _leaderboard,
+    "arms": _arms,
     "by_category": _by_category,
     "scatter": _scatter,
     "heatmap": _heatmap,

@@ -1,0 +1,226 @@
+"""A sweep's arms: repeats of every configuration, controls outside the sampler, and what
+Optuna is told (one value per configuration: the mean of its repeats)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+
+import optuna
+import pytest
+from ray.tune.search import SearchGenerator
+from ray.tune.search.optuna import OptunaSearch
+
+from smsweep.arms import CONFIGURATION, CONTROL, REPEAT, TRIAL_INDEX, Arm, trial_count
+from smsweep.cli import main
+from smsweep.config import validate_spec
+from smsweep.errors import SpecError
+from smsweep.report.load import _load_study
+from smsweep.searcher import Arms, DefineByRun
+from smsweep.space import Distribution, control_params
+from smsweep.stats import ArmRun, judge
+from tests.test_sweep import _start, _wait_for, mlflow_runs, tiny_sweep, write_spec
+
+
+def _searcher(storage, points=None) -> OptunaSearch:
+    space = {"masking.ratio": Distribution(uniform=(0.4, 0.6))}
+    return OptunaSearch(
+        space=DefineByRun(space, {}),
+        metric="miou",
+        mode="max",
+        storage=storage,
+        study_name="arms",
+        seed=0,
+        points_to_evaluate=points,
+    )
+
+
+def test_controls_run_first_outside_the_sampler_and_optuna_sees_each_configuration_once():
+    storage = optuna.storages.InMemoryStorage()
+    controls = {"none": {"masking.strategy": "none"}}
+    arms = Arms(_searcher(storage), controls, repeats=3)
+    total = trial_count(num_samples=2, controls=1, repeats=3)
+    configs = {f"t{i}": arms.suggest(f"t{i}") for i in range(total)}
+    shown = [Arm.of(config) for config in configs.values()]
+    assert [arm.key for arm in shown] == ["control:none"] * 3 + ["config-1"] * 3 + ["config-2"] * 3
+    assert [arm.repeat for arm in shown] == [0, 1, 2] * 3
+    assert shown[0].params == {"masking.strategy": "none"} and shown[0].control == "none"
+    assert shown[3].params == shown[5].params != shown[6].params  # a configuration's repeats agree
+    scores = {trial_id: 0.3 + 0.01 * number for number, trial_id in enumerate(configs)}
+    for trial_id, score in scores.items():
+        arms.on_trial_complete(trial_id, {"miou": score})
+    study = optuna.load_study(study_name="arms", storage=storage)
+    values = sorted(trial.value for trial in study.trials)
+    expected = [
+        statistics.fmean([scores[f"t{i}"] for i in group]) for group in ((3, 4, 5), (6, 7, 8))
+    ]
+    assert values == pytest.approx(expected)  # the controls never reach Optuna
+
+
+def test_the_grouping_survives_a_save_and_restore_between_repeats(tmp_path):
+    storage = optuna.storages.InMemoryStorage()
+    first = Arms(_searcher(storage), {"none": {"masking.strategy": "none"}}, repeats=2)
+    seen = [Arm.of(first.suggest(f"t{i}")) for i in range(3)]  # control x2, config-1 repeat 0
+    SearchGenerator(first).save_to_dir(str(tmp_path), session_str="test")  # as Tune saves it
+    again = Arms(_searcher(optuna.storages.InMemoryStorage()), {"none": {}}, repeats=2)
+    SearchGenerator(again).restore_from_dir(str(tmp_path))  # as Tuner.restore restores it
+    following = Arm.of(again.suggest("t3"))
+    assert (following.key, following.repeat) == ("config-1", 1)
+    assert following.params == seen[2].params
+    again.on_trial_complete("t0", {"miou": 0.1})  # a control: not Optuna's business
+
+
+def test_arm_of_a_plain_config_and_its_tags():
+    arm = Arm.of({"masking.ratio": 0.5})
+    assert (arm.repeat, arm.control, arm.configuration) == (0, None, None)
+    assert arm.key.startswith("params-") and arm.key == Arm.of({"masking.ratio": 0.5}).key
+    numbered = Arm.of({"masking.ratio": 0.5, CONFIGURATION: 4, "__trial_index__": 2})
+    assert numbered.tags() == {"smsweep.configuration": "config-4", "smsweep.repeat": "2"}
+    control = Arm.of({"masking.strategy": "none", CONTROL: "none", "__trial_index__": 1})
+    assert control.describe(repeats=3) == "control none, repeat 2/3"
+    assert numbered.describe(repeats=1) == "ratio=0.5"
+
+
+def test_controls_in_the_spec():
+    spec = validate_spec(
+        {
+            "search": {
+                "repeats": 3,
+                "controls": [
+                    "none",
+                    {"name": "random_partition", "set": {"masking.refresh": "partition"}},
+                ],
+            }
+        }
+    )
+    assert control_params(spec) == {
+        "none": {"masking.strategy": "none"},
+        "random_partition": {"masking.refresh": "partition"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("search", "message"),
+    [
+        (
+            {"controls": ["nonee"]},
+            "search.controls `nonee` is not a masking strategy; did you mean none?",
+        ),
+        ({"controls": ["none", "none"]}, "search.controls names none more than once"),
+        ({"controls": [{"name": "x", "set": {}}]}, "search.controls `x` sets nothing"),
+        (
+            {"controls": [{"name": "x", "set": {"masking.ratoi": 0.5}}]},
+            "did you mean `masking.ratio`?",
+        ),
+        (
+            {"controls": [{"name": "x", "set": {"masking.ratio": 1.5}}]},
+            "search.controls `x` gives an invalid trial; fix what it sets",
+        ),
+        ({"repeats": 2, "scheduler": "asha"}, "use scheduler: fifo with search.repeats"),
+        ({"controls": ["none"], "scheduler": "asha"}, "use scheduler: fifo with search.repeats"),
+    ],
+)
+def test_bad_controls_and_repeats_name_the_problem(search, message):
+    with pytest.raises(SpecError, match=None) as caught:
+        validate_spec({"search": search})
+    assert message in str(caught.value)
+
+
+def _arm_sweep(**search) -> dict:
+    """Two configurations (random, selective), two repeats, the `none` control: 6 short trials,
+    trained in the trial's own process."""
+    spec = tiny_sweep(num_samples=2, repeats=2, controls=["none"], **search)
+    spec["search"]["space"] = {"masking.strategy": {"choice": ["random", "selective"]}}
+    spec["search"]["sampler"] = "grid"
+    spec["resources"] |= {"train_workers": 0, "cpus_per_trial": 1}
+    return spec
+
+
+def _arms_of(children) -> dict[str, list[int]]:
+    found: dict[str, list[int]] = {}
+    for run in children:
+        found.setdefault(run.data.tags[CONFIGURATION], []).append(int(run.data.tags[REPEAT]))
+    return {key: sorted(repeats) for key, repeats in found.items()}
+
+
+@pytest.mark.slow
+def test_a_sweep_with_repeats_and_a_control(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    spec = write_spec(tmp_path, _arm_sweep())
+    assert main(["run", str(spec), "--storage", "runs"]) == 0
+    out = capsys.readouterr().out
+    assert "2 configurations x 2 repeats + 1 control x 2 = 6 trials" in out
+    assert "control none, repeat 2/2" in out
+    parents, children = mlflow_runs(tmp_path)
+    assert _arms_of(children) == {"control:none": [0, 1], "config-1": [0, 1], "config-2": [0, 1]}
+    by_arm: dict[str, dict[int, float]] = {}
+    for run in children:
+        tags, params = run.data.tags, run.data.params
+        by_arm.setdefault(tags[CONFIGURATION], {})[int(tags[REPEAT])] = run.data.metrics["miou"]
+        assert params["repeat"] == tags[REPEAT] and params["seed"] == "1"
+        if tags[CONFIGURATION] == "control:none":
+            assert tags[CONTROL] == "none" and params["masking.strategy"] == "none"
+    strategies = {
+        run.data.tags[CONFIGURATION]: run.data.params["masking.strategy"] for run in children
+    }
+    assert strategies == {"control:none": "none", "config-1": "random", "config-2": "selective"}
+    # Repeats differ in their seeds: the two repeats of the control do not train alike.
+    assert by_arm["control:none"][0] != by_arm["control:none"][1]
+    # Optuna holds one trial per configuration, valued at the mean of its repeats.
+    study, note = _load_study(tmp_path / "runs" / "tiny", searched=True)
+    assert note is None
+    told = sorted(trial.value for trial in study.trials)
+    means = sorted(statistics.fmean(by_arm[key].values()) for key in ("config-1", "config-2"))
+    assert told == pytest.approx(means)
+    # The verdict: in the console, on the parent run, and the same numbers in the report.
+    verdict = judge(
+        [
+            ArmRun(key, key, "none" if key.startswith("control") else None, repeat, value)
+            for key, values in by_arm.items()
+            for repeat, value in values.items()
+        ],
+        "miou",
+    )
+    best = verdict.best
+    assert "Best vs control none: " in out and "Best vs runner-up: " in out
+    parent = parents[0].data
+    assert parent.metrics["best_configuration"] == pytest.approx(best.interval.mean)
+    difference = verdict.vs_controls[(best.key, "none")].difference
+    assert parent.metrics["best_vs_control/none"] == pytest.approx(difference.mean)
+    assert parent.metrics["best_vs_control/none/low"] == pytest.approx(difference.low)
+    assert parent.metrics["best_vs_control/none/n"] == 2
+    assert "Best vs control none" in parent.tags["smsweep.verdict"]
+    page = (tmp_path / "runs" / "tiny" / "report.html").read_text()
+    assert "Configurations and controls" in page
+    assert f"{100 * difference.mean:+.1f}" in page
+
+
+def test_the_repeat_index_is_the_one_tune_sets():
+    from ray.tune.search.repeater import TRIAL_INDEX as TUNES
+
+    assert TRIAL_INDEX == TUNES
+
+
+@pytest.mark.slow
+def test_kill_9_and_resume_keep_r_runs_per_configuration_and_the_control_once(tmp_path):
+    spec = write_spec(tmp_path, _arm_sweep())
+    sweep = _start(["run", str(spec), "--storage", "runs"], tmp_path)
+    _wait_for(sweep, "[3/6 done", timeout=300)  # the control's two repeats and one of config-1
+    os.killpg(sweep.pid, signal.SIGKILL)
+    sweep.wait(timeout=60)
+    experiment = tmp_path / "runs" / "tiny"
+    resumed = _start(["resume", str(experiment)], tmp_path)
+    output, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, output[-3000:]
+    parents, children = mlflow_runs(tmp_path)
+    assert _arms_of(children) == {"control:none": [0, 1], "config-1": [0, 1], "config-2": [0, 1]}
+    assert {run.info.status for run in children} == {"FINISHED"}
+    assert "best_vs_control/none" in parents[0].data.metrics
+    by_arm: dict[str, list[float]] = {}
+    for run in children:
+        by_arm.setdefault(run.data.tags[CONFIGURATION], []).append(run.data.metrics["miou"])
+    study, _ = _load_study(experiment, searched=True)
+    told = sorted(t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE)
+    means = sorted(statistics.fmean(by_arm[key]) for key in ("config-1", "config-2"))
+    assert told == pytest.approx(means)
