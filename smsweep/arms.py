@@ -104,3 +104,31 @@ def trials_line(search: Any) -> str:
         if search.repeats > 1:
             line += f" x {search.repeats}"
     return f"{line} = {total} trials"
+
+
+def score_key(metric: str, score: str) -> str:
+    """The metric a trial is ranked by: `metric` (its last validation) or `best/<metric>`."""
+    return metric if score == "last" else f"best/{metric}"
+
+
+def score_label(metric: str, score: str) -> str:
+    """`miou (last validation)`: what a ranking says it ranks by."""
+    return f"{metric} ({score} validation)"
+
+
+# Tune's and MLflow's statuses in the words a user reads.
+STATUS_WORDS = {
+    "TERMINATED": "finished",
+    "FINISHED": "finished",
+    "STOPPED_EARLY": "stopped early",
+    "ERROR": "failed",
+    "FAILED": "failed",
+    "KILLED": "stopped",
+    "RUNNING": "running",
+    "PENDING": "pending",
+    "PAUSED": "paused",
+}
+
+
+def status_word(status: str) -> str:
+    return STATUS_WORDS.get(status, status.lower())

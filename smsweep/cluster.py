@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import uuid
@@ -18,13 +19,21 @@ from smsweep.errors import SpecError
 RUNTIME_ENV = {"env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"}}
 
 
-def connect(address: str | None) -> str:
+def connect(address: str | None, verbose: bool = True) -> str:
     """Join the cluster at `address` (or RAY_ADDRESS); never start one in that case. Without an
-    address, start a local Ray on this machine's CPUs. Returns a description for messages."""
+    address, start a local Ray on this machine's CPUs. Returns a description for messages.
+    Not `verbose`: Ray's INFO and WARNING lines stay off the console (its settings do not
+    change, e.g. token authentication stays on)."""
     address = address or os.environ.get("RAY_ADDRESS")
+    level = logging.INFO if verbose else logging.ERROR
     if address:
         try:
-            ray.init(address=address, log_to_driver=False, runtime_env=RUNTIME_ENV)
+            ray.init(
+                address=address,
+                log_to_driver=False,
+                runtime_env=RUNTIME_ENV,
+                logging_level=level,
+            )
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise SpecError(
                 f"cannot connect to the Ray cluster at {address!r} ({error}); start it with "
@@ -37,6 +46,7 @@ def connect(address: str | None) -> str:
         include_dashboard=False,
         log_to_driver=False,
         runtime_env=RUNTIME_ENV,
+        logging_level=level,
     )
     return "the local Ray instance"
 

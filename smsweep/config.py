@@ -243,6 +243,12 @@ class SearchConfig(_Section):
     )
     metric: str = _f("miou", "the metric Optuna optimises")
     mode: Literal["max", "min"] = _f("max", "maximise or minimise the metric")
+    score: Literal["last", "best"] = _f(
+        "last",
+        "a trial's score: its last validation (steady after an annealed schedule) or its best "
+        "one (`best/<metric>`: chosen on the validation split, so optimistic); Optuna, the "
+        "leaderboard and the report all use it",
+    )
     scheduler: Literal["fifo", "asha"] = _f("fifo", "asha stops weak trials early")
     sampler: Literal["tpe", "random", "grid"] = _f(
         "tpe",
@@ -278,6 +284,13 @@ class ResourcesConfig(_Section):
 class TrackingConfig(_Section):
     mlflow_uri: str = _f("sqlite:///mlflow.db", "MLflow tracking URI (sqlite, file, http(s), ...)")
     experiment: str | None = _f(None, "MLflow experiment (default: the sweep's name)")
+    keep_checkpoints: int = _f(
+        1,
+        "checkpoints kept per trial while it trains (resume needs the newest); a finished "
+        "trial keeps its last one, with the final weights and without the optimizer state",
+        ge=1,
+        le=1000,
+    )
 
     @field_validator("mlflow_uri")
     @classmethod
@@ -450,10 +463,23 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SweepSpec:
     """Read, override (`KEY=VALUE`, VALUE parsed as YAML) and validate a sweep spec."""
     raw = read_yaml(Path(path))
+    keys = {}
     for override in overrides:
         key, value = _parse_override(override)
         _set_dotted(raw, key, value)
-    return validate_spec(raw, source=str(path))
+        keys[override] = key
+    try:
+        return validate_spec(raw, source=str(path))
+    except SpecError as error:
+        # Name the override when the problem is one (a typo in --set is not the file's fault).
+        text = str(error)
+        named = [override for override, key in keys.items() if f"`{key}`" in text]
+        if not named:
+            raise
+        said = " ".join(f"--set {override}" for override in named)
+        prefix = f"{path} is invalid:"
+        text = text.removeprefix(prefix) if text.startswith(prefix) else f"\n  - {text}"
+        raise SpecError(f"{said} is invalid:{text}") from None
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

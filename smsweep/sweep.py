@@ -16,6 +16,7 @@ import json
 import math
 import os
 import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,10 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from smsweep import claim, cluster, mlflow_store, tracking
-from smsweep.arms import Arm, trial_count, trials_line
+from smsweep.arms import Arm, score_key, score_label, trial_count, trials_line
 from smsweep.checks import budget_lines, trial_budgets
 from smsweep.config import SweepSpec, resolve, validate_spec
-from smsweep.console import Echo, Progress, arms_table, leaderboard, say
+from smsweep.console import Echo, Output, Progress, arms_table, leaderboard, quiet_engines, say
 from smsweep.data import Source, open_source
 from smsweep.errors import SpecError, TrackingUnavailable
 from smsweep.resources import check_fits
@@ -39,10 +40,23 @@ from smsweep.space import control_params, grid_points
 from smsweep.stats import ArmRun, Verdict, judge
 
 SETTINGS_FILE = "smsweep.json"
+STOPPED_EARLY_TAG = "smsweep.stopped_early"  # a trial run's tag: ASHA stopped it
+FINISHED_FILE = "finished.json"  # written when a sweep has run every trial: `resume` stops there
 FAULTS_ENV = "SMSWEEP_TEST_FAULT"  # test-only fault injection, JSON (see trainloop.Trial)
 FINETUNE_METRICS = ("miou", "pixel_accuracy", "finetune_loss")
 FLOOR_METRICS = ("floor/miou", "floor/pixel_accuracy")  # shown under the leaderboard
-SHOWN_METRICS = FINETUNE_METRICS + FLOOR_METRICS
+# What a leaderboard row keeps: the scores, the floor, and how far the trial got.
+PROGRESS_METRICS = ("finetune_evaluation", "plan/finetune_evaluations")
+PRETRAIN_PROGRESS = (
+    "partition",
+    "plan/partitions",
+    "pretrain_steps",
+    "plan/pretrain_steps",
+    "recon_loss",
+    "scored_images",
+    "scoring_actors",
+    "scoring_seconds",
+)
 
 
 @dataclass
@@ -53,6 +67,7 @@ class SweepSummary:
     interrupted: bool = False
     trial_ids: set[str] = field(default_factory=set)  # every trial Tune knows
     outage: str | None = None  # why the sweep stopped early: MLflow does not answer
+    already_finished: bool = False  # `resume` of a sweep that had run every trial
     verdict: Verdict | None = None  # the arms over their repeats, once the sweep has finished
 
     @property
@@ -64,6 +79,8 @@ class SweepSummary:
         """130 interrupted; 1 when no trial gave a result; else 0."""
         if self.interrupted:
             return 130
+        if self.already_finished:
+            return 0
         return 0 if self.finished else 1
 
 
@@ -76,6 +93,7 @@ def run_sweep(
     address: str | None = None,
     source: Source | None = None,
     echo: Echo = say,
+    output: Output | None = None,
 ) -> SweepSummary:
     """Validate everything that needs the cluster, then launch; SpecError before any write.
     `source`: the spec's data source when the caller has opened (scanned) it already."""
@@ -92,10 +110,14 @@ def run_sweep(
         "mlflow_uri": uri,
         "experiment": spec.tracking.experiment or name,
     }
-    return _launch(settings, address=address, restore=False, echo=echo, source=source)
+    return _launch(
+        settings, address=address, restore=False, echo=echo, source=source, output=output
+    )
 
 
-def resume_sweep(path: Path, *, address: str | None = None, echo: Echo = say) -> SweepSummary:
+def resume_sweep(
+    path: Path, *, address: str | None = None, echo: Echo = say, output: Output | None = None
+) -> SweepSummary:
     experiment_dir = path.resolve()
     saved = experiment_dir / SETTINGS_FILE
     if not saved.is_file() or not tune.Tuner.can_restore(str(experiment_dir)):
@@ -103,8 +125,17 @@ def resume_sweep(path: Path, *, address: str | None = None, echo: Echo = say) ->
             f"{path} is not a sweep that can be resumed (no {SETTINGS_FILE} or Tune state); "
             "give the directory STORAGE/NAME that `run` printed"
         )
+    finished = experiment_dir / FINISHED_FILE
+    if finished.is_file():
+        done = json.loads(finished.read_text())
+        echo(
+            f"nothing to resume: sweep {done['name']} finished all {done['trials']} trials at "
+            f"{done['at']}; its results: {experiment_dir / 'report.html'}"
+        )
+        return SweepSummary(experiment_dir, done.get("mlflow_uri", ""), already_finished=True)
     claim.check_free(experiment_dir)  # taken for real once everything is checked
-    return _launch(json.loads(saved.read_text()), address=address, restore=True, echo=echo)
+    settings = json.loads(saved.read_text())
+    return _launch(settings, address=address, restore=True, echo=echo, output=output)
 
 
 def _launch(
@@ -114,7 +145,11 @@ def _launch(
     restore: bool,
     echo: Echo,
     source: Source | None = None,
+    output: Output | None = None,
 ):
+    output = output or Output()
+    if not output.verbose:
+        quiet_engines()
     spec = validate_spec(settings["spec"])
     experiment_dir = Path(settings["experiment_dir"])
     uri = settings["mlflow_uri"]
@@ -122,7 +157,7 @@ def _launch(
     if source is None:
         source = open_source(spec.data, seed=spec.seed)  # data errors before Ray starts
     _check_metric(spec, source.class_names)
-    where = cluster.connect(address)
+    where = cluster.connect(address, verbose=output.verbose)
     held = None
     try:
         resources = ray.cluster_resources()
@@ -142,7 +177,7 @@ def _launch(
         echo("per trial:")
         for line in budget_lines(spec, source):
             echo(line)
-        summary = _fit(spec, settings, sweep_run, source, restore=restore, echo=echo)
+        summary = _fit(spec, settings, sweep_run, source, restore=restore, echo=echo, output=output)
         if summary.outage is None:
             try:
                 _finish(spec, sweep_run, summary, echo)
@@ -164,7 +199,9 @@ def _launch(
                 held.release()
 
 
-def _fit(spec, settings, sweep_run, source, *, restore: bool, echo: Echo) -> SweepSummary:
+def _fit(
+    spec, settings, sweep_run, source, *, restore: bool, echo: Echo, output: Output
+) -> SweepSummary:
     experiment_dir = Path(settings["experiment_dir"])
     trainable = tune.with_resources(
         tune.with_parameters(
@@ -173,7 +210,16 @@ def _fit(spec, settings, sweep_run, source, *, restore: bool, echo: Echo) -> Swe
         {"cpu": spec.resources.cpus_per_trial, "gpu": _trial_process_gpus(spec)},
     )
     total = _total_trials(spec)
-    progress = Progress(total, spec.search.metric, spec.search.mode, echo, spec.search.repeats)
+    search = spec.search
+    progress = Progress(
+        total,
+        score_key(search.metric, search.score),
+        search.mode,
+        echo,
+        repeats=search.repeats,
+        detail=not output.quiet,
+        live=output.live,
+    )
     closer = _CloseRuns(sweep_run, echo)
     run_config = tune.RunConfig(
         name=experiment_dir.name,
@@ -197,20 +243,27 @@ def _fit(spec, settings, sweep_run, source, *, restore: bool, echo: Echo) -> Swe
     # between a trial's end and the next save would run that trial again on resume.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: only our own lines
+    # Pretraining reports progress without the score (it comes with fine-tuning); the metric
+    # itself is checked before launch (`_check_metric`).
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     results = tuner.fit()
     rows = []
+    shown = {*FINETUNE_METRICS, *FLOOR_METRICS, *PROGRESS_METRICS}
+    shown.add(score_key(search.metric, search.score))
     for result in results:
         trial_id = closer.ids.get(result.path) or (result.metrics or {}).get("trial_id", "?")
         status = closer.statuses.get(trial_id, "ERROR" if result.error else "TERMINATED")
         if (result.metrics or {}).get("failure"):
             status = "FAILED"  # ended by a non-finite loss: see its MLflow run
+        elif status == "TERMINATED" and _stopped_early(result.metrics or {}):
+            status = "STOPPED_EARLY"  # by ASHA
         arm = Arm.of(result.config or {})
         rows.append(
             {"trial_id": trial_id, "status": status, "params": arm.params, "arm": arm}
-            | {k: v for k, v in (result.metrics or {}).items() if k in SHOWN_METRICS}
+            | {k: v for k, v in (result.metrics or {}).items() if k in shown}
         )
     summary = SweepSummary(experiment_dir, settings["mlflow_uri"])
-    summary.rows = _ranked(rows, spec.search.metric, spec.search.mode)
+    summary.rows = _ranked(rows, score_key(search.metric, search.score), search.mode)
     summary.interrupted = closer.interrupted(total)
     summary.trial_ids = set(closer.statuses)
     summary.outage = closer.outage
@@ -222,6 +275,13 @@ def _trial_process_gpus(spec: SweepSpec) -> float:
     otherwise its Train workers hold them."""
     resources = spec.resources
     return resources.gpus_per_trial if resources.train_workers == 0 else 0
+
+
+def _stopped_early(metrics: dict[str, Any]) -> bool:
+    """A trial that ended before its last validation (ASHA stopped it)."""
+    planned = metrics.get("plan/finetune_evaluations")
+    reached = metrics.get("finetune_evaluation")
+    return planned is not None and reached is not None and reached < planned
 
 
 def _total_trials(spec: SweepSpec) -> int:
@@ -251,7 +311,7 @@ def _tune_config(spec: SweepSpec, evaluations: int) -> tune.TuneConfig:
             sampler = optuna.samplers.RandomSampler(seed=spec.seed)
         searcher = OptunaSearch(
             space=DefineByRun(dict(search.space), spec.flat()),
-            metric=search.metric,
+            metric=score_key(search.metric, search.score),
             mode=search.mode,
             sampler=sampler,
             seed=None if sampler else spec.seed,
@@ -267,7 +327,7 @@ def _tune_config(spec: SweepSpec, evaluations: int) -> tune.TuneConfig:
             reduction_factor=2,
         )
     return tune.TuneConfig(
-        metric=search.metric,
+        metric=score_key(search.metric, search.score),
         mode=search.mode,
         search_alg=searcher,
         scheduler=scheduler,
@@ -307,8 +367,9 @@ def tune_trial(
         finetune = metrics["phase"] == "finetune"
         # The galleries' copies beside the checkpoints outlive them (a pending entry may wait).
         galleries = sorted(Path(checkpoint).glob("partition_*.png")) if checkpoint else []
+        logged = {k: v for k, v in metrics.items() if not k.startswith("plan/")}
         run.log(
-            {} if metrics.get("replayed") else metrics,  # a replayed result is in the run
+            {} if metrics.get("replayed") else logged,  # a replayed result is in the run
             step=metrics["epoch"] if finetune else metrics["partition"],
             artifacts=[run_dir / "galleries" / gallery.name for gallery in galleries],
             artifact_path="galleries",
@@ -322,6 +383,8 @@ def tune_trial(
                     "finetune_steps": metrics["finetune_steps"],
                 }
             )
+        else:  # progress for the console (Tune's schedulers and the searcher look past it)
+            tune.report({k: v for k, v in metrics.items() if k in PRETRAIN_PROGRESS})
 
     try:
         outcome = run_trial(
@@ -339,7 +402,13 @@ def tune_trial(
         if not failure.non_finite:
             raise  # Tune retries it (search.max_failures), from its last checkpoint
         # Retrying cannot help: end the trial with the reason; Optuna records it as failed.
-        tune.report({spec.search.metric: math.nan, "failure": f"non-finite loss: {failure.cause}"})
+        search = spec.search
+        tune.report(
+            {
+                score_key(search.metric, search.score): math.nan,
+                "failure": f"non-finite loss: {failure.cause}",
+            }
+        )
         return
     except BaseException:
         with contextlib.suppress(Exception):  # the trial's own error is the one to report
@@ -371,6 +440,8 @@ class _CloseRuns(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self.statuses[trial.trial_id] = "TERMINATED"
         self._close(trial.trial_id, "FINISHED")
+        if _stopped_early(trial.last_result or {}) and self.outage is None:
+            tracking.tag_trial_run(self.sweep_run, trial.trial_id, STOPPED_EARLY_TAG, "true")
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
         self._tracking_answers()  # a retry would only wait for MLflow again
@@ -410,7 +481,8 @@ class _CloseRuns(tune.Callback):
 
 
 def _finish(spec: SweepSpec, sweep_run, summary: SweepSummary, echo: Echo) -> None:
-    metric = spec.search.metric
+    search = spec.search
+    metric, label = score_key(search.metric, search.score), score_label(search.metric, search.score)
     status = "KILLED" if summary.interrupted else "FINISHED"
     tracking.close_trial_runs(sweep_run, {}, default="KILLED")
     if not summary.interrupted:
@@ -431,9 +503,9 @@ def _finish(spec: SweepSpec, sweep_run, summary: SweepSummary, echo: Echo) -> No
         | ({"smsweep.best_configuration": verdict.best.name} if verdict.best else {}),
     )
     echo("")
-    echo(leaderboard(summary.rows, metric, repeats=spec.search.repeats))
+    echo(leaderboard(summary.rows, metric, repeats=spec.search.repeats, label=label))
     if best is not None:
-        echo(f"best trial {best['trial_id']}: {metric} {best[metric]:.4f}")
+        echo(f"best trial {best['trial_id']}: {label} {best[metric]:.4f}")
     if spec.search.repeats > 1 or spec.search.controls:
         echo("")
         echo(arms_table(verdict))
@@ -449,6 +521,14 @@ def _finish(spec: SweepSpec, sweep_run, summary: SweepSummary, echo: Echo) -> No
     echo(f"compare runs: mlflow ui --backend-store-uri {summary.mlflow_uri}")
     if summary.interrupted:
         echo(f"interrupted: continue with `python -m smsweep resume {summary.experiment_dir}`")
+    elif not any(row["status"] == "ERROR" for row in summary.rows):  # resume would retry those
+        finished = {
+            "name": summary.experiment_dir.name,
+            "trials": len(summary.rows),
+            "at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "mlflow_uri": summary.mlflow_uri,
+        }
+        (summary.experiment_dir / FINISHED_FILE).write_text(json.dumps(finished))
 
 
 def arm_run(arm: Arm, value: float | None) -> ArmRun:

@@ -127,6 +127,14 @@ def close_trial_runs(run: SweepRun, statuses: Mapping[str, str], default: str) -
     return closed
 
 
+def tag_trial_run(run: SweepRun, trial_id: str, key: str, value: str) -> None:
+    """Set a tag on the trial's run (if it has one)."""
+    client = run.client()
+    query = f"tags.`{PARENT}` = '{run.run_id}' and tags.`{TRIAL_ID}` = '{trial_id}'"
+    for found in client.search_runs([run.experiment_id], filter_string=query):
+        client.set_tag(found.info.run_id, key, value)
+
+
 def retire_orphans(run: SweepRun, trial_ids: set[str]) -> int:
     """Delete (MLflow's soft delete) child runs of trials the sweep has no record of: a trial
     that started just before a crash, before Tune saved its state, is started again under a

@@ -15,6 +15,7 @@ spec.seed itself for repeat 0.
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -164,6 +165,10 @@ class Trial:
             for partition in range(first, spec.pretrain.partitions):
                 indices = self.splits.pretrain_partitions[partition]
                 metrics: dict[str, Any] = {"phase": "pretrain", "partition": partition}
+                metrics |= {
+                    "plan/partitions": spec.pretrain.partitions,
+                    "plan/pretrain_steps": budget.pretrain_steps,
+                }
                 masks, scoring = self._masks(partition, strategy, warmup, model, indices, scorer)
                 metrics |= scoring
                 gallery = self._look(model, fill, indices, masks, partition, metrics)
@@ -225,6 +230,8 @@ class Trial:
             seed=derived_seed(self.seed, FINETUNE),
         )
         floor: dict[str, float] = {}
+        search = spec.search
+        best = self.state.get("best_score") if self.state is not None else None
         for evaluation in range(first, budget.finetune_evaluations):
             pause_for_a_kill(self.faults, f"finetune:{evaluation}")
             done = budget.evaluation_step(evaluation - 1) if evaluation else 0
@@ -245,7 +252,22 @@ class Trial:
             if transfer is not None:
                 metrics["transfer"] = transfer
             metrics["done"] = evaluation == budget.finetune_evaluations - 1
-            state = {"phase": "finetune", "partition": -1, "epoch": evaluation}
+            metrics |= {
+                "plan/finetune_steps": budget.finetune_steps,
+                "plan/finetune_evaluations": budget.finetune_evaluations,
+            }
+            value = metrics.get(search.metric)
+            if isinstance(value, float) and math.isfinite(value):
+                keep = max if search.mode == "max" else min
+                best = value if best is None else keep(best, value)
+            if best is not None:
+                metrics[f"best/{search.metric}"] = best  # search.score: best
+            state = {
+                "phase": "finetune",
+                "partition": -1,
+                "epoch": evaluation,
+                "best_score": best,
+            }
             self._report(metrics, state, model, optimizer)
 
     def _finetune_steps(self, model, train, optimizer, learning_rate, first_step, steps) -> float:
@@ -317,6 +339,8 @@ class Trial:
                 indices, scored.scores, strategy.ratio, strategy.patch_size, tie_seeds=seeds
             )
             scoring = {
+                "scored_images": len(indices),
+                "scoring_actors": len(scorer.actors) if scorer is not None else 0,
                 "scoring_seconds": scored.seconds,
                 "scored_by_actors": int(scored.by_actors),
                 "scoring_actor_restarts": scored.actor_restarts,
@@ -377,10 +401,12 @@ class Trial:
         if self.rank != 0:
             self.session.report(metrics, None)
             return
+        # A finished trial never trains again: its last checkpoint keeps the final weights only.
+        finished = bool(metrics.get("done"))
         state = {
             **where,
             "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
+            **({} if finished else {"optimizer": optimizer.state_dict()}),
             "compute_seconds": self.compute_seconds,
             "torch_rng": torch.get_rng_state(),
             "spec": self.spec.to_yaml(),

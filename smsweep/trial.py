@@ -124,7 +124,7 @@ def run_trial(
             storage_path=str(storage_path),
             callbacks=[_ForwardReports(queue)],
             failure_config=FailureConfig(max_failures=0),  # retries belong to the sweep
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            checkpoint_config=CheckpointConfig(num_to_keep=spec.tracking.keep_checkpoints),
         ),
     )
     outcome = TrialOutcome(metrics={})
@@ -195,7 +195,10 @@ def _run_here(
         "faults": faults,
     }
     try:
-        Trial(config, LocalSession(storage_path / run_name, on_report=reported)).run()
+        session = LocalSession(
+            storage_path / run_name, on_report=reported, keep=spec.tracking.keep_checkpoints
+        )
+        Trial(config, session).run()
     except Exception as error:
         raise TrialFailed(run_name, error) from error
     outcome.wall_seconds = time.perf_counter() - started

@@ -175,6 +175,8 @@ def _case_argv(tmp_path: Path, case: str) -> list[str]:
         return ["validate", str(QUICKSTART), "--set", "masking.ratio"]
     if case == "set_unknown_key":
         return ["validate", str(QUICKSTART), "--set", "masking.ration=0.5"]
+    if case == "set_out_of_range":
+        return ["validate", str(QUICKSTART), "--set", "masking.ratio=1.5"]
     if case == "synth_bad_n":
         return ["data", "synth", "--out", "D", "--n", "0"]
     if case == "synth_bad_kind":
@@ -237,7 +239,9 @@ BAD_INPUTS = {
     "folder_mask_ids": "im5.png",
     "missing_spec": "does not exist",
     "set_malformed": "must look like KEY=VALUE",
-    "set_unknown_key": "did you mean `masking.ratio`",
+    "set_unknown_key": "--set masking.ration=0.5 is invalid:\n  - unknown key `masking.ration`: "
+    "did you mean `masking.ratio`",
+    "set_out_of_range": "--set masking.ratio=1.5 is invalid:",
     "synth_bad_n": "--n",
     "synth_bad_kind": "--kind is 'plaid'; use one of shapes, textures",
     "run_bad_mlflow_uri": "unsupported MLflow tracking URI",

@@ -34,8 +34,8 @@ def test_leaderboard_shows_pixel_accuracy_and_the_trivial_predictors_floor():
     ]
     lines = leaderboard(rows, "miou").splitlines()
     assert lines[0].split() == ["trial", "status", "miou", "pixel", "acc", "params"]
-    assert lines[1].split() == ["a", "TERMINATED", "0.4700", "0.9300", "r=0.5"]
-    assert lines[2].split() == ["b", "ERROR", "-", "-", "r=0.7"]
+    assert lines[1].split() == ["a", "finished", "0.4700", "0.9300", "r=0.5"]
+    assert lines[2].split() == ["b", "failed", "-", "-", "r=0.7"]
     assert lines[3].split()[:3] == ["floor", "0.1650", "0.8260"]
     assert len(leaderboard(rows[1:], "miou").splitlines()) == 2  # no floor known: no floor line
 
@@ -56,3 +56,19 @@ def test_arms_table_shows_intervals_and_the_difference_with_each_control():
     assert lines[1].split()[:4] == ["config-1", "3", "0.497", "[0.434,"]
     assert "+4.7 [" in lines[1] and lines[1].endswith("strategy=random")
     assert lines[2].split()[:3] == ["control", "none", "3"] and " - " in lines[2]
+
+
+def test_a_live_status_line_is_replaced_and_then_cleared(capsys):
+    from smsweep.console import say, status
+
+    status("trial a partition 1/3: 40/120 steps")
+    status("trial a partition 2/3: 80/120 steps")
+    say("trial a finished")
+    out = capsys.readouterr().out
+    assert out == (
+        "\r\x1b[Ktrial a partition 1/3: 40/120 steps"
+        "\r\x1b[Ktrial a partition 2/3: 80/120 steps"
+        "\r\x1b[Ktrial a finished\n"
+    )
+    say("next")
+    assert capsys.readouterr().out == "next\n"  # no status line left to clear

@@ -65,7 +65,7 @@ def test_report_shows_every_section_and_needs_no_network(built):
         len(re.findall(r'<img [^>]*src="data:image/png;base64,', page)) == 2
     )  # the best trial's 2 partition galleries
     assert not re.search(r"<script[^>]+src=|<link[^>]+href=\"?https?:", page)
-    for trial_text in ("random", "selective", "block", "TERMINATED"):
+    for trial_text in ("random", "selective", "block", "finished"):
         assert trial_text in page
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from smsweep import tracking
-from smsweep.arms import CONFIGURATION, CONTROL, REPEAT, Arm
+from smsweep.arms import CONFIGURATION, CONTROL, REPEAT, Arm, score_key
 from smsweep.errors import SpecError
 from smsweep.report.helpers import _first_line
 from smsweep.stats import ArmRun, Verdict, judge
@@ -95,7 +95,7 @@ def load_sweep(experiment_dir: Path, dashboard: Mapping[str, Any] | None = None)
         experiment=settings.get("experiment", ""),
         run_id=ids["run_id"],
         spec=spec,
-        metric=search.get("metric", "miou"),
+        metric=score_key(search.get("metric", "miou"), search.get("score", "last")),
         mode=search.get("mode", "max"),
         space=list(search.get("space") or {}),
         trials=[],
@@ -148,6 +148,8 @@ def _load_trials(
         if searched is None:
             searched = {k: params[k] for k in sweep.space if k in params}
         searched = Arm.of(searched).params  # without the repeat and arm keys
+        if run.data.tags.get("smsweep.stopped_early") == "true":
+            status = "STOPPED_EARLY"  # by ASHA (Tune says TERMINATED)
         trials[trial_id] = Trial(
             trial_id=trial_id,
             status=status or run.info.status,

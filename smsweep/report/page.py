@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from smsweep.arms import trial_count
+from smsweep.arms import status_word, trial_count
 from smsweep.report.helpers import _first_line
 from smsweep.report.load import Sweep
 from smsweep.report.sections import SECTIONS
@@ -101,7 +101,7 @@ def _header(sweep: Sweep) -> dict[str, Any]:
         wanted = trial_count(wanted, len(search.get("controls") or ()), search.get("repeats", 1))
     line = f"{len(sweep.trials)}" + (f" of {wanted}" if wanted else "")
     if counts:
-        line += " (" + ", ".join(f"{n} {status.lower()}" for status, n in counts.items()) + ")"
+        line += " (" + ", ".join(f"{n} {status_word(status)}" for status, n in counts.items()) + ")"
     best = sweep.best
     value = best.metrics.get(sweep.metric) if best else None
     repeats = search.get("repeats", 1)

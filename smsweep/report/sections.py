@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from smsweep.arms import status_word
 from smsweep.report.helpers import (
     _describe,
     _finite,
@@ -65,7 +66,7 @@ def _leaderboard(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
     head = ["#", "trial", "status", *(["arm", "repeat"] if arms else []), *sweep.space, *metrics]
     rows = []
     for number, trial in enumerate(sweep.trials, start=1):
-        cells = [(str(number), True), (trial.trial_id, False), (trial.status, False)]
+        cells = [(str(number), True), (trial.trial_id, False), (status_word(trial.status), False)]
         arm = trial.arm
         if arms:
             cells += [
