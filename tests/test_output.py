@@ -75,8 +75,11 @@ def test_verbose_shows_the_engines_lines_and_quiet_hides_the_phases(tmp_path):
     assert loud.returncode == 0, loud.stdout[-3000:]
     assert "Started a local Ray instance" in loud.stdout  # Ray's own INFO line
     assert "partition 2/2" in loud.stdout
-    quiet = _cli(["run", str(spec), "--storage", "runs", "--name", "hush", "--quiet"], tmp_path)
+    argv = ["run", str(spec), "--storage", "runs", "--name", "hush", "--quiet"]
+    quiet = _cli([*argv, "--set", "search.score=best"], tmp_path)
     assert quiet.returncode == 0, quiet.stdout[-3000:]
+    assert "trials ranked by miou (best validation)" in quiet.stdout
+    assert re.search(r"best trial \w+: miou \(best validation\) \d\.\d{4}", quiet.stdout)
     assert " partition 1/2:" not in quiet.stdout and "fine-tune step" not in quiet.stdout
     assert "finished" in quiet.stdout and not ENGINE_LINE.search(quiet.stdout)
 
