@@ -260,6 +260,12 @@ class SearchConfig(_Section):
         1, "retries of a failed trial (it continues from its last checkpoint)", ge=0, le=100
     )
     space: dict[str, Distribution] = _f({}, "dotted key -> distribution (see Search space)")
+    storage: str | None = _f(
+        None,
+        "Optuna storage URL of the sweep's study, named after the sweep (default: sqlite "
+        "optuna.db in the experiment directory; a database URL on a cluster); "
+        "`optuna-dashboard URL` opens it",
+    )
 
 
 class ResourcesConfig(_Section):

@@ -40,6 +40,7 @@ from smsweep.space import control_params, grid_points
 from smsweep.stats import ArmRun, Verdict, judge
 
 SETTINGS_FILE = "smsweep.json"
+OPTUNA_FILE = "optuna.db"  # the study's default storage, beside Tune's state
 STOPPED_EARLY_TAG = "smsweep.stopped_early"  # a trial run's tag: ASHA stopped it
 FINISHED_FILE = "finished.json"  # written when a sweep has run every trial: `resume` stops there
 FAULTS_ENV = "SMSWEEP_TEST_FAULT"  # test-only fault injection, JSON (see trainloop.Trial)
@@ -109,7 +110,9 @@ def run_sweep(
         "experiment_dir": str(experiment_dir),
         "mlflow_uri": uri,
         "experiment": spec.tracking.experiment or name,
+        "optuna_storage": spec.search.storage or f"sqlite:///{experiment_dir / OPTUNA_FILE}",
     }
+    _check_study_is_new(settings["optuna_storage"], name)
     return _launch(
         settings, address=address, restore=False, echo=echo, source=source, output=output
     )
@@ -180,7 +183,7 @@ def _launch(
         summary = _fit(spec, settings, sweep_run, source, restore=restore, echo=echo, output=output)
         if summary.outage is None:
             try:
-                _finish(spec, sweep_run, summary, echo)
+                _finish(spec, sweep_run, summary, echo, study_of(settings))
             except Exception:
                 summary.outage = mlflow_store.unreachable(uri)
                 if summary.outage is None:
@@ -238,7 +241,10 @@ def _fit(
         tuner._local_tuner.get_run_config().callbacks = [progress, closer]
     else:
         rounds = max(budget.finetune_evaluations for _, budget in trial_budgets(spec, source))
-        tuner = tune.Tuner(trainable, tune_config=_tune_config(spec, rounds), run_config=run_config)
+        study = study_of(settings)
+        tuner = tune.Tuner(
+            trainable, tune_config=_tune_config(spec, rounds, study), run_config=run_config
+        )
     # Tune saves its experiment state every few seconds by default ("auto"); a sweep killed
     # between a trial's end and the next save would run that trial again on resume.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
@@ -289,9 +295,36 @@ def _total_trials(spec: SweepSpec) -> int:
     return trial_count(search.num_samples, len(search.controls), search.repeats)
 
 
-def _tune_config(spec: SweepSpec, evaluations: int) -> tune.TuneConfig:
+def study_of(settings: dict[str, Any]) -> tuple[str, str] | None:
+    """(storage URL, study name) of a sweep's Optuna study; None for a sweep from before
+    studies were stored."""
+    url = settings.get("optuna_storage")
+    return (url, settings["name"]) if url else None
+
+
+def _check_study_is_new(url: str, name: str) -> None:
+    """A new sweep must not continue another sweep's study in a shared storage."""
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return  # a new file: nothing to collide with, and nothing written here
+    try:
+        names = optuna.study.get_all_study_names(storage=url)
+    except Exception as error:
+        raise SpecError(
+            f"search.storage {url!r} cannot be opened ({str(error).splitlines()[0]}); give an "
+            "Optuna storage URL such as sqlite:///studies.db or postgresql://host/db"
+        ) from None
+    if name in names:
+        raise SpecError(
+            f"the Optuna storage {url} already holds a study named {name!r}; choose another "
+            "--name, or continue that sweep with `python -m smsweep resume`"
+        )
+
+
+def _tune_config(
+    spec: SweepSpec, evaluations: int, study: tuple[str, str] | None = None
+) -> tune.TuneConfig:
     """Tune's settings; `evaluations`: the most fine-tuning validations a trial reports (ASHA's
-    time axis)."""
+    time axis); `study`: (storage URL, name) of the Optuna study."""
     search = spec.search
     searcher = None
     if search.space or search.repeats > 1 or search.controls:
@@ -316,6 +349,8 @@ def _tune_config(spec: SweepSpec, evaluations: int) -> tune.TuneConfig:
             sampler=sampler,
             seed=None if sampler else spec.seed,
             points_to_evaluate=points or None,
+            storage=optuna.storages.RDBStorage(study[0]) if study else None,
+            study_name=study[1] if study else None,
         )
         searcher = Arms(searcher, control_params(spec), search.repeats)
     scheduler = None
@@ -480,7 +515,13 @@ class _CloseRuns(tune.Callback):
         return len(done) < num_samples
 
 
-def _finish(spec: SweepSpec, sweep_run, summary: SweepSummary, echo: Echo) -> None:
+def _finish(
+    spec: SweepSpec,
+    sweep_run,
+    summary: SweepSummary,
+    echo: Echo,
+    study: tuple[str, str] | None = None,
+) -> None:
     search = spec.search
     metric, label = score_key(search.metric, search.score), score_label(search.metric, search.score)
     status = "KILLED" if summary.interrupted else "FINISHED"
@@ -489,6 +530,8 @@ def _finish(spec: SweepSpec, sweep_run, summary: SweepSummary, echo: Echo) -> No
         retired = tracking.retire_orphans(sweep_run, summary.trial_ids)
         if retired:
             echo(f"removed {retired} MLflow run(s) of trials restarted under a new id")
+        if study is not None:
+            _close_stale_study_trials(*study)
     best = next((row for row in summary.rows if row.get(metric) is not None), None)
     summary.verdict = verdict = judge(
         [arm_run(row["arm"], row.get(metric)) for row in summary.rows], metric, spec.search.mode
@@ -529,6 +572,18 @@ def _finish(spec: SweepSpec, sweep_run, summary: SweepSummary, echo: Echo) -> No
             "mlflow_uri": summary.mlflow_uri,
         }
         (summary.experiment_dir / FINISHED_FILE).write_text(json.dumps(finished))
+
+
+def _close_stale_study_trials(url: str, name: str) -> None:
+    """Once every trial has run, an Optuna trial still RUNNING was asked for just before a
+    crash and never reached Tune's saved state (the resumed sweep asked again): mark it FAIL,
+    so the study (and optuna-dashboard) shows only what ran."""
+    try:
+        study = optuna.load_study(study_name=name, storage=url)
+    except KeyError:
+        return  # no study: this sweep searched nothing
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
 
 
 def arm_run(arm: Arm, value: float | None) -> ArmRun:

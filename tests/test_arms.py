@@ -4,8 +4,13 @@ Optuna is told (one value per configuration: the mean of its repeats)."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
 import statistics
+import subprocess
+import time
+import urllib.request
 
 import optuna
 import pytest
@@ -16,7 +21,6 @@ from smsweep.arms import CONFIGURATION, CONTROL, REPEAT, TRIAL_INDEX, Arm, trial
 from smsweep.cli import main
 from smsweep.config import validate_spec
 from smsweep.errors import SpecError
-from smsweep.report.load import _load_study
 from smsweep.searcher import Arms, DefineByRun
 from smsweep.space import Distribution, control_params
 from smsweep.stats import ArmRun, judge
@@ -168,11 +172,13 @@ def test_a_sweep_with_repeats_and_a_control(tmp_path, monkeypatch, capsys):
     # Repeats differ in their seeds: the two repeats of the control do not train alike.
     assert by_arm["control:none"][0] != by_arm["control:none"][1]
     # Optuna holds one trial per configuration, valued at the mean of its repeats.
-    study, note = _load_study(tmp_path / "runs" / "tiny", searched=True)
-    assert note is None
+    storage = f"sqlite:///{tmp_path / 'runs' / 'tiny' / 'optuna.db'}"  # optuna-dashboard's URL
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    assert len(study.trials) == 2
     told = sorted(trial.value for trial in study.trials)
     means = sorted(statistics.fmean(by_arm[key].values()) for key in ("config-1", "config-2"))
     assert told == pytest.approx(means)
+    assert "tiny" in _dashboard_studies(storage)  # optuna-dashboard opens the study
     # The verdict: in the console, on the parent run, and the same numbers in the report.
     verdict = judge(
         [
@@ -220,7 +226,33 @@ def test_kill_9_and_resume_keep_r_runs_per_configuration_and_the_control_once(tm
     by_arm: dict[str, list[float]] = {}
     for run in children:
         by_arm.setdefault(run.data.tags[CONFIGURATION], []).append(run.data.metrics["miou"])
-    study, _ = _load_study(experiment, searched=True)
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{experiment / 'optuna.db'}")
+    states = {t.state for t in study.trials}
+    assert optuna.trial.TrialState.RUNNING not in states  # asked before the kill: closed
     told = sorted(t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE)
     means = sorted(statistics.fmean(by_arm[key]) for key in ("config-1", "config-2"))
     assert told == pytest.approx(means)
+
+
+def _dashboard_studies(storage: str) -> str:
+    """The study list that a real optuna-dashboard serves for `storage`."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [shutil.which("optuna-dashboard"), storage, "--host", "127.0.0.1"]
+    server = subprocess.Popen(
+        [*command, "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                url = f"http://127.0.0.1:{port}/api/studies"
+                with urllib.request.urlopen(url, timeout=5) as answer:
+                    return answer.read().decode()
+            except OSError:
+                assert time.monotonic() < deadline, "optuna-dashboard never answered"
+                time.sleep(0.5)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 import yaml
 from PIL import Image
@@ -194,6 +195,13 @@ def _case_argv(tmp_path: Path, case: str) -> list[str]:
         (tmp_path / "work").mkdir()
         (tmp_path / "work" / "taken").write_text("a file, not a directory")
         return ["run", str(QUICKSTART), "--storage", "taken/runs"]
+    if case == "run_study_exists":
+        (tmp_path / "work").mkdir()
+        shared = f"sqlite:///{tmp_path / 'work' / 'studies.db'}"
+        optuna.create_study(study_name="quickstart", storage=shared)
+        return ["run", str(QUICKSTART), "--set", f"search.storage={shared}"]
+    if case == "run_study_storage_unusable":
+        return ["run", str(QUICKSTART), "--set", "search.storage=nosuchdb://x/y"]
     if case == "resume_not_a_sweep":
         return ["resume", str(tmp_path)]
     spec = specs[case]
@@ -249,6 +257,8 @@ BAD_INPUTS = {
     "run_unknown_metric": "is not reported by a trial; use one of miou",
     "run_experiment_exists": "python -m smsweep resume",
     "resume_not_a_sweep": "is not a sweep that can be resumed",
+    "run_study_exists": "already holds a study named 'quickstart'; choose another --name",
+    "run_study_storage_unusable": "search.storage 'nosuchdb://x/y' cannot be opened",
     "run_storage_is_a_file": "is a file; choose a directory",
 }
 

@@ -1,12 +1,11 @@
 """Loading a sweep: its trials (MLflow runs and Tune's state), the best trial's class names and
-galleries, and the Optuna study in the searcher's saved state."""
+galleries, and the Optuna study from its storage."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import pickle
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -120,7 +119,7 @@ def load_sweep(experiment_dir: Path, dashboard: Mapping[str, Any] | None = None)
     )
     sweep.class_names = _class_names(client, sweep)
     sweep.galleries = _galleries(client, sweep)
-    sweep.study, sweep.study_note = _load_study(directory, bool(sweep.space))
+    sweep.study, sweep.study_note = _load_study(settings, bool(sweep.space))
     return sweep
 
 
@@ -251,25 +250,24 @@ def _quiet_downloads() -> Iterator[None]:
             os.environ[name] = before
 
 
-def _load_study(directory: Path, searched: bool) -> tuple[Any, str | None]:
-    """The Optuna study from the searcher's saved state: the pickle Tune writes in the experiment
-    directory (and unpickles itself on resume), so it is trusted as the sweep's own file."""
+def _load_study(settings: Mapping[str, Any], searched: bool) -> tuple[Any, str | None]:
+    """The sweep's Optuna study, from its Optuna storage (`search.storage`, by default
+    optuna.db in the experiment directory)."""
     if not searched:
         return None, "this sweep searched no parameters (search.space is empty)"
-    states = sorted(directory.glob("searcher-state-*.pkl"))
-    if not states:
-        return None, "no Optuna searcher state in the experiment directory yet"
-    try:
-        import ray.tune.search.optuna  # noqa: F401  (the pickle refers to it)
+    url = settings.get("optuna_storage")
+    if not url:
+        return None, "this sweep predates Optuna studies stored beside it (optuna.db)"
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        return None, f"its Optuna storage {url} does not exist (yet)"
+    import optuna
 
-        with states[-1].open("rb") as file:
-            state = pickle.load(file)
-        study = state.get("_ot_study") if isinstance(state, dict) else None
+    try:
+        return optuna.load_study(study_name=settings["name"], storage=url), None
+    except KeyError:
+        return None, f"the Optuna storage {url} holds no study {settings['name']!r} yet"
     except Exception as error:
-        return None, f"the Optuna searcher state could not be read ({_first_line(error)})"
-    if study is None:
-        return None, "the searcher state holds no Optuna study"
-    return study, None
+        return None, f"the Optuna study could not be read ({_first_line(error)})"
 
 
 def ranked(trials: list[Trial], metric: str, mode: str) -> list[Trial]:
