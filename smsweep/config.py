@@ -270,7 +270,13 @@ class SearchConfig(_Section):
 
 class ResourcesConfig(_Section):
     cpus_per_trial: float = _f(1.0, "CPUs of the trial's own process", ge=0, le=1024)
-    gpus_per_trial: float = _f(0.0, "GPUs shared by the trial's Train workers", ge=0, le=64)
+    gpus_per_trial: float = _f(
+        0.0,
+        "GPUs of a trial: whole GPUs in equal shares for its Train workers (DDP), or a fraction "
+        "with one worker or train_workers: 0",
+        ge=0,
+        le=64,
+    )
     train_workers: int = _f(
         1,
         "Ray Train workers (DDP) per trial; 0: the trial's own process trains (no Train "
@@ -383,6 +389,17 @@ def _cross_field_problems(spec: SweepSpec) -> list[str]:
             f"masking.mixed.patch_size {masking.mixed.patch_size} must divide data.image_size "
             f"{data.image_size}; pick a divisor such as {_divisors_hint(data.image_size)}"
         )
+    resources = spec.resources
+    if resources.train_workers > 1 and resources.gpus_per_trial > 0:
+        per_worker = resources.gpus_per_trial / resources.train_workers
+        if per_worker < 1 or per_worker != int(per_worker):
+            problems.append(
+                f"resources.gpus_per_trial {resources.gpus_per_trial} gives each of the "
+                f"{resources.train_workers} Train workers {per_worker:g} GPUs, but DDP needs whole "
+                "GPUs per worker (two ranks on one GPU fail in NCCL); set gpus_per_trial to a "
+                f"multiple of train_workers, e.g. {resources.train_workers}, or train_workers: 1 "
+                "to share a GPU"
+            )
     if spec.resources.train_workers == 0 and spec.resources.cpus_per_trial == 0:
         problems.append(
             "resources.train_workers: 0 trains in the trial's own process, which has no CPUs: "

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -232,3 +233,35 @@ def test_the_trivial_predictor_is_drawn_beside_the_trials():
     assert "floor/miou ranges 0.160-0.180" in sections["by_category"]
     assert "<th>floor/miou</th>" in sections["leaderboard"]
     assert ">0.1600<" in sections["leaderboard"] or ">0.16<" in sections["leaderboard"]
+
+
+@pytest.mark.slow
+def test_a_plain_install_builds_the_report(sweep_dir, tmp_path):
+    """`pip install .` (no checkout on the path) carries the dashboard definition."""
+    repo = Path(__file__).resolve().parents[1]
+    wheels, site = tmp_path / "wheels", tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    build = ["wheel", str(repo), "--no-deps", "--no-build-isolation", "-w", str(wheels)]
+    subprocess.run([*pip, *build], check=True, timeout=600)
+    wheel = next(wheels.glob("smsweep-*.whl"))
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    done = subprocess.run(
+        [sys.executable, "-m", "smsweep", "report", str(sweep_dir)],
+        cwd=tmp_path,  # not the checkout: only the installed copy can be imported
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == str(sweep_dir / "report.html")
+    where = subprocess.run(
+        [sys.executable, "-c", "import smsweep; print(smsweep.__file__)"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert where.stdout.startswith(str(site)), where.stdout

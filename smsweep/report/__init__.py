@@ -1,10 +1,10 @@
 """The sweep dashboard: one self-contained HTML page per experiment directory.
 
 `build_report(experiment_dir)` reads the sweep from MLflow (the parent run and its trial runs, via
-the URI saved in `smsweep.json`) and from Tune's state on disk (trial statuses and searched values,
-the Optuna study inside the searcher's state, the galleries under `train/`), draws the sections that
-`dashboards/sweep.yaml` lists with the template it names, writes `experiment_dir/report.html` and
-logs it as an artifact of the sweep's parent run.
+the URI saved in `smsweep.json`), from Tune's state on disk (trial statuses and searched values,
+the galleries under `train/`) and from the sweep's Optuna storage (the study), draws the sections
+that `smsweep/dashboards/sweep.yaml` lists with the template it names, writes
+`experiment_dir/report.html` and logs it as an artifact of the sweep's parent run.
 
 The page needs no network: plotly.js is inlined once and images are embedded as base64. A section
 whose data is missing (no selective trial, too few trials for importances, ...) shows a short note.

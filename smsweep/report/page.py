@@ -1,5 +1,5 @@
-"""The page: the dashboard definition (`dashboards/sweep.yaml`), the header, and rendering the
-sections into the template it names."""
+"""The page: the dashboard definition (`smsweep/dashboards/sweep.yaml`), the header, and
+rendering the sections into the template it names."""
 
 from __future__ import annotations
 
@@ -17,24 +17,19 @@ from smsweep.report.helpers import _first_line
 from smsweep.report.load import Sweep
 from smsweep.report.sections import SECTIONS
 
-# The dashboard's definition: `dashboards/` at the top of the source tree (a checkout, or an
-# editable install), else inside the package (where a packaged install would carry it).
-_PACKAGE = Path(__file__).resolve().parents[1]  # smsweep/
-DASHBOARD_DIR = next(
-    (d for d in (_PACKAGE.parent / "dashboards", _PACKAGE / "dashboards") if d.is_dir()),
-    _PACKAGE.parent / "dashboards",
-)
+# The dashboard's definition ships inside the package (package data): every install has it.
+DASHBOARD_DIR = Path(__file__).resolve().parents[1] / "dashboards"  # smsweep/dashboards
 DASHBOARD_FILE = "sweep.yaml"
 
 
 def load_dashboard(directory: Path | None = None) -> dict[str, Any]:
-    """The dashboard definition (`dashboards/sweep.yaml`): template name and sections."""
+    """The dashboard definition (`smsweep/dashboards/sweep.yaml`): template name and sections."""
     directory = directory or DASHBOARD_DIR
     definition = directory / DASHBOARD_FILE
     if not definition.is_file():
         raise FileNotFoundError(
-            f"the dashboard definition {definition} is missing: it ships in the source tree next "
-            "to the smsweep package; install smsweep from a checkout (`pip install -e .`)"
+            f"the dashboard definition {definition} is missing: it ships inside the smsweep "
+            "package; reinstall smsweep (`pip install .`)"
         )
     loaded = yaml.safe_load(definition.read_text())
     for section in loaded["sections"]:
