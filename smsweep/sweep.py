@@ -19,7 +19,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import optuna
 import ray
@@ -229,16 +229,14 @@ def _fit(
         storage_path=str(experiment_dir.parent),
         failure_config=tune.FailureConfig(max_failures=spec.search.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-        callbacks=[progress, closer],
+        callbacks=[_Relay()],
         verbose=0,
     )
+    _Relay.listeners[:] = [progress, closer]
     if restore:
         tuner = tune.Tuner.restore(
             str(experiment_dir), trainable, resume_unfinished=True, restart_errored=True
         )
-        # The restored run config holds unpickled copies of the callbacks; use this process's
-        # (Tuner.restore takes no run config).
-        tuner._local_tuner.get_run_config().callbacks = [progress, closer]
     else:
         rounds = max(budget.finetune_evaluations for _, budget in trial_budgets(spec, source))
         study = study_of(settings)
@@ -456,6 +454,39 @@ def tune_trial(
             texts={"iou_per_class.csv": tracking.iou_table(outcome.metrics, source.class_names)},
         )
     run.end("FINISHED")  # logs the pending entries first; raises LogFailed while MLflow fails
+
+
+class _Relay(tune.Callback):
+    """The one callback Tune holds: it passes Tune's events on to this driver's listeners
+    (`Progress`, `_CloseRuns`). Tune pickles its callbacks with the experiment and a restored
+    Tuner uses the unpickled copies (Tuner.restore takes no callbacks); a relay carries no state,
+    so its copy reaches the listeners of the driver that resumes."""
+
+    listeners: ClassVar[list[tune.Callback]] = []  # this process's, set before each fit
+
+    def on_trial_start(self, *args, **kwargs) -> None:
+        for listener in self.listeners:
+            listener.on_trial_start(*args, **kwargs)
+
+    def on_trial_result(self, *args, **kwargs) -> None:
+        for listener in self.listeners:
+            listener.on_trial_result(*args, **kwargs)
+
+    def on_trial_complete(self, *args, **kwargs) -> None:
+        for listener in self.listeners:
+            listener.on_trial_complete(*args, **kwargs)
+
+    def on_trial_error(self, *args, **kwargs) -> None:
+        for listener in self.listeners:
+            listener.on_trial_error(*args, **kwargs)
+
+    def on_trial_recover(self, *args, **kwargs) -> None:
+        for listener in self.listeners:
+            listener.on_trial_recover(*args, **kwargs)
+
+    def on_experiment_end(self, *args, **kwargs) -> None:
+        for listener in self.listeners:
+            listener.on_experiment_end(*args, **kwargs)
 
 
 class _CloseRuns(tune.Callback):

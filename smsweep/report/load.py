@@ -183,23 +183,16 @@ def _arm(tags: Mapping[str, str], searched: dict[str, Any]) -> Arm:
 
 
 def _tune_trials(directory: Path) -> dict[str, tuple[str | None, dict[str, Any] | None]]:
-    """trial id -> (Tune status, searched config) from Tune's newest experiment state."""
-    states = sorted(directory.glob("experiment_state-*.json"))
-    if not states:
-        return {}
+    """trial id -> (Tune status, searched config), through Tune's `ExperimentAnalysis`."""
+    from ray import tune
+
+    if not tune.Tuner.can_restore(str(directory)):
+        return {}  # Tune has not saved its state yet
     try:
-        data = json.loads(states[-1].read_text())
-        found = {}
-        for meta_text, _runtime in data.get("trial_data", []):
-            meta = json.loads(meta_text)
-            config = meta.get("config")
-            found[str(meta["trial_id"])] = (
-                meta.get("status"),
-                config if isinstance(config, dict) else None,
-            )
-        return found
-    except (ValueError, KeyError, TypeError):  # another Ray's format: MLflow alone will do
+        trials = tune.ExperimentAnalysis(str(directory)).trials
+    except Exception:  # a state this Ray cannot read: MLflow alone will do
         return {}
+    return {str(t.trial_id): (t.status, dict(t.config or {})) for t in trials}
 
 
 def _class_names(client: Any, sweep: Sweep) -> list[str]:
