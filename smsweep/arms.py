@@ -19,7 +19,10 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from smsweep.stats import ArmRun
 
 TRIAL_INDEX = "__trial_index__"  # ray.tune.search.repeater.TRIAL_INDEX: the repeat index
 CONTROL = "smsweep.control"  # a control trial's control name
@@ -68,6 +71,12 @@ class Arm:
             {CONTROL: self.control} if self.control is not None else {}
         )
 
+    def scored(self, value: float | None) -> ArmRun:
+        """This trial's row for `stats.judge`."""
+        from smsweep.stats import ArmRun  # scipy: not for every spec validation
+
+        return ArmRun(self.key, self.label, self.control, self.repeat, value)
+
     def describe(self, repeats: int) -> str:
         """`selective ratio=0.6, repeat 2/3`, `control none, repeat 1/3` (for console lines)."""
         what = f"control {self.control}" if self.control is not None else self.label
@@ -92,7 +101,7 @@ def trial_count(num_samples: int, controls: int, repeats: int) -> int:
 def trials_line(search: Any) -> str:
     """`2 configurations x 3 repeats + 1 control x 3 = 9 trials`, or `4 trials` (`search`: the
     spec's search section)."""
-    total = trial_count(search.num_samples, len(search.controls), search.repeats)
+    total = search.trials
     if search.repeats == 1 and not search.controls:
         return f"{total} trials"
     line = f"{search.num_samples} configuration{'s' * (search.num_samples != 1)}"

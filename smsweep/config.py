@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from smsweep.arms import score_key, trial_count
 from smsweep.errors import SpecError
 from smsweep.space import Distribution
 
@@ -266,6 +267,16 @@ class SearchConfig(_Section):
         "optuna.db in the experiment directory; a database URL on a cluster); "
         "`optuna-dashboard URL` opens it",
     )
+
+    @property
+    def score_metric(self) -> str:
+        """The metric trials are ranked by (`metric`, or `best/<metric>` with score: best)."""
+        return score_key(self.metric, self.score)
+
+    @property
+    def trials(self) -> int:
+        """Tune trials of the sweep: every configuration and control, `repeats` times each."""
+        return trial_count(self.num_samples, len(self.controls), self.repeats)
 
 
 class ResourcesConfig(_Section):

@@ -28,7 +28,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from smsweep import claim, cluster, mlflow_store, tracking
-from smsweep.arms import Arm, score_key, score_label, trial_count, trials_line
+from smsweep.arms import Arm, score_label, trials_line
 from smsweep.checks import budget_lines, trial_budgets
 from smsweep.config import SweepSpec, resolve, validate_spec
 from smsweep.console import Echo, Output, Progress, arms_table, leaderboard, quiet_engines, say
@@ -37,7 +37,7 @@ from smsweep.errors import SpecError, TrackingUnavailable
 from smsweep.resources import check_fits
 from smsweep.searcher import Arms, DefineByRun
 from smsweep.space import control_params, grid_points
-from smsweep.stats import ArmRun, Verdict, judge
+from smsweep.stats import Verdict, judge
 
 SETTINGS_FILE = "smsweep.json"
 OPTUNA_FILE = "optuna.db"  # the study's default storage, beside Tune's state
@@ -212,11 +212,11 @@ def _fit(
         ),
         {"cpu": spec.resources.cpus_per_trial, "gpu": _trial_process_gpus(spec)},
     )
-    total = _total_trials(spec)
     search = spec.search
+    total = search.trials
     progress = Progress(
         total,
-        score_key(search.metric, search.score),
+        search.score_metric,
         search.mode,
         echo,
         repeats=search.repeats,
@@ -253,7 +253,7 @@ def _fit(
     results = tuner.fit()
     rows = []
     shown = {*FINETUNE_METRICS, *FLOOR_METRICS, *PROGRESS_METRICS}
-    shown.add(score_key(search.metric, search.score))
+    shown.add(search.score_metric)
     for result in results:
         trial_id = closer.ids.get(result.path) or (result.metrics or {}).get("trial_id", "?")
         status = closer.statuses.get(trial_id, "ERROR" if result.error else "TERMINATED")
@@ -267,7 +267,7 @@ def _fit(
             | {k: v for k, v in (result.metrics or {}).items() if k in shown}
         )
     summary = SweepSummary(experiment_dir, settings["mlflow_uri"])
-    summary.rows = _ranked(rows, score_key(search.metric, search.score), search.mode)
+    summary.rows = _ranked(rows, search.score_metric, search.mode)
     summary.interrupted = closer.interrupted(total)
     summary.trial_ids = set(closer.statuses)
     summary.outage = closer.outage
@@ -286,11 +286,6 @@ def _stopped_early(metrics: dict[str, Any]) -> bool:
     planned = metrics.get("plan/finetune_evaluations")
     reached = metrics.get("finetune_evaluation")
     return planned is not None and reached is not None and reached < planned
-
-
-def _total_trials(spec: SweepSpec) -> int:
-    search = spec.search
-    return trial_count(search.num_samples, len(search.controls), search.repeats)
 
 
 def study_of(settings: dict[str, Any]) -> tuple[str, str] | None:
@@ -342,7 +337,7 @@ def _tune_config(
             sampler = optuna.samplers.RandomSampler(seed=spec.seed)
         searcher = OptunaSearch(
             space=DefineByRun(dict(search.space), spec.flat()),
-            metric=score_key(search.metric, search.score),
+            metric=search.score_metric,
             mode=search.mode,
             sampler=sampler,
             seed=None if sampler else spec.seed,
@@ -360,11 +355,11 @@ def _tune_config(
             reduction_factor=2,
         )
     return tune.TuneConfig(
-        metric=score_key(search.metric, search.score),
+        metric=search.score_metric,
         mode=search.mode,
         search_alg=searcher,
         scheduler=scheduler,
-        num_samples=_total_trials(spec),
+        num_samples=spec.search.trials,
         max_concurrent_trials=search.max_concurrent,
         reuse_actors=True,  # the trial process (and its imports) serves trial after trial
     )
@@ -435,10 +430,9 @@ def tune_trial(
         if not failure.non_finite:
             raise  # Tune retries it (search.max_failures), from its last checkpoint
         # Retrying cannot help: end the trial with the reason; Optuna records it as failed.
-        search = spec.search
         tune.report(
             {
-                score_key(search.metric, search.score): math.nan,
+                spec.search.score_metric: math.nan,
                 "failure": f"non-finite loss: {failure.cause}",
             }
         )
@@ -464,29 +458,20 @@ class _Relay(tune.Callback):
 
     listeners: ClassVar[list[tune.Callback]] = []  # this process's, set before each fit
 
-    def on_trial_start(self, *args, **kwargs) -> None:
-        for listener in self.listeners:
-            listener.on_trial_start(*args, **kwargs)
+    def _forward(hook: str):
+        def forward(self, *args, **kwargs) -> None:
+            for listener in self.listeners:
+                getattr(listener, hook)(*args, **kwargs)
 
-    def on_trial_result(self, *args, **kwargs) -> None:
-        for listener in self.listeners:
-            listener.on_trial_result(*args, **kwargs)
+        return forward
 
-    def on_trial_complete(self, *args, **kwargs) -> None:
-        for listener in self.listeners:
-            listener.on_trial_complete(*args, **kwargs)
-
-    def on_trial_error(self, *args, **kwargs) -> None:
-        for listener in self.listeners:
-            listener.on_trial_error(*args, **kwargs)
-
-    def on_trial_recover(self, *args, **kwargs) -> None:
-        for listener in self.listeners:
-            listener.on_trial_recover(*args, **kwargs)
-
-    def on_experiment_end(self, *args, **kwargs) -> None:
-        for listener in self.listeners:
-            listener.on_experiment_end(*args, **kwargs)
+    on_trial_start = _forward("on_trial_start")
+    on_trial_result = _forward("on_trial_result")
+    on_trial_complete = _forward("on_trial_complete")
+    on_trial_error = _forward("on_trial_error")
+    on_trial_recover = _forward("on_trial_recover")
+    on_experiment_end = _forward("on_experiment_end")
+    del _forward
 
 
 class _CloseRuns(tune.Callback):
@@ -554,7 +539,7 @@ def _finish(
     study: tuple[str, str] | None = None,
 ) -> None:
     search = spec.search
-    metric, label = score_key(search.metric, search.score), score_label(search.metric, search.score)
+    metric, label = search.score_metric, score_label(search.metric, search.score)
     status = "KILLED" if summary.interrupted else "FINISHED"
     tracking.close_trial_runs(sweep_run, {}, default="KILLED")
     if not summary.interrupted:
@@ -565,7 +550,7 @@ def _finish(
             _close_stale_study_trials(*study)
     best = next((row for row in summary.rows if row.get(metric) is not None), None)
     summary.verdict = verdict = judge(
-        [arm_run(row["arm"], row.get(metric)) for row in summary.rows], metric, spec.search.mode
+        [row["arm"].scored(row.get(metric)) for row in summary.rows], metric, search.mode
     )
     sentences = verdict.sentences()
     tracking.finish_sweep_run(
@@ -615,11 +600,6 @@ def _close_stale_study_trials(url: str, name: str) -> None:
         return  # no study: this sweep searched nothing
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-
-
-def arm_run(arm: Arm, value: float | None) -> ArmRun:
-    """A trial's row for `stats.judge`."""
-    return ArmRun(arm.key, arm.label, arm.control, arm.repeat, value)
 
 
 def _create(experiment_dir: Path) -> claim.Claim:

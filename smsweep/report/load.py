@@ -16,7 +16,7 @@ from smsweep import tracking
 from smsweep.arms import CONFIGURATION, CONTROL, REPEAT, Arm, score_key
 from smsweep.errors import SpecError
 from smsweep.report.helpers import _first_line
-from smsweep.stats import ArmRun, Verdict, judge
+from smsweep.stats import Verdict, judge
 
 SETTINGS_FILE = "smsweep.json"  # as written by smsweep.sweep
 
@@ -109,11 +109,7 @@ def load_sweep(experiment_dir: Path, dashboard: Mapping[str, Any] | None = None)
         (t.trial_id for t in sweep.trials if t.metrics.get(sweep.metric) is not None), None
     )
     sweep.verdict = judge(
-        [
-            ArmRun(t.arm.key, t.arm.label, t.arm.control, t.arm.repeat, t.metrics.get(sweep.metric))
-            for t in sweep.trials
-            if t.run_id is not None
-        ],
+        [t.arm.scored(t.metrics.get(sweep.metric)) for t in sweep.trials if t.run_id is not None],
         sweep.metric,
         sweep.mode,
     )
