@@ -12,7 +12,6 @@ then scores the blocks it is handed, one at a time, as it finishes the previous 
 from __future__ import annotations
 
 import math
-import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -24,12 +23,11 @@ import torch
 from ray.exceptions import RayActorError
 from torch import Tensor, nn
 
-from smsweep import build
+from smsweep import build, faults
 from smsweep.config import SweepSpec
 from smsweep.data import Source
 from smsweep.data.datasets import image_tensor
 from smsweep.data.transforms import pretrain_transform
-from smsweep.faults import pause_for_a_kill
 from smsweep.masking import MaskingStrategy
 
 BLOCK = 16  # images per scoring task at most: 16 x K variants fill a forward chunk
@@ -91,27 +89,15 @@ def score_in_process(
 
 class ScoringWorker:
     """A scoring actor's state: the model architecture and strategy built from the spec, the
-    source, and the weights of the current partition.
+    source, and the weights of the current partition."""
 
-    `exit_after_blocks` and `faults` are test-only fault injection: the actor process exits
-    after scoring that many blocks, as a crashed or preempted actor would, or pauses for a kill.
-    """
-
-    def __init__(
-        self,
-        spec: SweepSpec,
-        source: Source,
-        exit_after_blocks: int | None = None,
-        faults: dict | None = None,
-    ) -> None:
+    def __init__(self, spec: SweepSpec, source: Source) -> None:
         torch.manual_seed(0)  # architecture only: the weights arrive with `load`
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = build.reconstruction_model(spec).to(self.device).eval()
         self.strategy = build.masking_strategy(spec)
         self.source = source
         self.image_size = spec.data.image_size
-        self.exit_after_blocks = exit_after_blocks
-        self.faults = faults or {}
         self.blocks_scored = 0
         self.weights_id: str | None = None  # object id of the weights loaded
 
@@ -120,9 +106,8 @@ class ScoringWorker:
     ) -> np.ndarray:
         """Scores of one block with the weights in `weights[0]` (a reference inside a list, so
         Ray passes it unresolved and the actor fetches it only when it changes)."""
-        if self.exit_after_blocks is not None and self.blocks_scored >= self.exit_after_blocks:
-            os._exit(1)
-        pause_for_a_kill(self.faults, "scoring")
+        faults.actor_exits(self.blocks_scored)
+        faults.pause_for_a_kill("scoring")
         if weights[0].hex() != self.weights_id:
             self._load(ray.get(weights[0]))
             self.weights_id = weights[0].hex()
@@ -153,14 +138,7 @@ class ActorScorer:
     change.
     """
 
-    def __init__(
-        self,
-        spec: SweepSpec,
-        source: Source,
-        *,
-        exit_after_blocks: int | None = None,
-        faults: dict | None = None,
-    ) -> None:
+    def __init__(self, spec: SweepSpec, source: Source) -> None:
         resources = spec.resources
         self.remote = ray.remote(ScoringWorker).options(
             num_cpus=resources.cpus_per_actor,
@@ -170,10 +148,8 @@ class ActorScorer:
         )
         self.spec, self.source_ref = spec, ray.put(source)
         # Not waited for here: actors import torch and build the model while training goes on.
-        self.faults = faults or {}
         self.actors = [
-            self.remote.remote(spec, self.source_ref, exit_after_blocks, self.faults)
-            for _ in range(resources.scoring_actors)
+            self.remote.remote(spec, self.source_ref) for _ in range(resources.scoring_actors)
         ]
 
     def score(
@@ -201,9 +177,7 @@ class ActorScorer:
                         f"scoring actors died {restarts} times in one partition (last: {error}); "
                         "check the actors' memory (resources.cpus_per_actor / gpus_per_actor)"
                     ) from error
-                self.actors[slot] = self.remote.remote(
-                    self.spec, self.source_ref, None, self.faults
-                )
+                self.actors[slot] = self.remote.remote(self.spec, self.source_ref)
                 waiting.insert(0, job)
             idle.append(slot)
         scores = torch.from_numpy(np.concatenate(results))

@@ -43,7 +43,6 @@ SETTINGS_FILE = "smsweep.json"
 OPTUNA_FILE = "optuna.db"  # the study's default storage, beside Tune's state
 STOPPED_EARLY_TAG = "smsweep.stopped_early"  # a trial run's tag: ASHA stopped it
 FINISHED_FILE = "finished.json"  # written when a sweep has run every trial: `resume` stops there
-FAULTS_ENV = "SMSWEEP_TEST_FAULT"  # test-only fault injection, JSON (see trainloop.Trial)
 FINETUNE_METRICS = ("miou", "pixel_accuracy", "finetune_loss")
 FLOOR_METRICS = ("floor/miou", "floor/pixel_accuracy")  # shown under the leaderboard
 # What a leaderboard row keeps: the scores, the floor, and how far the trial got.
@@ -422,7 +421,6 @@ def tune_trial(
             report=report,
             source=source,
             run_ids={"sweep": sweep_run["run_id"], "trial": run.run_id},
-            faults=json.loads(os.environ.get(FAULTS_ENV) or "{}"),
         )
     except TrialFailed as failure:
         run.set_tag("smsweep.failure", str(failure.cause)[:5000])

@@ -25,13 +25,12 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from smsweep import build, looks
+from smsweep import build, faults, looks
 from smsweep.budget import trial_budget
 from smsweep.config import SweepSpec
 from smsweep.data import Source, Splits, make_splits
 from smsweep.data.datasets import PretrainDataset, SegmentationDataset
 from smsweep.data.transforms import eval_transform, finetune_transform, pretrain_transform
-from smsweep.faults import pause_for_a_kill, poisoned
 from smsweep.finetune import (
     confusion_matrix,
     finetune_epoch,
@@ -64,12 +63,8 @@ def repeat_seed(spec: SweepSpec) -> int:
     return spec.seed if spec.repeat == 0 else derived_seed(spec.seed, REPEAT, spec.repeat)
 
 
-class InjectedFault(RuntimeError):
-    """Raised by the test-only fault `raise_after_partition`."""
-
-
 def train_loop(config: dict[str, Any]) -> None:
-    """Ray Train entry point. config: spec (dict), source, run_ids, faults (test-only)."""
+    """Ray Train entry point. config: spec (dict), source, run_ids."""
     Trial(config, RayTrainSession()).run()
 
 
@@ -101,9 +96,6 @@ class Trial:
         self.spec = SweepSpec.model_validate(config["spec"])
         self.source: Source = config["source"]
         self.run_ids: dict[str, str] = dict(config.get("run_ids") or {})
-        # Test-only fault injection (README, "What survives what"): raise_after_partition (first
-        # attempt only), nan_at_partition, pause_at (+ marker), actor_exit_after_blocks.
-        self.faults: dict[str, Any] = dict(config.get("faults") or {})
         self.session = session
         self.seed = repeat_seed(self.spec)
         self.rank, self.world, self.device = session.rank, session.world, session.device
@@ -155,12 +147,7 @@ class Trial:
         scorer = None
         scores_later = strategy.needs_model and max(first, 1) < spec.pretrain.partitions
         if self.rank == 0 and spec.resources.scoring_actors and scores_later:
-            scorer = ActorScorer(  # the actors start while partition 0 trains
-                spec,
-                self.source,
-                exit_after_blocks=self.faults.get("actor_exit_after_blocks"),
-                faults=self.faults,
-            )
+            scorer = ActorScorer(spec, self.source)  # the actors start while partition 0 trains
         try:
             for partition in range(first, spec.pretrain.partitions):
                 indices = self.splits.pretrain_partitions[partition]
@@ -172,10 +159,8 @@ class Trial:
                 masks, scoring = self._masks(partition, strategy, warmup, model, indices, scorer)
                 metrics |= scoring
                 gallery = self._look(model, fill, indices, masks, partition, metrics)
-                pause_for_a_kill(self.faults, f"pretrain:{partition}")
-                batches = self._pretrain_batches(indices, partition)
-                if partition == self.faults.get("nan_at_partition"):
-                    batches = poisoned(batches)
+                faults.pause_for_a_kill(f"pretrain:{partition}")
+                batches = faults.poisoned(self._pretrain_batches(indices, partition), partition)
                 offset = budget.pretrain_step_offset(partition)
                 metrics["recon_loss"] = train_partition(
                     trained,
@@ -192,8 +177,7 @@ class Trial:
                 metrics["pretrain_steps"] = offset + budget.partition_steps[partition]
                 state = {"phase": "pretrain", "partition": partition, "epoch": -1}
                 self._report(metrics, state, model, optimizer, gallery)
-                if partition == self.faults.get("raise_after_partition") and self.first_attempt:
-                    raise InjectedFault(f"test-only fault: raise_after_partition={partition}")
+                faults.raise_after_partition(partition, self.first_attempt)
         finally:
             if scorer is not None:
                 scorer.close()
@@ -233,7 +217,7 @@ class Trial:
         search = spec.search
         best = self.state.get("best_score") if self.state is not None else None
         for evaluation in range(first, budget.finetune_evaluations):
-            pause_for_a_kill(self.faults, f"finetune:{evaluation}")
+            faults.pause_for_a_kill(f"finetune:{evaluation}")
             done = budget.evaluation_step(evaluation - 1) if evaluation else 0
             steps = budget.evaluation_step(evaluation) - done
             metrics: dict[str, Any] = {"phase": "finetune", "epoch": evaluation}

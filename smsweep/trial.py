@@ -71,14 +71,11 @@ def run_trial(
     report: Report | None = None,
     source: Source | None = None,
     run_ids: dict[str, str] | None = None,
-    faults: dict[str, Any] | None = None,
 ) -> TrialOutcome:
     """Pretrain every partition and fine-tune, in one Ray Train fit; return what it reported.
 
     `spec` is a resolved trial spec (no search space left to sample). `run_ids` are stored in
-    every checkpoint for the tracking layer. `faults` is test-only fault injection (see
-    `trainloop.Trial`), e.g. {"raise_after_partition": 1}: the first attempt fails right after
-    that partition's checkpoint, as a crash would.
+    every checkpoint for the tracking layer.
     Raises SpecError (before launching anything) when the trial cannot fit the cluster, and
     TrialFailed carrying the worker's error when the fit fails.
     """
@@ -99,9 +96,7 @@ def run_trial(
         )
     source = source if source is not None else open_source(spec.data, seed=spec.seed)
     if spec.resources.train_workers == 0:
-        return _run_here(
-            spec, storage_path, run_name, report, source, run_ids or {}, faults or {}, started
-        )
+        return _run_here(spec, storage_path, run_name, report, source, run_ids or {}, started)
     resources = spec.resources
     use_gpu = resources.gpus_per_trial > 0
     per_worker = {"CPU": resources.cpus_per_worker}
@@ -114,7 +109,6 @@ def run_trial(
             "spec": spec.model_dump(mode="json"),
             "source": source,
             "run_ids": run_ids or {},
-            "faults": faults or {},
         },
         scaling_config=ScalingConfig(
             num_workers=resources.train_workers, use_gpu=use_gpu, resources_per_worker=per_worker
@@ -168,7 +162,6 @@ def _run_here(
     report: Report | None,
     source: Source,
     run_ids: dict[str, str],
-    faults: dict[str, Any],
     started: float,
 ) -> TrialOutcome:
     """`train_workers: 0`: the training loop in this process, with the trial's CPUs as torch
@@ -188,12 +181,7 @@ def _run_here(
         if report is not None:
             report(metrics, str(checkpoint) if checkpoint else None)
 
-    config = {
-        "spec": spec.model_dump(mode="json"),
-        "source": source,
-        "run_ids": run_ids,
-        "faults": faults,
-    }
+    config = {"spec": spec.model_dump(mode="json"), "source": source, "run_ids": run_ids}
     try:
         session = LocalSession(
             storage_path / run_name, on_report=reported, keep=spec.tracking.keep_checkpoints

@@ -1,8 +1,8 @@
 """What a sweep survives, with the real engine: kills at several points, failing trials, NaN,
 an MLflow server that stays down.
 
-Faults come from the test-only setting SMSWEEP_TEST_FAULT (JSON, read by the trial function;
-see `smsweep.trainloop.Trial`).
+Faults come from the test-only setting SMSWEEP_TEST_FAULT (JSON, read where each fault
+happens; see `smsweep.faults`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from smsweep import claim, tracking
 from smsweep.cli import main
-from smsweep.sweep import FAULTS_ENV
+from smsweep.faults import ENV as FAULTS_ENV
 from tests.test_sweep import (
     _check_complete,
     _start,

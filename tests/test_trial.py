@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -9,7 +12,7 @@ import ray
 import ray._private.state
 import torch
 
-from smsweep import build
+from smsweep import build, faults
 from smsweep.config import SweepSpec, validate_spec
 from smsweep.data import make_splits, open_source
 from smsweep.errors import SpecError
@@ -44,10 +47,25 @@ def tiny_spec(**sections) -> SweepSpec:
 
 
 @pytest.fixture(scope="module")
-def local_ray():
+def local_ray(tmp_path_factory):
+    """Ray, this process and every Ray process read their test-only faults from one file (empty
+    unless a test is `injecting`)."""
+    plan = tmp_path_factory.mktemp("faults") / "faults.json"
+    os.environ[faults.ENV] = f"@{plan}"
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
+    yield plan
     ray.shutdown()
+    del os.environ[faults.ENV]
+
+
+@contextlib.contextmanager
+def injecting(plan: Path, **chosen):
+    """The test-only faults `chosen` for every process, for the duration of the block."""
+    plan.write_text(json.dumps(chosen))
+    try:
+        yield
+    finally:
+        plan.unlink()
 
 
 def train_controllers() -> int:
@@ -106,15 +124,17 @@ def test_a_finished_trial_is_replayed_not_run_again(uninterrupted):
 
 
 @pytest.mark.slow
-def test_stopped_trial_resumes_to_the_same_weights(uninterrupted, tmp_path):
+def test_stopped_trial_resumes_to_the_same_weights(local_ray, uninterrupted, tmp_path):
     reference, _ = uninterrupted
     first_attempt = []
-    with pytest.raises(TrialFailed, match="raise_after_partition=1") as failed:
+    with (
+        pytest.raises(TrialFailed, match="raise_after_partition=1") as failed,
+        injecting(local_ray, raise_after_partition=1),
+    ):
         run_trial(
             tiny_spec(),
             storage_path=tmp_path,
             run_name="stopped",
-            faults={"raise_after_partition": 1},
             report=lambda metrics, checkpoint: first_attempt.append(metrics),
         )
     assert not failed.value.non_finite
@@ -149,10 +169,11 @@ def test_a_trial_with_no_train_workers_trains_in_its_own_process_and_resumes(loc
     assert [r["epoch"] for r in whole.reports if r["phase"] == "finetune"] == [0, 1]
     assert whole.metrics["done"] and len(whole.galleries) == PARTITIONS
     assert whole.metrics["finetune_steps"] == 6 and pretrain[-1]["pretrain_steps"] == 3
-    with pytest.raises(TrialFailed, match="raise_after_partition=1"):
-        run_trial(
-            spec, storage_path=tmp_path, run_name="stopped", faults={"raise_after_partition": 1}
-        )
+    with (
+        pytest.raises(TrialFailed, match="raise_after_partition=1"),
+        injecting(local_ray, raise_after_partition=1),
+    ):
+        run_trial(spec, storage_path=tmp_path, run_name="stopped")
     resumed = run_trial(spec, storage_path=tmp_path, run_name="stopped")
     partitions = [r["partition"] for r in resumed.reports if r["phase"] == "pretrain"]
     assert partitions == [2]
@@ -200,11 +221,15 @@ def test_a_scoring_actor_that_dies_is_replaced_and_the_masks_do_not_change(local
     local = score_in_process(
         build.masking_strategy(spec), model, source, indices, seeds, spec.data.image_size
     )
-    scorer = ActorScorer(spec, source, exit_after_blocks=0)  # every first actor dies at once
-    try:
-        remote = scorer.score(model.state_dict(), indices, seeds)
-    finally:
-        scorer.close()
+    exits = local_ray.parent / "exits"
+    exits.mkdir()
+    # the first two actors to score die at once; their replacements live
+    with injecting(local_ray, actor_exit_after_blocks=0, actor_exits=2, exits_dir=str(exits)):
+        scorer = ActorScorer(spec, source)
+        try:
+            remote = scorer.score(model.state_dict(), indices, seeds)
+        finally:
+            scorer.close()
     assert remote.actor_restarts == 2
     torch.testing.assert_close(remote.scores, local.scores, rtol=0, atol=1e-6)
 
