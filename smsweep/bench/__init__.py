@@ -96,7 +96,6 @@ from smsweep.bench.ray_runs import (
     measure_actors,
     measure_ray,
     measure_trial,
-    train_controllers,
 )
 from smsweep.bench.timing import (
     CpuMeter,
@@ -211,7 +210,6 @@ __all__ = [
     "run_bench",
     "smsweep_steps",
     "time_rounds",
-    "train_controllers",
     "train_parts",
     "vectorized_scores",
 ]
