@@ -13,10 +13,11 @@ from typing import Any
 
 from smsweep.arms import short, trials_line
 from smsweep.budget import Budget, budget_warnings, trial_budget
-from smsweep.config import SweepSpec, load_spec, resolve
+from smsweep.config import SweepSpec
 from smsweep.errors import SpecError
 from smsweep.resources import check_fits, local_capacity, trial_demand
 from smsweep.space import control_params
+from smsweep.spec import load_spec, resolve
 
 # Searched keys that change a trial's budget (the data keys through its splits).
 BUDGET_KEYS = ("pretrain.", "finetune.", "masking.strategy", "data.val_fraction", "data.label_")

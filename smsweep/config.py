@@ -1,33 +1,34 @@
-"""The sweep spec: typed, frozen, validated once at load.
+"""The sweep spec's schema: typed, frozen sections, each key with its bounds and documentation.
 
 A spec is a YAML file with the sections below. Every key is checked: an unknown key names the
-nearest valid one, a wrong type or an out-of-range value names the legal range (see `errors.py` and
-`_explain` below). Nothing here imports torch, Ray or MLflow: validating a spec is cheap and has no
-side effects.
+nearest valid one, a wrong type or an out-of-range value names the legal range (explain.py).
+What keys allow together is in rules.py; reading, overriding and validating a file, with the
+search space, is in spec.py. Nothing here imports torch, Ray or MLflow: validating a spec is cheap
+and has no side effects.
 """
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from smsweep import rules
 from smsweep.arms import score_key, trial_count
-from smsweep.errors import SpecError
-from smsweep.space import Distribution
-
-Strategy = Literal["none", "random", "block", "selective", "saliency", "saliency_hard", "mixed"]
-STRATEGIES: tuple[str, ...] = Strategy.__args__
-MODEL_BASED = ("selective", "saliency", "saliency_hard")  # masks scored once per partition
-FILLS = ("mean", "zero", "noise", "blur", "token")
-SOURCES = ("synthetic", "textures", "folder", "voc", "cityscapes")
-GENERATED_SOURCES = ("synthetic", "textures")  # made from the seed: no path, `num_images` counts
-FIXED_NUM_CLASSES = {"voc": 21, "cityscapes": 19}
-GENERATED_CLASSES = {"synthetic": (3, 8), "textures": (2, 8)}
-MLFLOW_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+from smsweep.distribution import Distribution
+from smsweep.explain import flatten
+from smsweep.names import (  # noqa: F401  (the vocabulary, where readers of the schema look)
+    FILLS,
+    GENERATED_CLASSES,
+    GENERATED_SOURCES,
+    MLFLOW_SCHEMES,
+    MODEL_BASED,
+    SOURCES,
+    STRATEGIES,
+    Strategy,
+)
 
 
 class _Section(BaseModel):
@@ -362,295 +363,14 @@ class SweepSpec(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> SweepSpec:
-        for problem in _cross_field_problems(self):
+        for problem in rules.problems(self):
             raise ValueError(problem)
         return self
 
     def flat(self) -> dict[str, Any]:
         """The spec as dotted keys (`masking.ratio`: 0.5), for tracking params; search omitted."""
         dumped = self.model_dump(mode="json", exclude={"search"})
-        return _flatten(dumped)
+        return flatten(dumped)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
-
-
-def _cross_field_problems(spec: SweepSpec) -> list[str]:
-    data, masking, model = spec.data, spec.masking, spec.model
-    problems = []
-    search = spec.search
-    if search.scheduler == "asha" and (search.repeats > 1 or search.controls):
-        problems.append(
-            "search.scheduler: asha stops trials early, so the repeats of a configuration and "
-            "its controls would end at different budgets and their mean and paired differences "
-            "would mix them; use scheduler: fifo with search.repeats or search.controls"
-        )
-    if spec.repeat >= search.repeats and search.repeats > 1:
-        problems.append(
-            f"repeat {spec.repeat} is not one of the {search.repeats} repeats "
-            f"(0..{search.repeats - 1}); the sweep sets it, leave it out of the spec"
-        )
-    if data.image_size % masking.patch_size:
-        problems.append(
-            f"masking.patch_size {masking.patch_size} must divide data.image_size "
-            f"{data.image_size}; pick a divisor such as {_divisors_hint(data.image_size)}"
-        )
-    if masking.strategy == "mixed" and data.image_size % masking.mixed.patch_size:
-        problems.append(
-            f"masking.mixed.patch_size {masking.mixed.patch_size} must divide data.image_size "
-            f"{data.image_size}; pick a divisor such as {_divisors_hint(data.image_size)}"
-        )
-    resources = spec.resources
-    if resources.train_workers > 1 and resources.gpus_per_trial > 0:
-        per_worker = resources.gpus_per_trial / resources.train_workers
-        if per_worker < 1 or per_worker != int(per_worker):
-            problems.append(
-                f"resources.gpus_per_trial {resources.gpus_per_trial} gives each of the "
-                f"{resources.train_workers} Train workers {per_worker:g} GPUs, but DDP needs whole "
-                "GPUs per worker (two ranks on one GPU fail in NCCL); set gpus_per_trial to a "
-                f"multiple of train_workers, e.g. {resources.train_workers}, or train_workers: 1 "
-                "to share a GPU"
-            )
-    if spec.resources.train_workers == 0 and spec.resources.cpus_per_trial == 0:
-        problems.append(
-            "resources.train_workers: 0 trains in the trial's own process, which has no CPUs: "
-            "set resources.cpus_per_trial (e.g. 2 on a laptop)"
-        )
-    if masking.refresh == "batch" and masking.strategy in MODEL_BASED:
-        problems.append(
-            f"masking.refresh: batch redraws masks every batch, which only the model-free "
-            f"strategies (random, block, mixed) do; {masking.strategy} masks are computed once per "
-            "partition from the previous partition's model: use refresh auto or partition"
-        )
-    stride = 2**model.encoder_depth
-    if data.image_size % stride:
-        problems.append(
-            f"data.image_size {data.image_size} must be a multiple of {stride} for a U-Net with "
-            f"model.encoder_depth {model.encoder_depth}; use a multiple of {stride} or a "
-            "smaller depth"
-        )
-    if masking.token_stage is not None and masking.fill == "token":
-        problems.append(
-            "masking.fill: token already puts the learnable token at the input (stage 0); with "
-            "masking.token_stage set, use another input fill such as mean"
-        )
-    elif masking.token_stage is not None:
-        if masking.token_stage > model.encoder_depth:
-            problems.append(
-                f"masking.token_stage {masking.token_stage} is deeper than model.encoder_depth "
-                f"{model.encoder_depth}; use a stage in 0..{model.encoder_depth}"
-            )
-        else:
-            stride = 2**masking.token_stage
-            sizes = {"masking.patch_size": masking.patch_size}
-            if masking.strategy == "mixed":
-                sizes["masking.mixed.patch_size"] = masking.mixed.patch_size
-            problems += [
-                f"{key} {size} must be a multiple of the stride {stride} of masking.token_stage "
-                f"{masking.token_stage}; use a multiple of {stride} or an earlier stage"
-                for key, size in sizes.items()
-                if size % stride
-            ]
-    fixed = FIXED_NUM_CLASSES.get(data.source)
-    if fixed is not None and data.num_classes != fixed:
-        problems.append(
-            f"data.num_classes is {data.num_classes} but source {data.source!r} has {fixed} "
-            f"classes; set data.num_classes: {fixed}"
-        )
-    low, high = GENERATED_CLASSES.get(data.source, (2, 1000))
-    if not low <= data.num_classes <= high:
-        problems.append(
-            f"data.num_classes {data.num_classes} is out of range for the {data.source} source; "
-            f"use {low}..{high}"
-        )
-    if data.source not in GENERATED_SOURCES and not data.path:
-        problems.append(f"data.path is required for source {data.source!r}; set it to the root")
-    if data.source in GENERATED_SOURCES:
-        pretrain_images = data.num_images - max(1, round(data.num_images * data.val_fraction))
-        if pretrain_images < spec.pretrain.partitions:
-            problems.append(
-                f"pretrain.partitions {spec.pretrain.partitions} exceeds the {pretrain_images} "
-                f"pretraining images; raise data.num_images or lower pretrain.partitions"
-            )
-    return problems
-
-
-def _divisors_hint(size: int) -> str:
-    divisors = [d for d in range(2, min(size, 64) + 1) if size % d == 0]
-    return ", ".join(map(str, divisors[-4:])) or "1"
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, dotted + "."))
-        else:
-            flat[dotted] = value
-    return flat
-
-
-# --- loading -------------------------------------------------------------------------------------
-
-
-def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SweepSpec:
-    """Read, override (`KEY=VALUE`, VALUE parsed as YAML) and validate a sweep spec."""
-    raw = read_yaml(Path(path))
-    keys = {}
-    for override in overrides:
-        key, value = _parse_override(override)
-        _set_dotted(raw, key, value)
-        keys[override] = key
-    try:
-        return validate_spec(raw, source=str(path))
-    except SpecError as error:
-        # Name the override when the problem is one (a typo in --set is not the file's fault).
-        text = str(error)
-        named = [override for override, key in keys.items() if f"`{key}`" in text]
-        if not named:
-            raise
-        said = " ".join(f"--set {override}" for override in named)
-        prefix = f"{path} is invalid:"
-        text = text.removeprefix(prefix) if text.startswith(prefix) else f"\n  - {text}"
-        raise SpecError(f"{said} is invalid:{text}") from None
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise SpecError(f"spec file {str(path)!r} does not exist; check the path")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        where = getattr(error, "problem_mark", None)
-        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
-        raise SpecError(
-            f"{path} is not valid YAML{at}: {getattr(error, 'problem', error)}; "
-            "fix the syntax (indentation, colons, quotes)"
-        ) from None
-    except UnicodeDecodeError:
-        raise SpecError(f"{path} is not a text file; give a YAML sweep spec") from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise SpecError(
-            f"{path} must hold a mapping of sections (name, data, masking, ...), "
-            f"not a {type(raw).__name__}"
-        )
-    return raw
-
-
-def validate_spec(raw: dict[str, Any], source: str = "spec") -> SweepSpec:
-    from smsweep.space import check_controls, check_space  # they need the validated base spec
-
-    try:
-        spec = SweepSpec.model_validate(raw)
-    except ValidationError as error:
-        raise SpecError(f"{source} is invalid:\n" + _explain(error)) from None
-    check_space(spec)
-    check_controls(spec)
-    return spec
-
-
-def resolve(spec: SweepSpec, params: dict[str, Any]) -> SweepSpec:
-    """The spec of one trial: `params` (dotted keys from the search space) substituted in."""
-    raw = spec.model_dump(mode="python")
-    for key, value in params.items():
-        _set_dotted(raw, key, value)
-    try:
-        return SweepSpec.model_validate(raw)
-    except ValidationError as error:
-        raise SpecError("the trial parameters are invalid:\n" + _explain(error)) from None
-
-
-def _parse_override(override: str) -> tuple[str, Any]:
-    key, sep, text = override.partition("=")
-    if not sep or not key.strip():
-        raise SpecError(f"--set {override!r} must look like KEY=VALUE, e.g. masking.ratio=0.6")
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise SpecError(f"--set {override!r}: the value is not valid YAML; quote it") from None
-    return key.strip(), value
-
-
-def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
-    *parents, leaf = key.split(".")
-    node = raw
-    for part in parents:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise SpecError(f"cannot set {key!r}: {part!r} is not a section")
-        node = child
-    node[leaf] = value
-
-
-# --- error messages ------------------------------------------------------------------------------
-
-
-def _explain(error: ValidationError) -> str:
-    return "\n".join(f"  - {_explain_one(item)}" for item in error.errors())
-
-
-def _explain_one(item: dict[str, Any]) -> str:
-    import difflib
-
-    loc = ".".join(str(part) for part in item["loc"] if not str(part).startswith("function-"))
-    kind, got = item["type"], item.get("input")
-    if kind == "extra_forbidden":
-        parent, _, key = loc.rpartition(".")
-        valid = _valid_keys(parent)
-        near = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-        hint = f"did you mean `{_join(parent, near[0])}`? " if near else ""
-        return f"unknown key `{loc}`: {hint}valid keys here: {', '.join(valid)}"
-    if kind == "value_error":
-        message = str(item.get("ctx", {}).get("error", item["msg"]))
-        return f"`{loc}`: {message}" if loc else message
-    if kind == "literal_error":
-        choices = ", ".join(map(str, _field_at(loc).annotation.__args__))
-        return f"`{loc}`: {got!r} is not a valid choice; choose one of: {choices}"
-    legal = _legal_range(loc)
-    legal = f"; legal: {legal}" if legal else ""
-    return f"`{loc}`: {item['msg'].lower()} (got {got!r}){legal}"
-
-
-def _join(parent: str, key: str) -> str:
-    return f"{parent}.{key}" if parent else key
-
-
-def _field_at(loc: str) -> Any:
-    model: Any = SweepSpec
-    field = None
-    for part in loc.split("."):
-        fields = getattr(model, "model_fields", None)
-        if not fields or part not in fields:
-            return field if part.isdigit() else None
-        field = fields[part]
-        model = field.annotation
-    return field
-
-
-def _valid_keys(parent: str) -> list[str]:
-    model: Any = SweepSpec if not parent else getattr(_field_at(parent), "annotation", None)
-    fields = getattr(model, "model_fields", None)
-    if fields is None:  # e.g. a distribution inside search.space
-        from smsweep.space import DISTRIBUTION_KEYS
-
-        return sorted(DISTRIBUTION_KEYS)
-    return sorted(fields)
-
-
-def _legal_range(loc: str) -> str:
-    field = _field_at(loc)
-    if field is None:
-        return ""
-    bounds = {}
-    for meta in field.metadata:
-        for name in ("gt", "ge", "lt", "le"):
-            if getattr(meta, name, None) is not None:
-                bounds[name] = getattr(meta, name)
-    words = {"gt": "> {}", "ge": ">= {}", "lt": "< {}", "le": "<= {}"}
-    parts = [words[name].format(value) for name, value in bounds.items()]
-    annotation = getattr(field.annotation, "__name__", str(field.annotation))
-    rendered = " and ".join(parts)
-    return f"{annotation} {rendered}".strip()

@@ -13,8 +13,7 @@ from typing import Any
 
 from ray import tune
 
-from smsweep.arms import Arm, status_word
-from smsweep.report.helpers import short
+from smsweep.arms import Arm, short, status_word
 from smsweep.stats import Verdict
 
 Echo = Callable[[str], None]

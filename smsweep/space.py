@@ -18,71 +18,18 @@ from __future__ import annotations
 import copy
 import difflib
 import itertools
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import ValidationError
 
+from smsweep.config import SweepSpec
+from smsweep.distribution import Distribution
 from smsweep.errors import SpecError
+from smsweep.explain import explain, set_dotted
+from smsweep.names import STRATEGIES
 
-if TYPE_CHECKING:
-    from smsweep.config import SweepSpec
-
-DISTRIBUTION_KEYS = ("choice", "uniform", "loguniform", "randint", "when")
 SEARCHABLE_SECTIONS = ("data", "model", "pretrain", "masking", "finetune")
 _MAX_COMBINATIONS = 4096  # above this, values are checked one key at a time
-_MAX_ENUMERATED_INTS = 256
-
-
-class Distribution(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    choice: tuple[Any, ...] | None = None
-    uniform: tuple[float, float] | None = None
-    loguniform: tuple[float, float] | None = None
-    randint: tuple[int, int] | None = None
-    when: dict[str, tuple[Any, ...]] | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Distribution:
-        given = [
-            name
-            for name in ("choice", "uniform", "loguniform", "randint")
-            if getattr(self, name) is not None
-        ]
-        if len(given) != 1:
-            raise ValueError(
-                f"a distribution needs exactly one of choice, uniform, loguniform, randint "
-                f"(got {', '.join(given) or 'none'}), e.g. {{uniform: [0.4, 0.75]}}"
-            )
-        if self.choice is not None and not self.choice:
-            raise ValueError("choice needs at least one value, e.g. {choice: [random, selective]}")
-        bounds = self.uniform or self.loguniform or self.randint
-        if bounds is not None and not bounds[0] < bounds[1]:
-            raise ValueError(f"the bounds [{bounds[0]}, {bounds[1]}] need low < high")
-        if self.loguniform is not None and self.loguniform[0] <= 0:
-            raise ValueError(f"loguniform needs a positive low bound (got {self.loguniform[0]})")
-        return self
-
-    @property
-    def kind(self) -> str:
-        return next(k for k in ("choice", "uniform", "loguniform", "randint") if getattr(self, k))
-
-    @property
-    def args(self) -> tuple[Any, ...]:
-        return getattr(self, self.kind)
-
-    def values_to_check(self) -> list[Any]:
-        """Every value the distribution can produce, or its extremes and midpoint if infinite."""
-        if self.choice is not None:
-            return list(self.choice)
-        low, high = self.args
-        if self.randint is not None:
-            if high - low < _MAX_ENUMERATED_INTS:
-                return list(range(low, high + 1))
-            return [low, (low + high) // 2, high]
-        if self.loguniform is not None:
-            return [low, (low * high) ** 0.5, high]
-        return [low, (low + high) / 2, high]
 
 
 def leaf_keys(spec: SweepSpec) -> list[str]:
@@ -275,15 +222,15 @@ def _validate_trial(
     what: str,
     fix: str = "narrow the distribution or fix the spec",
 ) -> None:
-    from smsweep.config import SweepSpec, _explain, _set_dotted
-
     raw = copy.deepcopy(base)
     for key, value in params.items():
-        _set_dotted(raw, key, value)
+        set_dotted(raw, key, value)
     try:
         SweepSpec.model_validate(raw)
     except ValidationError as error:
-        raise SpecError(f"{what} gives an invalid trial; {fix}:\n{_explain(error)}") from None
+        raise SpecError(
+            f"{what} gives an invalid trial; {fix}:\n{explain(error, SweepSpec)}"
+        ) from None
 
 
 def control_params(spec: SweepSpec) -> dict[str, dict[str, Any]]:
@@ -300,8 +247,6 @@ def control_params(spec: SweepSpec) -> dict[str, dict[str, Any]]:
 def check_controls(spec: SweepSpec) -> None:
     """Raise SpecError unless every control has its own name, sets existing keys and gives a
     valid trial."""
-    from smsweep.config import STRATEGIES
-
     for control in spec.search.controls:
         if isinstance(control, str) and control not in STRATEGIES:
             near = difflib.get_close_matches(control, STRATEGIES, n=1)

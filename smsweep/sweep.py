@@ -30,13 +30,14 @@ from ray.tune.search.optuna import OptunaSearch
 from smsweep import claim, cluster, mlflow_store, tracking
 from smsweep.arms import Arm, score_label, trials_line
 from smsweep.checks import budget_lines, trial_budgets
-from smsweep.config import SweepSpec, resolve, validate_spec
+from smsweep.config import SweepSpec
 from smsweep.console import Echo, Output, Progress, arms_table, leaderboard, quiet_engines, say
 from smsweep.data import Source, open_source
 from smsweep.errors import SpecError, TrackingUnavailable
 from smsweep.resources import check_fits
 from smsweep.searcher import Arms, DefineByRun
 from smsweep.space import control_params, grid_points
+from smsweep.spec import resolve, validate_spec
 from smsweep.stats import Verdict, judge
 
 SETTINGS_FILE = "smsweep.json"

@@ -19,10 +19,10 @@ from ray.tune.search.optuna import OptunaSearch
 
 from smsweep.arms import CONFIGURATION, CONTROL, REPEAT, TRIAL_INDEX, Arm, trial_count
 from smsweep.cli import main
-from smsweep.config import validate_spec
 from smsweep.errors import SpecError
 from smsweep.searcher import Arms, DefineByRun
 from smsweep.space import Distribution, control_params
+from smsweep.spec import validate_spec
 from smsweep.stats import ArmRun, judge
 from tests.test_sweep import _start, _wait_for, mlflow_runs, tiny_sweep, write_spec
 

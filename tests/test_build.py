@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from smsweep import build
-from smsweep.config import STRATEGIES, load_spec
+from smsweep.config import STRATEGIES
 from smsweep.errors import SpecError
 from smsweep.losses import FocalFrequencyLoss, MSSSIML1Loss
 from smsweep.masking import (
@@ -26,6 +26,7 @@ from smsweep.masking import (
 )
 from smsweep.masking.fills import MeanFill, NoiseFill, ZeroFill
 from smsweep.models import MaskedUnet
+from smsweep.spec import load_spec
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "sweeps" / "quickstart.yaml"
 EXPECTED_CLASS = {

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from smsweep.config import SweepSpec, load_spec, resolve, validate_spec
+from smsweep.config import SweepSpec
 from smsweep.errors import SpecError
 from smsweep.resources import check_fits, trial_demand
 from smsweep.space import grid_points
+from smsweep.spec import load_spec, resolve, validate_spec
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from smsweep import build
-from smsweep.config import load_spec
 from smsweep.finetune import (
     confusion_matrix,
     finetune_epoch,
@@ -25,6 +24,7 @@ from smsweep.finetune import (
     trivial_metrics,
 )
 from smsweep.models import tiny_unet
+from smsweep.spec import load_spec
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "sweeps" / "quickstart.yaml"
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from smsweep.budget import budget_warnings, trial_budget
-from smsweep.config import validate_spec
 from smsweep.data import SyntheticSource, make_splits
 from smsweep.errors import SpecError
 from smsweep.finetune import step_batches
 from smsweep.schedule import LearningRate, lr_factor
+from smsweep.spec import validate_spec
 
 
 def test_warmup_rises_linearly_then_cosine_decays_towards_zero():

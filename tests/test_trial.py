@@ -13,11 +13,12 @@ import ray._private.state
 import torch
 
 from smsweep import build, faults
-from smsweep.config import SweepSpec, validate_spec
+from smsweep.config import SweepSpec
 from smsweep.data import make_splits, open_source
 from smsweep.errors import SpecError
 from smsweep.pretrain import MaskTable, derived_seed
 from smsweep.scoring import ActorScorer, score_in_process
+from smsweep.spec import validate_spec
 from smsweep.trainloop import SCORING, STATE_FILE
 from smsweep.trial import TrialFailed, run_trial
 

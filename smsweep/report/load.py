@@ -60,10 +60,10 @@ class Sweep:
         return found[0] if found else None
 
 
-def load_sweep(experiment_dir: Path, dashboard: Mapping[str, Any] | None = None) -> Sweep:
+def load_sweep(experiment_dir: Path, dashboard: Mapping[str, Any]) -> Sweep:
     """The sweep in `experiment_dir` from its files and its MLflow runs; SpecError if it is none.
 
-    `dashboard` (default: the installed one) says which metric histories the page draws."""
+    `dashboard` (page.load_dashboard) says which metric histories the page draws."""
     directory = experiment_dir.resolve()
     settings_file, run_file = directory / SETTINGS_FILE, directory / tracking.RUN_FILE
     if not settings_file.is_file() or not run_file.is_file():
@@ -99,10 +99,6 @@ def load_sweep(experiment_dir: Path, dashboard: Mapping[str, Any] | None = None)
         space=list(search.get("space") or {}),
         trials=[],
     )
-    if not dashboard:
-        from smsweep.report.page import load_dashboard  # the page module imports this one
-
-        dashboard = load_dashboard()
     curves = [s["metric"] for s in dashboard["sections"] if "metric" in s]
     sweep.trials = _load_trials(sweep, tracking.SweepRun(**ids), directory, curves)
     sweep.best_trial = parent.data.tags.get("smsweep.best_trial") or next(

@@ -1,0 +1,17 @@
+"""The spec's vocabulary: strategies, fills, data sources, tracking schemes. Shared by the schema
+(config.py), its cross-field rules (rules.py), the search space and the builders; it imports
+nothing of the project."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Strategy = Literal["none", "random", "block", "selective", "saliency", "saliency_hard", "mixed"]
+STRATEGIES: tuple[str, ...] = Strategy.__args__
+MODEL_BASED = ("selective", "saliency", "saliency_hard")  # masks scored once per partition
+FILLS = ("mean", "zero", "noise", "blur", "token")
+SOURCES = ("synthetic", "textures", "folder", "voc", "cityscapes")
+GENERATED_SOURCES = ("synthetic", "textures")  # made from the seed: no path, `num_images` counts
+FIXED_NUM_CLASSES = {"voc": 21, "cityscapes": 19}
+GENERATED_CLASSES = {"synthetic": (3, 8), "textures": (2, 8)}
+MLFLOW_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")

@@ -1,0 +1,117 @@
+"""Cross-field rules of the sweep spec: what each key allows alone is in the schema (config.py);
+what keys allow together is here, each problem said with its fix."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from smsweep.names import FIXED_NUM_CLASSES, GENERATED_CLASSES, GENERATED_SOURCES, MODEL_BASED
+
+if TYPE_CHECKING:
+    from smsweep.config import SweepSpec
+
+
+def problems(spec: SweepSpec) -> list[str]:
+    """What is wrong between the keys of a spec whose keys are each valid (empty: nothing)."""
+    data, masking, model = spec.data, spec.masking, spec.model
+    problems = []
+    search = spec.search
+    if search.scheduler == "asha" and (search.repeats > 1 or search.controls):
+        problems.append(
+            "search.scheduler: asha stops trials early, so the repeats of a configuration and "
+            "its controls would end at different budgets and their mean and paired differences "
+            "would mix them; use scheduler: fifo with search.repeats or search.controls"
+        )
+    if spec.repeat >= search.repeats and search.repeats > 1:
+        problems.append(
+            f"repeat {spec.repeat} is not one of the {search.repeats} repeats "
+            f"(0..{search.repeats - 1}); the sweep sets it, leave it out of the spec"
+        )
+    if data.image_size % masking.patch_size:
+        problems.append(
+            f"masking.patch_size {masking.patch_size} must divide data.image_size "
+            f"{data.image_size}; pick a divisor such as {divisors_hint(data.image_size)}"
+        )
+    if masking.strategy == "mixed" and data.image_size % masking.mixed.patch_size:
+        problems.append(
+            f"masking.mixed.patch_size {masking.mixed.patch_size} must divide data.image_size "
+            f"{data.image_size}; pick a divisor such as {divisors_hint(data.image_size)}"
+        )
+    resources = spec.resources
+    if resources.train_workers > 1 and resources.gpus_per_trial > 0:
+        per_worker = resources.gpus_per_trial / resources.train_workers
+        if per_worker < 1 or per_worker != int(per_worker):
+            problems.append(
+                f"resources.gpus_per_trial {resources.gpus_per_trial} gives each of the "
+                f"{resources.train_workers} Train workers {per_worker:g} GPUs, but DDP needs whole "
+                "GPUs per worker (two ranks on one GPU fail in NCCL); set gpus_per_trial to a "
+                f"multiple of train_workers, e.g. {resources.train_workers}, or train_workers: 1 "
+                "to share a GPU"
+            )
+    if spec.resources.train_workers == 0 and spec.resources.cpus_per_trial == 0:
+        problems.append(
+            "resources.train_workers: 0 trains in the trial's own process, which has no CPUs: "
+            "set resources.cpus_per_trial (e.g. 2 on a laptop)"
+        )
+    if masking.refresh == "batch" and masking.strategy in MODEL_BASED:
+        problems.append(
+            f"masking.refresh: batch redraws masks every batch, which only the model-free "
+            f"strategies (random, block, mixed) do; {masking.strategy} masks are computed once per "
+            "partition from the previous partition's model: use refresh auto or partition"
+        )
+    stride = 2**model.encoder_depth
+    if data.image_size % stride:
+        problems.append(
+            f"data.image_size {data.image_size} must be a multiple of {stride} for a U-Net with "
+            f"model.encoder_depth {model.encoder_depth}; use a multiple of {stride} or a "
+            "smaller depth"
+        )
+    if masking.token_stage is not None and masking.fill == "token":
+        problems.append(
+            "masking.fill: token already puts the learnable token at the input (stage 0); with "
+            "masking.token_stage set, use another input fill such as mean"
+        )
+    elif masking.token_stage is not None:
+        if masking.token_stage > model.encoder_depth:
+            problems.append(
+                f"masking.token_stage {masking.token_stage} is deeper than model.encoder_depth "
+                f"{model.encoder_depth}; use a stage in 0..{model.encoder_depth}"
+            )
+        else:
+            stride = 2**masking.token_stage
+            sizes = {"masking.patch_size": masking.patch_size}
+            if masking.strategy == "mixed":
+                sizes["masking.mixed.patch_size"] = masking.mixed.patch_size
+            problems += [
+                f"{key} {size} must be a multiple of the stride {stride} of masking.token_stage "
+                f"{masking.token_stage}; use a multiple of {stride} or an earlier stage"
+                for key, size in sizes.items()
+                if size % stride
+            ]
+    fixed = FIXED_NUM_CLASSES.get(data.source)
+    if fixed is not None and data.num_classes != fixed:
+        problems.append(
+            f"data.num_classes is {data.num_classes} but source {data.source!r} has {fixed} "
+            f"classes; set data.num_classes: {fixed}"
+        )
+    low, high = GENERATED_CLASSES.get(data.source, (2, 1000))
+    if not low <= data.num_classes <= high:
+        problems.append(
+            f"data.num_classes {data.num_classes} is out of range for the {data.source} source; "
+            f"use {low}..{high}"
+        )
+    if data.source not in GENERATED_SOURCES and not data.path:
+        problems.append(f"data.path is required for source {data.source!r}; set it to the root")
+    if data.source in GENERATED_SOURCES:
+        pretrain_images = data.num_images - max(1, round(data.num_images * data.val_fraction))
+        if pretrain_images < spec.pretrain.partitions:
+            problems.append(
+                f"pretrain.partitions {spec.pretrain.partitions} exceeds the {pretrain_images} "
+                f"pretraining images; raise data.num_images or lower pretrain.partitions"
+            )
+    return problems
+
+
+def divisors_hint(size: int) -> str:
+    divisors = [d for d in range(2, min(size, 64) + 1) if size % d == 0]
+    return ", ".join(map(str, divisors[-4:])) or "1"
