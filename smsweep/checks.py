@@ -50,6 +50,13 @@ def check_all(
         label_fraction=spec.data.label_fraction,
     )
     if capacity is None:
+        autoscale = spec.resources.autoscale_cpus, spec.resources.autoscale_gpus
+        if autoscale != (None, None):
+            raise SpecError(
+                "resources.autoscale_cpus / autoscale_gpus describe an autoscaling Ray cluster, "
+                "but this sweep starts a local Ray, which does not scale; pass --address of the "
+                "cluster (or RAY_ADDRESS), or remove them"
+            )
         capacity = local_capacity(need_gpus=trial_demand(spec.resources).gpus > 0)
     concurrency = check_fits(spec, *capacity, where="this machine")
     return Checked(spec=spec, source=source, splits=splits, concurrency=concurrency)

@@ -303,6 +303,15 @@ class ResourcesConfig(_Section):
     )
     cpus_per_actor: float = _f(1.0, "CPUs per scoring actor", gt=0, le=1024)
     gpus_per_actor: float = _f(0.0, "GPU fraction per scoring actor", ge=0, le=1)
+    autoscale_cpus: float | None = _f(
+        None,
+        "CPUs an autoscaling cluster can grow to (its nodes' max_workers x CPUs); set, the "
+        "capacity check counts these instead of the CPUs up now, and trials wait for nodes",
+        gt=0,
+    )
+    autoscale_gpus: float | None = _f(
+        None, "GPUs an autoscaling cluster can grow to (as autoscale_cpus)", ge=0
+    )
 
 
 class TrackingConfig(_Section):

@@ -10,6 +10,7 @@ before launching anything.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from smsweep.config import ResourcesConfig, SweepSpec
@@ -67,6 +68,23 @@ def check_fits(
             "resources (trials that share CPUs with each other's workers wait forever)"
         )
     return concurrent
+
+
+def cluster_capacity(
+    spec: SweepSpec, resources: Mapping[str, float], where: str
+) -> tuple[float, float, str]:
+    """(CPUs, GPUs, where) the capacity check counts on a Ray cluster: what `resources`
+    (`ray.cluster_resources()`) has now, or, with resources.autoscale_cpus / autoscale_gpus set,
+    what the cluster's autoscaler can grow to (Ray asks it for nodes while trials wait)."""
+    settings = spec.resources
+    cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    if settings.autoscale_cpus is None and settings.autoscale_gpus is None:
+        return cpus, gpus, where
+    if settings.autoscale_cpus is not None:
+        cpus = max(cpus, settings.autoscale_cpus)
+    if settings.autoscale_gpus is not None:
+        gpus = max(gpus, settings.autoscale_gpus)
+    return cpus, gpus, f"{where} scaled up (resources.autoscale_cpus / autoscale_gpus)"
 
 
 def local_capacity(need_gpus: bool) -> tuple[float, float]:

@@ -34,7 +34,7 @@ from smsweep.config import SweepSpec
 from smsweep.console import Echo, Output, Progress, arms_table, leaderboard, quiet_engines, say
 from smsweep.data import Source, open_source
 from smsweep.errors import SpecError, TrackingUnavailable
-from smsweep.resources import check_fits
+from smsweep.resources import check_fits, cluster_capacity
 from smsweep.searcher import Arms, DefineByRun
 from smsweep.space import control_params, grid_points
 from smsweep.spec import resolve, validate_spec
@@ -163,8 +163,7 @@ def _launch(
     where = cluster.connect(address, verbose=output.verbose)
     held = None
     try:
-        resources = ray.cluster_resources()
-        check_fits(spec, resources.get("CPU", 0.0), resources.get("GPU", 0.0), where)
+        check_fits(spec, *cluster_capacity(spec, ray.cluster_resources(), where))
         cluster.check_multinode(experiment_dir.parent, uri)
         # Everything is checked: the claim is the first write, and the only one for a driver
         # that finds the experiment taken.

@@ -33,7 +33,7 @@ from ray.util.queue import Empty, Queue
 
 from smsweep.config import SweepSpec
 from smsweep.data import Source, open_source
-from smsweep.resources import check_fits
+from smsweep.resources import check_fits, cluster_capacity
 
 Report = Callable[[dict[str, Any], "str | None"], None]  # (metrics, checkpoint directory)
 _DONE = "__fit_finished__"
@@ -81,9 +81,8 @@ def run_trial(
     """
     started = time.perf_counter()
     storage_path = Path(storage_path).resolve()
-    cluster = ray.cluster_resources()
     check_fits(
-        spec, cluster.get("CPU", 0.0), cluster.get("GPU", 0.0), "the Ray cluster", concurrent=1
+        spec, *cluster_capacity(spec, ray.cluster_resources(), "the Ray cluster"), concurrent=1
     )
     finished = finished_metrics(storage_path / run_name)
     if finished is not None:

@@ -18,6 +18,9 @@ from ray.cluster_utils import Cluster
 
 from smsweep import tracking
 from smsweep.cli import main
+from smsweep.errors import SpecError
+from smsweep.resources import check_fits, cluster_capacity
+from smsweep.spec import validate_spec
 from tests.test_sweep import tiny_sweep, write_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,6 +82,33 @@ def test_a_local_mlflow_store_is_refused_on_several_nodes(two_nodes, tmp_path, c
     assert "start a tracking server" in capsys.readouterr().err
     assert not storage.exists() and not (tmp_path / "mlflow.db").exists()
     assert not ray.is_initialized()
+
+
+def test_an_autoscaling_cluster_is_checked_against_what_it_can_grow_to(two_nodes):
+    """Two trials of 3 CPUs do not fit the 4 CPUs up now; declared able to grow to 8, they do.
+    The same spec without a cluster to scale is refused."""
+    raw = tiny_sweep(num_samples=2)
+    raw["search"]["max_concurrent"] = 2
+    raw["resources"] = {"cpus_per_trial": 1, "cpus_per_worker": 1, "scoring_actors": 1}
+    fixed = validate_spec(raw)
+    scaling = validate_spec({**raw, "resources": {**raw["resources"], "autoscale_cpus": 8}})
+    ray.init(address=two_nodes.address, log_to_driver=False)
+    try:
+        now = ray.cluster_resources()
+        with pytest.raises(SpecError, match=r"set search\.max_concurrent: 1"):
+            check_fits(fixed, *cluster_capacity(fixed, now, "the cluster"))
+        assert check_fits(scaling, *cluster_capacity(scaling, now, "the cluster")) == 2
+    finally:
+        ray.shutdown()
+
+
+def test_autoscaling_without_a_cluster_is_refused(tmp_path, capsys):
+    raw = tiny_sweep(num_samples=1)
+    raw["resources"] = {**raw.get("resources", {}), "autoscale_cpus": 64}
+    code = main(["run", str(write_spec(tmp_path, raw)), "--storage", str(tmp_path / "runs")])
+    assert code == 2
+    assert "pass --address" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.slow

@@ -29,3 +29,22 @@ def test_ci_runs_the_readme_test_command():
     assert test == "python -m pytest"
     assert "pip install -e '.[dev]'" in install and "pip install --quiet -e '.[dev]'" in ci
     assert ci.rstrip().endswith(test)
+
+
+def test_the_job_runtime_env_carries_the_dependencies_the_cluster_image_lacks():
+    """deploy/runtime_env.yaml (the README's `ray job submit` recipe) installs every dependency
+    of pyproject.toml but those the cluster's image provides (Ray, torch, torchvision), and Ray
+    accepts it."""
+    import tomllib
+
+    import yaml
+    from ray.runtime_env import RuntimeEnv
+
+    environment = yaml.safe_load((REPO / "deploy" / "runtime_env.yaml").read_text())
+    RuntimeEnv(**environment)  # Ray's own validation of the fields
+    pinned = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    provided = ("torch==", "torchvision==", "ray[")
+    assert environment["pip"]["packages"] == [d for d in pinned if not d.startswith(provided)]
+    assert environment["working_dir"] == "."
+    readme = (REPO / "README.md").read_text()
+    assert "--runtime-env deploy/runtime_env.yaml" in readme
