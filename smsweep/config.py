@@ -84,6 +84,12 @@ class ModelConfig(_Section):
         "run the convolutions in channels-last (NHWC) memory layout: same results within float "
         "rounding, faster on CPUs and tensor-core GPUs",
     )
+    precision: Literal["auto", "fp32", "bf16"] = _f(
+        "auto",
+        "forward passes of pretraining, mask scoring and fine-tuning: bf16 autocast or float32; "
+        "weights, optimizer steps, losses and loss maps stay float32; auto: bf16 on a CUDA "
+        "device that runs it natively (compute capability 8.0+), fp32 elsewhere",
+    )
 
     @field_validator("decoder_channels")
     @classmethod

@@ -42,6 +42,7 @@ from smsweep.finetune import (
     transfer_weights,
     trivial_metrics,
 )
+from smsweep.precision import resolve_precision
 from smsweep.pretrain import (
     MaskTable,
     derived_seed,
@@ -107,7 +108,10 @@ class Trial:
         self.session = session
         self.seed = repeat_seed(self.spec)
         self.rank, self.world, self.device = session.rank, session.world, session.device
-        data, pretrain = self.spec.data, self.spec.pretrain
+        data, pretrain, model = self.spec.data, self.spec.pretrain, self.spec.model
+        self.precision = resolve_precision(
+            model.precision, self.device, channels_last=model.channels_last
+        )
         self.splits: Splits = make_splits(
             self.source,
             seed=self.spec.seed,
@@ -168,6 +172,7 @@ class Trial:
                 metrics |= {
                     "plan/partitions": spec.pretrain.partitions,
                     "plan/pretrain_steps": budget.pretrain_steps,
+                    "precision": str(self.precision),
                 }
                 masks, scoring = self._masks(partition, strategy, warmup, model, indices, scorer)
                 metrics |= scoring
@@ -188,6 +193,7 @@ class Trial:
                     mask_seed=lambda epoch, p=partition: derived_seed(self.seed, MASKS, p, epoch),
                     learning_rate=learning_rate,
                     first_step=offset,
+                    precision=self.precision,
                 )
                 metrics["pretrain_steps"] = offset + budget.partition_steps[partition]
                 state = {"phase": "pretrain", "partition": partition, "epoch": -1}
@@ -242,9 +248,13 @@ class Trial:
             )
             metrics["finetune_steps"] = done + steps
             if spec.finetune.precise_bn:
-                recalibrate_batchnorm(model, self._on_device(self._labelled(self.splits.train)))
+                train_view = self._on_device(self._labelled(self.splits.train))
+                recalibrate_batchnorm(model, train_view, self.precision)
             confusion = confusion_matrix(
-                model, self._on_device(self._labelled(self.splits.val)), spec.data.num_classes
+                model,
+                self._on_device(self._labelled(self.splits.val)),
+                spec.data.num_classes,
+                self.precision,
             )
             metrics |= segmentation_metrics(confusion, self.source.class_names)
             floor = floor or self._floor(confusion.sum(dim=1))
@@ -255,6 +265,7 @@ class Trial:
             metrics |= {
                 "plan/finetune_steps": budget.finetune_steps,
                 "plan/finetune_evaluations": budget.finetune_evaluations,
+                "precision": str(self.precision),
             }
             value = metrics.get(search.metric)
             if isinstance(value, float) and math.isfinite(value):
@@ -291,6 +302,7 @@ class Trial:
                 optimizer,
                 learning_rate=learning_rate,
                 first_step=first_step,
+                precision=self.precision,
             )
             total, images = total + loss * count, images + count
             first_step += len(batches)
@@ -333,7 +345,13 @@ class Trial:
                 scored = scorer.score(model.state_dict(), indices, seeds)
             else:
                 scored = score_in_process(
-                    strategy, model, self.source, indices, seeds, self.spec.data.image_size
+                    strategy,
+                    model,
+                    self.source,
+                    indices,
+                    seeds,
+                    self.spec.data.image_size,
+                    self.precision,
                 )
             table = MaskTable.from_scores(
                 indices, scored.scores, strategy.ratio, strategy.patch_size, tie_seeds=seeds
@@ -361,7 +379,9 @@ class Trial:
         generator = torch.Generator().manual_seed(derived_seed(self.seed, MASKS, partition))
         where = (generator, spec.data.image_size, self.device)
         metrics |= looks.diagnostics(self.source, indices, masks, *where)
-        return looks.gallery(model, fill, self.source, indices, masks, *where, partition)
+        return looks.gallery(
+            model, fill, self.source, indices, masks, *where, partition, self.precision
+        )
 
     # --- data -----------------------------------------------------------------------------------
 
