@@ -308,6 +308,20 @@ class ResourcesConfig(_Section):
     )
     cpus_per_actor: float = _f(1.0, "CPUs per scoring actor", gt=0, le=1024)
     gpus_per_actor: float = _f(0.0, "GPU fraction per scoring actor", ge=0, le=1)
+    data_workers: int = _f(
+        0,
+        "DataLoader worker processes per training process (the trial's with train_workers: 0, "
+        "else each Train worker's) loading and augmenting images; they share that process's "
+        "CPUs (not reserved from Ray: raise cpus_per_worker or cpus_per_trial to match); the "
+        "same batches as 0 (in-process loading)",
+        ge=0,
+        le=64,
+    )
+    pin_memory: Literal["auto", True, False] = _f(
+        "auto",
+        "load batches into pinned memory and copy them to the GPU without blocking; auto: on "
+        "when training on CUDA; pinning has no effect on the CPU",
+    )
 
 
 class TrackingConfig(_Section):
@@ -613,11 +627,16 @@ def _explain_one(item: dict[str, Any]) -> str:
         message = str(item.get("ctx", {}).get("error", item["msg"]))
         return f"`{loc}`: {message}" if loc else message
     if kind == "literal_error":
-        choices = ", ".join(map(str, _field_at(loc).annotation.__args__))
+        choices = ", ".join(map(_as_yaml, _field_at(loc).annotation.__args__))
         return f"`{loc}`: {got!r} is not a valid choice; choose one of: {choices}"
     legal = _legal_range(loc)
     legal = f"; legal: {legal}" if legal else ""
     return f"`{loc}`: {item['msg'].lower()} (got {got!r}){legal}"
+
+
+def _as_yaml(value: Any) -> str:
+    """A choice as it is written in a spec (true, not True)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _join(parent: str, key: str) -> str:

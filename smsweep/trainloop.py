@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 
 from smsweep import build, looks
 from smsweep.budget import trial_budget
-from smsweep.config import SweepSpec
+from smsweep.config import ResourcesConfig, SweepSpec
 from smsweep.data import Source, Splits, make_splits
 from smsweep.data.datasets import PretrainDataset, SegmentationDataset
 from smsweep.data.transforms import eval_transform, finetune_transform, pretrain_transform
@@ -112,6 +112,7 @@ class Trial:
         self.precision = resolve_precision(
             model.precision, self.device, channels_last=model.channels_last
         )
+        self.loading = loader_settings(self.spec.resources, self.device)
         self.splits: Splits = make_splits(
             self.source,
             seed=self.spec.seed,
@@ -294,7 +295,7 @@ class Trial:
         segments = step_batches(len(train), spec.finetune.batch_size, first_step, steps, order)
         for pass_index, batches in segments:
             train.set_epoch(pass_index)
-            loader = DataLoader(train, batch_sampler=batches)
+            loader = DataLoader(train, batch_sampler=batches, **self.loading)
             count = sum(len(batch) for batch in batches)
             loss = finetune_epoch(
                 model,
@@ -317,7 +318,7 @@ class Trial:
     def _labelled(self, indices: tuple[int, ...]) -> DataLoader:
         """Labelled images as they are validated (no augmentation), in batches."""
         view = SegmentationDataset(self.source, indices, eval_transform(self.spec.data.image_size))
-        return DataLoader(view, batch_size=self.spec.finetune.batch_size)
+        return DataLoader(view, batch_size=self.spec.finetune.batch_size, **self.loading)
 
     # --- masks ----------------------------------------------------------------------------------
 
@@ -399,14 +400,19 @@ class Trial:
                 batch_size=self.spec.pretrain.batch_size,
                 shuffle=True,
                 generator=torch.Generator().manual_seed(seed),
+                **self.loading,
             )
             return self._on_device(loader)
 
         return batches
 
     def _on_device(self, loader: DataLoader):
+        pinned = self.loading["pin_memory"]  # a pinned batch can be copied without blocking
         for first, second in loader:
-            yield first.to(self.device), second.to(self.device)
+            yield (
+                first.to(self.device, non_blocking=pinned),
+                second.to(self.device, non_blocking=pinned),
+            )
 
     # --- checkpoints ----------------------------------------------------------------------------
 
@@ -460,6 +466,16 @@ class Trial:
         torch.set_rng_state(state["torch_rng"])
         self.run_ids = state["run_ids"] or self.run_ids
         return state
+
+
+def loader_settings(resources: ResourcesConfig, device: torch.device) -> dict[str, Any]:
+    """DataLoader settings of every loader of the trial: `resources.data_workers` processes
+    (not persistent: the loaders are made anew for every pass, and a persistent worker's copy of
+    the dataset would not see `set_epoch`), memory pinned when the batches go to a CUDA device.
+    Batches do not depend on the workers: each item's augmentation is seeded from its own index
+    (`smsweep.data.datasets`), and the order is drawn in this process."""
+    pin = resources.pin_memory is not False and device.type == "cuda"
+    return {"num_workers": resources.data_workers, "pin_memory": pin}
 
 
 def _shard(indices, rank: int, world: int) -> tuple[int, ...]:

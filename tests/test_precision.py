@@ -1,6 +1,7 @@
-"""model.precision: what auto resolves to, what bf16 autocast changes (the forwards) and what it
-leaves in float32 (weights, optimizer steps, losses, loss maps), and a whole in-process trial in
-bf16. Real tiny U-Nets on the CPU, no Ray."""
+"""model.precision and the trial's data loading: what auto resolves to, what bf16 autocast
+changes (the forwards) and what it leaves in float32 (weights, optimizer steps, losses, loss
+maps), a whole in-process trial in bf16, and DataLoader workers that change no batch. Real tiny
+U-Nets on the CPU, no Ray."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from smsweep.masking.scorer import _patch_losses
 from smsweep.precision import FLOAT32, Precision, resolve_precision
 from smsweep.pretrain import pretrain_step
 from smsweep.scoring import score_block
-from smsweep.trainloop import run_in_process
+from smsweep.trainloop import STATE_FILE, loader_settings, run_in_process
 
 CPU = torch.device("cpu")
 BF16 = Precision(bf16_autocast=True)
@@ -126,3 +127,35 @@ def test_an_in_process_trial_in_bf16_finishes_with_finite_metrics(tmp_path):
     assert all(math.isfinite(r["recon_loss"]) for r in reports[:2])
     final = reports[-1]
     assert final["done"] and math.isfinite(final["miou"]) and math.isfinite(final["finetune_loss"])
+
+
+def test_loaders_pin_memory_only_for_a_cuda_device():
+    resources = tiny_spec().resources
+    assert loader_settings(resources, CPU) == {"num_workers": 0, "pin_memory": False}
+    assert loader_settings(resources, torch.device("cuda"))["pin_memory"]
+    off = tiny_spec(resources={"pin_memory": False, "data_workers": 2}).resources
+    assert loader_settings(off, torch.device("cuda")) == {"num_workers": 2, "pin_memory": False}
+    assert not loader_settings(resources.model_copy(update={"pin_memory": True}), CPU)["pin_memory"]
+
+
+def test_two_data_workers_train_exactly_as_loading_in_process(tmp_path):
+    """Augmented fine-tuning, shuffled pretraining, precise BN and validation, with their images
+    loaded by 2 worker processes: the same losses, metrics and weights, bit for bit."""
+    runs = {}
+    for workers in (0, 2):
+        reports = []
+        spec = tiny_spec(
+            masking={"strategy": "random"},
+            data={"augment": True},
+            resources={"data_workers": workers},
+        )
+        directory = tmp_path / f"workers_{workers}"
+        run_in_process(spec, directory, on_report=lambda metrics, _, r=reports: r.append(metrics))
+        last = sorted(directory.glob("checkpoint_*"))[-1]
+        weights = torch.load(last / STATE_FILE, weights_only=True)["model"]
+        runs[workers] = (reports, weights)
+    (serial, serial_weights), (parallel, parallel_weights) = runs[0], runs[2]
+    timing = ("compute_seconds", "scoring_seconds", "scoring_ms_per_image")
+    strip = [{k: v for k, v in r.items() if k not in timing} for r in (*serial, *parallel)]
+    assert strip[: len(serial)] == strip[len(serial) :]
+    assert all(torch.equal(serial_weights[key], parallel_weights[key]) for key in serial_weights)
