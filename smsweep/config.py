@@ -85,6 +85,12 @@ class ModelConfig(_Section):
         "run the convolutions in channels-last (NHWC) memory layout: same results within float "
         "rounding, faster on CPUs and tensor-core GPUs",
     )
+    precision: Literal["auto", "fp32", "bf16"] = _f(
+        "auto",
+        "forward passes of pretraining, mask scoring and fine-tuning: bf16 autocast or float32; "
+        "weights, optimizer steps, losses and loss maps stay float32; auto: bf16 on a CUDA "
+        "device that runs it natively (compute capability 8.0+), fp32 elsewhere",
+    )
 
     @field_validator("decoder_channels")
     @classmethod
@@ -303,6 +309,20 @@ class ResourcesConfig(_Section):
     )
     cpus_per_actor: float = _f(1.0, "CPUs per scoring actor", gt=0, le=1024)
     gpus_per_actor: float = _f(0.0, "GPU fraction per scoring actor", ge=0, le=1)
+    data_workers: int = _f(
+        0,
+        "DataLoader worker processes per training process (the trial's with train_workers: 0, "
+        "else each Train worker's) loading and augmenting images; they share that process's "
+        "CPUs (not reserved from Ray: raise cpus_per_worker or cpus_per_trial to match); the "
+        "same batches as 0 (in-process loading)",
+        ge=0,
+        le=64,
+    )
+    pin_memory: Literal["auto", True, False] = _f(
+        "auto",
+        "load batches into pinned memory and copy them to the GPU without blocking; auto: on "
+        "when training on CUDA; pinning has no effect on the CPU",
+    )
     autoscale_cpus: float | None = _f(
         None,
         "CPUs an autoscaling cluster can grow to (its nodes' max_workers x CPUs); set, the "

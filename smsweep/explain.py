@@ -60,11 +60,16 @@ def _explain_one(item: dict[str, Any], root: type[BaseModel]) -> str:
         message = str(item.get("ctx", {}).get("error", item["msg"]))
         return f"`{loc}`: {message}" if loc else message
     if kind == "literal_error":
-        choices = ", ".join(map(str, _field_at(loc, root).annotation.__args__))
+        choices = ", ".join(map(_as_yaml, _field_at(loc, root).annotation.__args__))
         return f"`{loc}`: {got!r} is not a valid choice; choose one of: {choices}"
     legal = _legal_range(loc, root)
     legal = f"; legal: {legal}" if legal else ""
     return f"`{loc}`: {item['msg'].lower()} (got {got!r}){legal}"
+
+
+def _as_yaml(value: Any) -> str:
+    """A choice as it is written in a spec (true, not True)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _join(parent: str, key: str) -> str:

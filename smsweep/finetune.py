@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from smsweep.data import IGNORE_INDEX
+from smsweep.precision import FLOAT32, Precision
 
 HEAD_PREFIX = "segmentation_head."
 
@@ -67,10 +68,11 @@ def finetune_epoch(
     max_steps: int | None = None,
     learning_rate: Callable[[int], float] | None = None,
     first_step: int = 0,
+    precision: Precision = FLOAT32,
 ) -> float:
     """One pass of cross-entropy training (255 ignored), stopped after `max_steps` steps when
     given; returns the mean loss per image. learning_rate(step) sets the rate before each step,
-    steps numbered from `first_step`."""
+    steps numbered from `first_step`. The forwards run in `precision`, the loss in float32."""
     model.train()
     total, count = 0.0, 0
     for step, (images, labels) in enumerate(batches):
@@ -78,8 +80,9 @@ def finetune_epoch(
             break
         if learning_rate is not None:
             learning_rate(first_step + step)
-        logits = model(images)  # (B, classes, H, W)
-        loss = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
+        with precision.context(images.device):
+            logits = model(images)  # (B, classes, H, W)
+        loss = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"fine-tuning loss is {float(loss.detach())}: lower finetune.lr"
@@ -140,9 +143,14 @@ BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]]) -> int:
+def recalibrate_batchnorm(
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    precision: Precision = FLOAT32,
+) -> int:
     """Recompute every BatchNorm layer's running mean and variance as the plain average over
     `batches` (images, ignored labels) with the current weights; returns the layers updated.
+    The forwards run in `precision`, as the validation that uses the statistics does.
 
     During training the running statistics are an exponential average over the last ~10 batches
     (momentum 0.1), so on a small, augmented train split they drift from step to step, and two
@@ -160,7 +168,8 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[tuple[Tensor, Tens
         norm.momentum = None  # a cumulative average
     try:
         for images, _ in batches:
-            model(images)
+            with precision.context(images.device):
+                model(images)
     finally:
         for norm, momentum in zip(norms, momenta, strict=True):
             norm.momentum = momentum
@@ -170,14 +179,20 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[tuple[Tensor, Tens
 
 @torch.no_grad()
 def confusion_matrix(
-    model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], num_classes: int
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    num_classes: int,
+    precision: Precision = FLOAT32,
 ) -> Tensor:
-    """(num_classes, num_classes) int64, rows = label, columns = prediction; 255 ignored."""
+    """(num_classes, num_classes) int64, rows = label, columns = prediction; 255 ignored. The
+    forwards run in `precision`."""
     was_training = model.training
     model.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
     for images, labels in batches:
-        predictions = model(images).argmax(dim=1)  # (B, H, W)
+        with precision.context(images.device):
+            logits = model(images)  # (B, classes, H, W)
+        predictions = logits.float().argmax(dim=1)  # (B, H, W)
         keep = labels != IGNORE_INDEX
         pairs = labels[keep].cpu() * num_classes + predictions[keep].cpu()
         confusion += torch.bincount(pairs, minlength=num_classes**2).view(num_classes, -1)

@@ -13,22 +13,29 @@ from smsweep.masking import PatchMask
 from smsweep.masking.base import evaluating
 from smsweep.masking.fills import Fill
 from smsweep.masking.loss_map import pixel_loss_map
+from smsweep.precision import FLOAT32, Precision
 
 GAP = 2  # pixels between tiles
 
 
 def gallery_rows(
-    model: nn.Module, images: Tensor, mask: PatchMask, fill: Fill, generator: torch.Generator
+    model: nn.Module,
+    images: Tensor,
+    mask: PatchMask,
+    fill: Fill,
+    generator: torch.Generator,
+    precision: Precision = FLOAT32,
 ) -> np.ndarray:
     """The gallery of `images` (n, 3, H, W) under `mask`, as uint8 (n*(H+GAP), 4*(W+GAP), 3).
 
     The loss map is the per-pixel (1 - SSIM 3x3) + L1 of the model's reconstruction (the
     quantity selective masking ranks patches by), scaled to its maximum; the mask column shows
-    masked patches dimmed to black.
+    masked patches dimmed to black. The forward runs in `precision`, the loss map in float32.
     """
     pixel_mask = mask.pixels().to(images.device)  # (n, 1, H, W)
-    with evaluating(model):
-        reconstruction = model(fill(images, pixel_mask, generator), pixel_mask).clamp(0, 1)
+    with evaluating(model), precision.context(images.device):
+        reconstruction = model(fill(images, pixel_mask, generator), pixel_mask)
+    reconstruction = reconstruction.float().clamp(0, 1)
     loss = pixel_loss_map(reconstruction, images, patch_size=mask.patch_size)  # (n, H, W)
     loss = (loss / loss.amax(dim=(1, 2), keepdim=True).clamp(min=1e-8)).unsqueeze(1)
     heat = torch.cat([loss, loss**2, (1 - loss) * 0.3], dim=1)  # dark blue -> orange/white

@@ -16,6 +16,7 @@ from smsweep.data.transforms import pretrain_transform
 from smsweep.gallery import gallery_rows, save_gallery
 from smsweep.masking import mask_diagnostics
 from smsweep.masking.fills import Fill
+from smsweep.precision import FLOAT32, Precision
 from smsweep.pretrain import MaskSource
 from smsweep.scoring import load_images
 
@@ -58,12 +59,12 @@ def gallery(
     image_size: int,
     device: torch.device,
     partition: int,
+    precision: Precision = FLOAT32,
 ) -> Path:
     """The partition's gallery (image | loss map | mask | reconstruction) in a new temporary
     directory, as `partition_NNN.png`; the caller moves it and removes the directory."""
     shown = list(indices[:GALLERY_IMAGES])
     images = load_images(source, shown, image_size).to(device)
-    rows = gallery_rows(
-        model, images, masks(images, torch.tensor(shown), generator), fill, generator
-    )
+    mask = masks(images, torch.tensor(shown), generator)
+    rows = gallery_rows(model, images, mask, fill, generator, precision)
     return save_gallery(rows, Path(tempfile.mkdtemp()) / f"partition_{partition:03d}.png")

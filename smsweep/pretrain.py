@@ -27,6 +27,7 @@ from smsweep.losses import WeightedLoss
 from smsweep.masking import MaskingStrategy, PatchMask, top_k_mask
 from smsweep.masking.base import random_tie_keys, to_device
 from smsweep.masking.fills import Fill
+from smsweep.precision import FLOAT32, Precision
 
 MaskSource = Callable[[Tensor, Tensor, torch.Generator], PatchMask]  # (images, indices, gen)
 
@@ -134,16 +135,20 @@ def pretrain_step(
     loss: WeightedLoss,
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
+    precision: Precision = FLOAT32,
 ) -> float:
     """One optimizer step of masked reconstruction; returns the loss.
 
     images (B, C, H, W) in [0, 1]; the model gets the filled images and the pixel mask
-    (MaskedUnet adds its token there) and reconstructs the whole image.
+    (MaskedUnet adds its token there) and reconstructs the whole image. The forward runs in
+    `precision`; the loss is computed in float32, outside autocast (its SSIM convolutions would
+    otherwise run in bf16).
     """
     pixel_mask = mask.pixels().to(images.device)  # (B, 1, H, W)
     inputs = fill(images, pixel_mask, generator)
-    reconstruction = model(inputs, pixel_mask)
-    value = loss(reconstruction, images, pixel_mask)
+    with precision.context(images.device):
+        reconstruction = model(inputs, pixel_mask)
+    value = loss(reconstruction.float(), images, pixel_mask)
     # One host sync per step, here: the check needs the value before the step (the weights stay
     # as they were), and the same number is returned, so the host does not wait again after
     # the step and can prepare the next batch while a GPU runs this backward pass.
@@ -171,6 +176,7 @@ def train_partition(
     mask_seed: Callable[[int], int],
     learning_rate: Callable[[int], float] | None = None,
     first_step: int = 0,
+    precision: Precision = FLOAT32,
 ) -> float:
     """`steps` optimizer steps on one partition, pass after pass; returns the mean loss over the
     last pass's worth of steps (one pass, or all the steps when there are fewer).
@@ -179,6 +185,7 @@ def train_partition(
     `epoch`; mask_seed(epoch) seeds that pass's mask and fill draws, so a resumed run draws what
     an uninterrupted one did. learning_rate(step) sets the optimizer's rate before each step;
     steps are numbered from `first_step` (the schedule's position when the partition starts).
+    `precision`: how the forwards run (`pretrain_step`).
     """
     model.train()
     recent: deque[tuple[float, int]] = deque()  # (loss, images) of the last pass's steps
@@ -191,7 +198,14 @@ def train_partition(
                 learning_rate(first_step + taken)
             mask = masks(images, indices, generator)
             value = pretrain_step(
-                model, images, mask, fill=fill, loss=loss, optimizer=optimizer, generator=generator
+                model,
+                images,
+                mask,
+                fill=fill,
+                loss=loss,
+                optimizer=optimizer,
+                generator=generator,
+                precision=precision,
             )
             recent.append((value, images.shape[0]))
             taken, in_pass = taken + 1, in_pass + 1

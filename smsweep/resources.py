@@ -5,6 +5,13 @@ same time, and Ray does not preempt: if concurrent trials each hold part of what
 need, they wait forever (seen with Ray 2.60 on 2 CPUs: two trials holding 1 CPU each, whose workers
 need 1 CPU each). So the sum over concurrent trials must fit, and we refuse a sweep that does not
 before launching anything.
+
+DataLoader workers (`resources.data_workers`) are not in the demand: they are child processes of
+the process that trains (the trial's with `train_workers: 0`, else each Train worker), which Ray
+neither schedules nor counts, so they cannot make trials wait on each other; they run on that
+process's CPUs. Counting them here would refuse sweeps that Ray would run, without reserving
+anything; to give them CPUs of their own, raise `cpus_per_worker` (or `cpus_per_trial`) by as
+many.
 """
 
 from __future__ import annotations

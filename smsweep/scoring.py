@@ -29,6 +29,7 @@ from smsweep.data import Source
 from smsweep.data.datasets import image_tensor
 from smsweep.data.transforms import pretrain_transform
 from smsweep.masking import MaskingStrategy
+from smsweep.precision import FLOAT32, Precision, resolve_precision
 
 BLOCK = 16  # images per scoring task at most: 16 x K variants fill a forward chunk
 MAX_RESTARTS_PER_ACTOR = 3  # per partition, before scoring gives up
@@ -45,10 +46,14 @@ def score_block(
     model: nn.Module,
     images: Tensor,
     seeds: Sequence[int],
+    precision: Precision = FLOAT32,
 ) -> Tensor:
-    """Per-patch scores of one block: (n, h, w) float32 on the CPU."""
+    """Per-patch scores of one block: (n, h, w) float32 on the CPU. The model's forwards run in
+    `precision`; the scorers cast their output to float32 before any loss map."""
     device = next(model.parameters()).device
-    return strategy.seeded_scores(images.to(device), seeds, model).float().cpu()
+    with precision.context(device):
+        scores = strategy.seeded_scores(images.to(device), seeds, model)
+    return scores.float().cpu()
 
 
 def blocks(
@@ -78,10 +83,11 @@ def score_in_process(
     indices: Sequence[int],
     seeds: Sequence[int],
     image_size: int,
+    precision: Precision = FLOAT32,
 ) -> Scored:
     start = time.perf_counter()
     parts = [
-        score_block(strategy, model, load_images(source, block, image_size), block_seeds)
+        score_block(strategy, model, load_images(source, block, image_size), block_seeds, precision)
         for block, block_seeds in blocks(indices, seeds)
     ]
     return Scored(torch.cat(parts), time.perf_counter() - start, by_actors=False)
@@ -95,6 +101,10 @@ class ScoringWorker:
         torch.manual_seed(0)  # architecture only: the weights arrive with `load`
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = build.reconstruction_model(spec).to(self.device).eval()
+        model = spec.model
+        self.precision = resolve_precision(
+            model.precision, self.device, channels_last=model.channels_last
+        )
         self.strategy = build.masking_strategy(spec)
         self.source = source
         self.image_size = spec.data.image_size
@@ -113,7 +123,7 @@ class ScoringWorker:
             self.weights_id = weights[0].hex()
         images = load_images(self.source, indices, self.image_size)
         self.blocks_scored += 1
-        return score_block(self.strategy, self.model, images, seeds).numpy()
+        return score_block(self.strategy, self.model, images, seeds, self.precision).numpy()
 
     def _load(self, arrays: dict[str, np.ndarray]) -> None:
         with warnings.catch_warnings():

@@ -61,7 +61,7 @@ def _legal(field: Any) -> str:
     annotation = field.annotation
     args = getattr(annotation, "__args__", None)
     if "Literal" in str(annotation) and args:
-        return ", ".join(f"`{arg}`" for arg in args)
+        return ", ".join(f"`{str(arg).lower() if isinstance(arg, bool) else arg}`" for arg in args)
     bounds = []
     for meta in field.metadata:
         for attr, symbol in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):

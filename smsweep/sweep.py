@@ -43,6 +43,7 @@ from smsweep.stats import Verdict, judge
 SETTINGS_FILE = "smsweep.json"
 OPTUNA_FILE = "optuna.db"  # the study's default storage, beside Tune's state
 STOPPED_EARLY_TAG = "smsweep.stopped_early"  # a trial run's tag: ASHA stopped it
+PRECISION_TAG = "smsweep.precision"  # a trial run's tag: e.g. "bf16 autocast + channels_last"
 FINISHED_FILE = "finished.json"  # written when a sweep has run every trial: `resume` stops there
 FINETUNE_METRICS = ("miou", "pixel_accuracy", "finetune_loss")
 FLOOR_METRICS = ("floor/miou", "floor/pixel_accuracy")  # shown under the leaderboard
@@ -395,11 +396,15 @@ def tune_trial(
         # The galleries' copies beside the checkpoints outlive them (a pending entry may wait).
         galleries = sorted(Path(checkpoint).glob("partition_*.png")) if checkpoint else []
         logged = {k: v for k, v in metrics.items() if not k.startswith("plan/")}
+        replayed = metrics.get("replayed")  # a replayed result is in the run
+        # The precision the forwards ran in (model.precision resolved on the trial's device).
+        tags = {PRECISION_TAG: metrics["precision"]} if "precision" in metrics else {}
         run.log(
-            {} if metrics.get("replayed") else logged,  # a replayed result is in the run
+            {} if replayed else logged,
             step=metrics["epoch"] if finetune else metrics["partition"],
             artifacts=[run_dir / "galleries" / gallery.name for gallery in galleries],
             artifact_path="galleries",
+            tags={} if replayed else tags,
         )
         if finetune:
             numbers = {k: v for k, v in metrics.items() if k in FINETUNE_METRICS or "/" in k}

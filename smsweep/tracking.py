@@ -202,17 +202,19 @@ class TrialRun:
         artifacts: Sequence[Path] = (),
         artifact_path: str | None = None,
         texts: Mapping[str, str] | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> None:
         """One entry: numeric metrics at `step` (strings and flags are for the console, not for
-        charts), files under `artifact_path`, and texts {artifact file: text}."""
+        charts), files under `artifact_path`, texts {artifact file: text} and tags."""
         entry = {
             "metrics": {k: n for k, v in (metrics or {}).items() if (n := _number(v)) is not None},
             "step": step,
             "timestamp": int(time.time() * 1000),
             "artifacts": [[str(path), artifact_path] for path in artifacts],
             "texts": dict(texts or {}),
+            "tags": dict(tags or {}),
         }
-        if not (entry["metrics"] or entry["artifacts"] or entry["texts"]):
+        if not (entry["metrics"] or entry["artifacts"] or entry["texts"] or entry["tags"]):
             return
         if self.failure is None:
             try:
@@ -249,6 +251,8 @@ class TrialRun:
                 self.client.log_artifact(self.run_id, path, artifact_path)
         for artifact_file, text in entry["texts"].items():
             self.client.log_text(self.run_id, text, artifact_file)
+        for key, value in entry.get("tags", {}).items():  # absent from older pending files
+            self.client.set_tag(self.run_id, key, value)
 
     def _flush(self) -> None:
         """Log the pending file's entries, in order, then remove it."""

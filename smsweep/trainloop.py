@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 
 from smsweep import build, faults, looks
 from smsweep.budget import trial_budget
-from smsweep.config import SweepSpec
+from smsweep.config import ResourcesConfig, SweepSpec
 from smsweep.data import Source, Splits, make_splits
 from smsweep.data.datasets import PretrainDataset, SegmentationDataset
 from smsweep.data.transforms import eval_transform, finetune_transform, pretrain_transform
@@ -41,6 +41,7 @@ from smsweep.finetune import (
     transfer_weights,
     trivial_metrics,
 )
+from smsweep.precision import resolve_precision
 from smsweep.pretrain import (
     MaskTable,
     derived_seed,
@@ -99,7 +100,11 @@ class Trial:
         self.session = session
         self.seed = repeat_seed(self.spec)
         self.rank, self.world, self.device = session.rank, session.world, session.device
-        data, pretrain = self.spec.data, self.spec.pretrain
+        data, pretrain, model = self.spec.data, self.spec.pretrain, self.spec.model
+        self.precision = resolve_precision(
+            model.precision, self.device, channels_last=model.channels_last
+        )
+        self.loading = loader_settings(self.spec.resources, self.device)
         self.splits: Splits = make_splits(
             self.source,
             seed=self.spec.seed,
@@ -155,6 +160,7 @@ class Trial:
                 metrics |= {
                     "plan/partitions": spec.pretrain.partitions,
                     "plan/pretrain_steps": budget.pretrain_steps,
+                    "precision": str(self.precision),
                 }
                 masks, scoring = self._masks(partition, strategy, warmup, model, indices, scorer)
                 metrics |= scoring
@@ -173,6 +179,7 @@ class Trial:
                     mask_seed=lambda epoch, p=partition: derived_seed(self.seed, MASKS, p, epoch),
                     learning_rate=learning_rate,
                     first_step=offset,
+                    precision=self.precision,
                 )
                 metrics["pretrain_steps"] = offset + budget.partition_steps[partition]
                 state = {"phase": "pretrain", "partition": partition, "epoch": -1}
@@ -226,9 +233,13 @@ class Trial:
             )
             metrics["finetune_steps"] = done + steps
             if spec.finetune.precise_bn:
-                recalibrate_batchnorm(model, self._on_device(self._labelled(self.splits.train)))
+                train_view = self._on_device(self._labelled(self.splits.train))
+                recalibrate_batchnorm(model, train_view, self.precision)
             confusion = confusion_matrix(
-                model, self._on_device(self._labelled(self.splits.val)), spec.data.num_classes
+                model,
+                self._on_device(self._labelled(self.splits.val)),
+                spec.data.num_classes,
+                self.precision,
             )
             metrics |= segmentation_metrics(confusion, self.source.class_names)
             floor = floor or self._floor(confusion.sum(dim=1))
@@ -239,6 +250,7 @@ class Trial:
             metrics |= {
                 "plan/finetune_steps": budget.finetune_steps,
                 "plan/finetune_evaluations": budget.finetune_evaluations,
+                "precision": str(self.precision),
             }
             value = metrics.get(search.metric)
             if isinstance(value, float) and math.isfinite(value):
@@ -267,7 +279,7 @@ class Trial:
         segments = step_batches(len(train), spec.finetune.batch_size, first_step, steps, order)
         for pass_index, batches in segments:
             train.set_epoch(pass_index)
-            loader = DataLoader(train, batch_sampler=batches)
+            loader = DataLoader(train, batch_sampler=batches, **self.loading)
             count = sum(len(batch) for batch in batches)
             loss = finetune_epoch(
                 model,
@@ -275,6 +287,7 @@ class Trial:
                 optimizer,
                 learning_rate=learning_rate,
                 first_step=first_step,
+                precision=self.precision,
             )
             total, images = total + loss * count, images + count
             first_step += len(batches)
@@ -289,7 +302,7 @@ class Trial:
     def _labelled(self, indices: tuple[int, ...]) -> DataLoader:
         """Labelled images as they are validated (no augmentation), in batches."""
         view = SegmentationDataset(self.source, indices, eval_transform(self.spec.data.image_size))
-        return DataLoader(view, batch_size=self.spec.finetune.batch_size)
+        return DataLoader(view, batch_size=self.spec.finetune.batch_size, **self.loading)
 
     # --- masks ----------------------------------------------------------------------------------
 
@@ -317,7 +330,13 @@ class Trial:
                 scored = scorer.score(model.state_dict(), indices, seeds)
             else:
                 scored = score_in_process(
-                    strategy, model, self.source, indices, seeds, self.spec.data.image_size
+                    strategy,
+                    model,
+                    self.source,
+                    indices,
+                    seeds,
+                    self.spec.data.image_size,
+                    self.precision,
                 )
             table = MaskTable.from_scores(
                 indices, scored.scores, strategy.ratio, strategy.patch_size, tie_seeds=seeds
@@ -345,7 +364,9 @@ class Trial:
         generator = torch.Generator().manual_seed(derived_seed(self.seed, MASKS, partition))
         where = (generator, spec.data.image_size, self.device)
         metrics |= looks.diagnostics(self.source, indices, masks, *where)
-        return looks.gallery(model, fill, self.source, indices, masks, *where, partition)
+        return looks.gallery(
+            model, fill, self.source, indices, masks, *where, partition, self.precision
+        )
 
     # --- data -----------------------------------------------------------------------------------
 
@@ -363,14 +384,19 @@ class Trial:
                 batch_size=self.spec.pretrain.batch_size,
                 shuffle=True,
                 generator=torch.Generator().manual_seed(seed),
+                **self.loading,
             )
             return self._on_device(loader)
 
         return batches
 
     def _on_device(self, loader: DataLoader):
+        pinned = self.loading["pin_memory"]  # a pinned batch can be copied without blocking
         for first, second in loader:
-            yield first.to(self.device), second.to(self.device)
+            yield (
+                first.to(self.device, non_blocking=pinned),
+                second.to(self.device, non_blocking=pinned),
+            )
 
     # --- checkpoints ----------------------------------------------------------------------------
 
@@ -424,6 +450,16 @@ class Trial:
         torch.set_rng_state(state["torch_rng"])
         self.run_ids = state["run_ids"] or self.run_ids
         return state
+
+
+def loader_settings(resources: ResourcesConfig, device: torch.device) -> dict[str, Any]:
+    """DataLoader settings of every loader of the trial: `resources.data_workers` processes
+    (not persistent: the loaders are made anew for every pass, and a persistent worker's copy of
+    the dataset would not see `set_epoch`), memory pinned when the batches go to a CUDA device.
+    Batches do not depend on the workers: each item's augmentation is seeded from its own index
+    (`smsweep.data.datasets`), and the order is drawn in this process."""
+    pin = resources.pin_memory is not False and device.type == "cuda"
+    return {"num_workers": resources.data_workers, "pin_memory": pin}
 
 
 def _shard(indices, rank: int, world: int) -> tuple[int, ...]:

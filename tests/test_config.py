@@ -47,6 +47,38 @@ def test_overrides_are_yaml_values_and_validated(tmp_path):
         load_spec(REPO / "sweeps" / "quickstart.yaml", ["masking.ratio=1"])
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "model.precision=fp16",
+            "`model.precision`: 'fp16' is not a valid choice; choose one of: auto, fp32, bf16",
+        ),
+        (
+            "resources.pin_memory=maybe",
+            "`resources.pin_memory`: 'maybe' is not a valid choice; "
+            "choose one of: auto, true, false",
+        ),
+        (
+            "resources.data_workers=-1",
+            "`resources.data_workers`: input should be greater than "
+            "or equal to 0 (got -1); legal: int >= 0 and <= 64",
+        ),
+        ("resources.data_worker=2", "did you mean `resources.data_workers`?"),
+    ],
+)
+def test_precision_and_loading_keys_name_their_legal_values(override, message):
+    with pytest.raises(SpecError) as error:
+        load_spec(REPO / "sweeps" / "quickstart.yaml", [override])
+    assert message in str(error.value) and f"--set {override}" in str(error.value)
+    spec = load_spec(
+        REPO / "sweeps" / "quickstart.yaml",
+        ["model.precision=bf16", "resources.data_workers=2", "resources.pin_memory=false"],
+    )
+    assert spec.model.precision == "bf16" and spec.resources.data_workers == 2
+    assert spec.resources.pin_memory is False and validate_spec({}).resources.pin_memory == "auto"
+
+
 def test_spec_is_frozen():
     spec = validate_spec({})
     with pytest.raises(Exception, match="frozen"):

@@ -90,6 +90,7 @@ def test_sweep_tracks_one_parent_and_a_nested_run_per_trial(tmp_path, monkeypatc
     for run in children:
         assert run.info.status == "FINISHED"
         assert run.data.tags[tracking.PARENT] == parents[0].info.run_id
+        assert run.data.tags["smsweep.precision"] == "float32 + channels_last"  # auto on a CPU
         assert 0.0 <= run.data.metrics["miou"] <= 1.0
         assert "iou/background" in run.data.metrics and "recon_loss" in run.data.metrics
         assert {"config.yaml", "iou_per_class.csv", "galleries"} <= {

@@ -109,7 +109,12 @@ def test_entries_mlflow_does_not_take_wait_and_are_logged_once_when_the_run_cont
     # The store stops answering: this run's client now talks to a port where nothing listens.
     trial.client = tracking.SweepRun("http://127.0.0.1:9", "0", sweep.run_id).client()
     trial.log({"recon_loss": 0.4}, step=1, artifacts=[gallery], artifact_path="galleries")
-    trial.log({"miou": 0.3}, step=0, texts={"iou_per_class.csv": "class,iou\n"})
+    trial.log(
+        {"miou": 0.3},
+        step=0,
+        texts={"iou_per_class.csv": "class,iou\n"},
+        tags={"smsweep.precision": "bf16 autocast"},
+    )
     assert len(pending.read_text().splitlines()) == 2
     with pytest.raises(tracking.LogFailed, match=r"127\.0\.0\.1:9"):
         trial.end("FINISHED")
@@ -127,4 +132,5 @@ def test_entries_mlflow_does_not_take_wait_and_are_logged_once_when_the_run_cont
         "galleries/partition_001.png"
     ]
     assert "iou_per_class.csv" in {a.path for a in client.list_artifacts(trial.run_id)}
-    assert client.get_run(trial.run_id).info.status == "FINISHED"
+    run = client.get_run(trial.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["smsweep.precision"] == "bf16 autocast"

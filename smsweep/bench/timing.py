@@ -1,6 +1,7 @@
 """How the bench times: alternating rounds (`time_rounds`, `Rounds`), the CPU time of the timed
-sections (`CpuMeter`), the precision and layout both sides of a ratio run in (`Precision`,
-`choose_precision`), and the small helpers for progress, device syncs and torch's threads.
+sections (`CpuMeter`), the precision and layout both sides of a ratio run in (`choose_precision`,
+picking a `smsweep.precision.Precision`, the same one trials run in), and the small helpers for
+progress, device syncs and torch's threads.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from smsweep.bench.inputs import Sizes, bench_images, bench_model
+from smsweep.precision import Precision
 
 
 def _progress(message: str) -> None:
@@ -130,30 +131,6 @@ class CpuMeter:
         if not self.ok or not self.wall:
             return None
         return round(self.other_seconds() / self.wall, 2)
-
-
-@dataclass(frozen=True)
-class Precision:
-    bf16_autocast: bool = False
-    channels_last: bool = False
-
-    def context(self, device: torch.device) -> contextlib.AbstractContextManager:
-        if self.bf16_autocast:
-            return torch.autocast(device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    def apply(self, model: nn.Module) -> nn.Module:
-        """The model in this layout (inputs stay NCHW, as in a trial: the first convolution
-        converts them)."""
-        if self.channels_last:
-            return model.to(memory_format=torch.channels_last)
-        return model
-
-    def __str__(self) -> str:
-        parts = ["bf16 autocast" if self.bf16_autocast else "float32"]
-        if self.channels_last:
-            parts.append("channels_last")
-        return " + ".join(parts)
 
 
 def choose_precision(sizes: Sizes, device: torch.device, *, train: bool) -> Precision:
