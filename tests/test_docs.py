@@ -36,7 +36,6 @@ def test_the_job_runtime_env_carries_the_dependencies_the_cluster_image_lacks():
     of pyproject.toml but those the cluster's image provides (Ray, torch, torchvision), and Ray
     accepts it."""
     import tomllib
-
     import yaml
     from ray.runtime_env import RuntimeEnv
 
