@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from smsweep.config import ResourcesConfig, SweepSpec
 from smsweep.errors import SpecError
+from smsweep.names import MODEL_BASED
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,27 @@ def check_fits(
             "resources (trials that share CPUs with each other's workers wait forever)"
         )
     return concurrent
+
+
+def trial_cost(
+    spec: SweepSpec, wall_seconds: float, compute_seconds: float, scoring_seconds: float
+) -> dict[str, float]:
+    """What a trial cost, as the metrics it logs:
+    - `cost/seconds`: wall seconds of the attempt that finished it (start-up included);
+    - `cost/device_seconds`: what it reserved x those seconds, in GPU-seconds when it reserved
+      GPUs, else CPU-seconds (scoring actors count only for strategies that score with a model);
+    - `cost/scoring_share`: the share of its compute seconds spent scoring masks."""
+    demand = trial_demand(spec.resources)
+    cpus, gpus = demand.cpus, demand.gpus
+    scores = spec.masking.strategy in MODEL_BASED and spec.pretrain.partitions > 1
+    if not scores:
+        cpus -= spec.resources.scoring_actors * spec.resources.cpus_per_actor
+        gpus -= spec.resources.scoring_actors * spec.resources.gpus_per_actor
+    return {
+        "cost/seconds": wall_seconds,
+        "cost/device_seconds": (gpus if gpus > 0 else cpus) * wall_seconds,
+        "cost/scoring_share": scoring_seconds / compute_seconds if compute_seconds > 0 else 0.0,
+    }
 
 
 def cluster_capacity(

@@ -49,6 +49,7 @@ from smsweep.pretrain import (
     per_batch_masks,
     train_partition,
 )
+from smsweep.resources import trial_cost
 from smsweep.schedule import LearningRate
 from smsweep.scoring import ActorScorer, score_in_process
 from smsweep.session import RayTrainSession, Session
@@ -117,7 +118,10 @@ class Trial:
             self.state = self._restore(directory)
         self.first_attempt = self.state is None
         self.compute_seconds = self.state["compute_seconds"] if self.state else 0.0
+        self.scoring_seconds = self.state.get("scoring_seconds", 0.0) if self.state else 0.0
         self.started = time.perf_counter()
+        # when this attempt began, in the trial's process (a Train worker starts seconds later)
+        self.attempt_started = float(config.get("started_at") or time.time())
 
     # --- the trial ------------------------------------------------------------------------------
 
@@ -408,6 +412,10 @@ class Trial:
         self.compute_seconds += now - self.started
         self.started = now
         metrics["compute_seconds"] = self.compute_seconds
+        self.scoring_seconds += metrics.get("scoring_seconds", 0.0)
+        if metrics.get("done"):
+            wall = time.time() - self.attempt_started
+            metrics |= trial_cost(self.spec, wall, self.compute_seconds, self.scoring_seconds)
         if self.rank != 0:
             self.session.report(metrics, None)
             return
@@ -418,6 +426,7 @@ class Trial:
             "model": model.state_dict(),
             **({} if finished else {"optimizer": optimizer.state_dict()}),
             "compute_seconds": self.compute_seconds,
+            "scoring_seconds": self.scoring_seconds,
             "torch_rng": torch.get_rng_state(),
             "spec": self.spec.to_yaml(),
             "run_ids": self.run_ids,

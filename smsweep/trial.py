@@ -79,7 +79,7 @@ def run_trial(
     Raises SpecError (before launching anything) when the trial cannot fit the cluster, and
     TrialFailed carrying the worker's error when the fit fails.
     """
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     storage_path = Path(storage_path).resolve()
     check_fits(
         spec, *cluster_capacity(spec, ray.cluster_resources(), "the Ray cluster"), concurrent=1
@@ -95,7 +95,9 @@ def run_trial(
         )
     source = source if source is not None else open_source(spec.data, seed=spec.seed)
     if spec.resources.train_workers == 0:
-        return _run_here(spec, storage_path, run_name, report, source, run_ids or {}, started)
+        return _run_here(
+            spec, storage_path, run_name, report, source, run_ids or {}, (started, started_at)
+        )
     resources = spec.resources
     use_gpu = resources.gpus_per_trial > 0
     per_worker = {"CPU": resources.cpus_per_worker}
@@ -108,6 +110,7 @@ def run_trial(
             "spec": spec.model_dump(mode="json"),
             "source": source,
             "run_ids": run_ids or {},
+            "started_at": started_at,
         },
         scaling_config=ScalingConfig(
             num_workers=resources.train_workers, use_gpu=use_gpu, resources_per_worker=per_worker
@@ -161,7 +164,7 @@ def _run_here(
     report: Report | None,
     source: Source,
     run_ids: dict[str, str],
-    started: float,
+    clocks: tuple[float, float],
 ) -> TrialOutcome:
     """`train_workers: 0`: the training loop in this process, with the trial's CPUs as torch
     threads (Ray sets OMP_NUM_THREADS to the whole CPUs only: 1 for 1.5)."""
@@ -170,6 +173,7 @@ def _run_here(
     from smsweep.session import LocalSession
     from smsweep.trainloop import Trial
 
+    started, started_at = clocks
     if not torch.cuda.is_available():
         torch.set_num_threads(max(1, math.ceil(spec.resources.cpus_per_trial)))
     outcome = TrialOutcome(metrics={})
@@ -180,7 +184,12 @@ def _run_here(
         if report is not None:
             report(metrics, str(checkpoint) if checkpoint else None)
 
-    config = {"spec": spec.model_dump(mode="json"), "source": source, "run_ids": run_ids}
+    config = {
+        "spec": spec.model_dump(mode="json"),
+        "source": source,
+        "run_ids": run_ids,
+        "started_at": started_at,
+    }
     try:
         session = LocalSession(
             storage_path / run_name, on_report=reported, keep=spec.tracking.keep_checkpoints

@@ -93,6 +93,8 @@ def test_sweep_tracks_one_parent_and_a_nested_run_per_trial(tmp_path, monkeypatc
         assert run.data.tags["smsweep.precision"] == "float32 + channels_last"  # auto on a CPU
         assert 0.0 <= run.data.metrics["miou"] <= 1.0
         assert "iou/background" in run.data.metrics and "recon_loss" in run.data.metrics
+        cost = run.data.metrics
+        assert cost["cost/device_seconds"] >= cost["cost/seconds"] > cost["compute_seconds"]
         assert {"config.yaml", "iou_per_class.csv", "galleries"} <= {
             a.path for a in client.list_artifacts(run.info.run_id)
         }

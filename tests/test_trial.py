@@ -107,7 +107,10 @@ def test_one_trial_end_to_end(uninterrupted):
     assert [p.name for p in outcome.galleries] == [
         f"partition_{i:03d}.png" for i in range(PARTITIONS)
     ]
-    assert final["compute_seconds"] < outcome.wall_seconds
+    assert final["compute_seconds"] < final["cost/seconds"] < outcome.wall_seconds
+    # 0.5 CPU for the trial + 1 worker x 1 + 2 selective-scoring actors x 0.25 = 2 CPUs held
+    assert final["cost/device_seconds"] == pytest.approx(2.0 * final["cost/seconds"])
+    assert 0 < final["cost/scoring_share"] < 1
 
 
 @pytest.mark.slow
@@ -170,6 +173,14 @@ def test_a_trial_with_no_train_workers_trains_in_its_own_process_and_resumes(loc
     assert [r["epoch"] for r in whole.reports if r["phase"] == "finetune"] == [0, 1]
     assert whole.metrics["done"] and len(whole.galleries) == PARTITIONS
     assert whole.metrics["finetune_steps"] == 6 and pretrain[-1]["pretrain_steps"] == 3
+    scoring = sum(r["scoring_seconds"] for r in pretrain[1:])
+    assert whole.metrics["cost/scoring_share"] == pytest.approx(
+        scoring / whole.metrics["compute_seconds"]
+    )
+    # 1 CPU for the trial that trains + 2 scoring actors x 0.25
+    assert whole.metrics["cost/device_seconds"] == pytest.approx(
+        1.5 * whole.metrics["cost/seconds"]
+    )
     with (
         pytest.raises(TrialFailed, match="raise_after_partition=1"),
         injecting(local_ray, raise_after_partition=1),
