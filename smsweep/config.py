@@ -230,6 +230,11 @@ class ControlArm(_Section):
         return name
 
 
+class Objective(_Section):
+    metric: str = _f(..., "a metric every trial reports, e.g. miou or cost/device_seconds")
+    mode: Literal["max", "min"] = _f(..., "maximise or minimise it")
+
+
 class SearchConfig(_Section):
     num_samples: int = _f(
         6, "configurations the sampler proposes (each runs `repeats` times)", ge=1, le=100_000
@@ -251,6 +256,12 @@ class SearchConfig(_Section):
     )
     metric: str = _f("miou", "the metric Optuna optimises")
     mode: Literal["max", "min"] = _f("max", "maximise or minimise the metric")
+    objectives: tuple[Objective, ...] = _f(
+        (),
+        "two or more {metric, mode} for a multi-objective search, e.g. miou max and "
+        "cost/device_seconds min: Optuna looks for their Pareto front and the report draws "
+        "it; the first sets metric and mode (the leaderboard and the verdict rank by it)",
+    )
     score: Literal["last", "best"] = _f(
         "last",
         "a trial's score: its last validation (steady after an annealed schedule) or its best "
@@ -261,7 +272,7 @@ class SearchConfig(_Section):
     sampler: Literal["tpe", "random", "grid"] = _f(
         "tpe",
         "Optuna sampler; grid: every distinct combination of `choice` values once (`when` "
-        "respected)",
+        "respected); tpe also searches several search.objectives (multi-objective TPE)",
     )
     grace_period: int = _f(1, "asha: fine-tuning validations before a trial may be stopped", ge=1)
     max_failures: int = _f(
@@ -274,6 +285,31 @@ class SearchConfig(_Section):
         "optuna.db in the experiment directory; a database URL on a cluster); "
         "`optuna-dashboard URL` opens it",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _first_objective_is_the_metric(cls, raw: Any) -> Any:
+        """search.objectives' first entry sets metric and mode unless the spec sets them."""
+        if not isinstance(raw, dict) or not raw.get("objectives"):
+            return raw
+        first = raw["objectives"][0]
+        first = first.model_dump() if isinstance(first, BaseModel) else first
+        if not isinstance(first, dict):
+            return raw  # the field's own validation says what is wrong
+        filled = dict(raw)
+        for key in ("metric", "mode"):
+            if key in first and key not in raw:
+                filled[key] = first[key]
+        return filled
+
+    @property
+    def objective_metrics(self) -> tuple[str, ...]:
+        """What Optuna optimises: the ranked metric, then the other objectives' metrics."""
+        return (self.score_metric, *(o.metric for o in self.objectives[1:]))
+
+    @property
+    def objective_modes(self) -> tuple[str, ...]:
+        return (self.mode, *(o.mode for o in self.objectives[1:]))
 
     @property
     def score_metric(self) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 from ray import tune
 
 from smsweep.arms import Arm, short, status_word
-from smsweep.stats import Verdict
+from smsweep.stats import ParetoPoint, Verdict
 
 Echo = Callable[[str], None]
 _STATUS = {"shown": False}  # whether a live status line is on the terminal (driver only)
@@ -214,4 +214,17 @@ def arms_table(verdict: Verdict) -> str:
             found = verdict.vs_controls.get((arm.key, control))
             line += f"{found.difference.show_points() if found else '-':<22}"
         lines.append(line + arm.label)
+    return "\n".join(lines)
+
+
+def pareto_lines(front: Sequence[ParetoPoint], metrics: Sequence[str], modes: Sequence[str]) -> str:
+    """`Pareto front (miou max, cost/device_seconds min): 2 of the arms` and one line per arm
+    on it, best first on the first objective."""
+    objectives = ", ".join(f"{metric} {mode}" for metric, mode in zip(metrics, modes, strict=True))
+    lines = [f"Pareto front ({objectives}):"]
+    for point in front:
+        values = "  ".join(
+            f"{metric} {value:.4g}" for metric, value in zip(metrics, point.means, strict=True)
+        )
+        lines.append(f"  {point.key:<16}{values}  ({point.runs} runs) {point.label}")
     return "\n".join(lines)

@@ -22,6 +22,27 @@ def problems(spec: SweepSpec) -> list[str]:
             "its controls would end at different budgets and their mean and paired differences "
             "would mix them; use scheduler: fifo with search.repeats or search.controls"
         )
+    if search.objectives:
+        first = search.objectives[0]
+        if len(search.objectives) < 2:
+            problems.append(
+                "search.objectives needs two or more objectives (one is search.metric and "
+                "search.mode); add one such as {metric: cost/device_seconds, mode: min}"
+            )
+        if (first.metric, first.mode) != (search.metric, search.mode):
+            problems.append(
+                f"search.metric {search.metric} ({search.mode}) differs from the first of "
+                f"search.objectives, {first.metric} ({first.mode}); leave metric and mode out "
+                "(the first objective sets them) or make them agree"
+            )
+        metrics = [o.metric for o in search.objectives]
+        if len(set(metrics)) < len(metrics):
+            problems.append("search.objectives names a metric twice; give each metric once")
+        if search.scheduler == "asha":
+            problems.append(
+                "search.scheduler: asha stops trials on one metric, and the other objectives "
+                "(e.g. cost) are known only when a trial ends; use scheduler: fifo"
+            )
     if spec.repeat >= search.repeats and search.repeats > 1:
         problems.append(
             f"repeat {spec.repeat} is not one of the {search.repeats} repeats "

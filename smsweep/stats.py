@@ -14,6 +14,7 @@ import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from scipy.stats import t as student_t
 
@@ -296,3 +297,60 @@ def _noise(configurations: Sequence[ArmScores]) -> str | None:
     return (
         f"The configurations' means (spread {spread:.3f}) differ by more than seed noise ({how})."
     )
+
+
+@dataclass(frozen=True)
+class ParetoPoint:
+    """One arm on a multi-objective sweep's plane: its mean of every objective over its runs."""
+
+    key: str
+    label: str
+    means: tuple[float, ...]
+    runs: int
+    on_front: bool  # no other arm is as good on every objective and better on one
+
+
+def pareto(
+    rows: Sequence[tuple[str, str, Mapping[str, Any]]],
+    metrics: Sequence[str],
+    modes: Sequence[str],
+) -> list[ParetoPoint]:
+    """The arms of `rows` ((arm key, label, a trial's metrics) each) with their mean objectives
+    (finite values only; an arm missing one objective is left out), the Pareto front first, each
+    part best first on the first objective."""
+    values: dict[str, list[tuple[float, ...]]] = {}
+    labels: dict[str, str] = {}
+    for key, label, measured in rows:
+        point = tuple(_finite(measured.get(metric)) for metric in metrics)
+        labels[key] = label
+        values.setdefault(key, []).append(point)
+    means: dict[str, tuple[float, ...]] = {}
+    for key, points in values.items():
+        columns = [[v for v in column if not math.isnan(v)] for column in zip(*points, strict=True)]
+        if all(columns):
+            means[key] = tuple(statistics.fmean(column) for column in columns)
+    signs = [1.0 if mode == "max" else -1.0 for mode in modes]
+
+    def dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+        pairs = [(s * x, s * y) for s, x, y in zip(signs, a, b, strict=True)]
+        return all(x >= y for x, y in pairs) and any(x > y for x, y in pairs)
+
+    points = [
+        ParetoPoint(
+            key,
+            labels[key],
+            mean,
+            len(values[key]),
+            not any(dominates(other, mean) for name, other in means.items() if name != key),
+        )
+        for key, mean in means.items()
+    ]
+    return sorted(points, key=lambda p: (not p.on_front, -signs[0] * p.means[0]))
+
+
+def _finite(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return number if math.isfinite(number) else math.nan

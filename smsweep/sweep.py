@@ -31,14 +31,23 @@ from smsweep import claim, cluster, mlflow_store, tracking
 from smsweep.arms import Arm, score_label, trials_line
 from smsweep.checks import budget_lines, trial_budgets
 from smsweep.config import SweepSpec
-from smsweep.console import Echo, Output, Progress, arms_table, leaderboard, quiet_engines, say
+from smsweep.console import (
+    Echo,
+    Output,
+    Progress,
+    arms_table,
+    leaderboard,
+    pareto_lines,
+    quiet_engines,
+    say,
+)
 from smsweep.data import Source, open_source
 from smsweep.errors import SpecError, TrackingUnavailable
 from smsweep.resources import check_fits, cluster_capacity
 from smsweep.searcher import Arms, DefineByRun
 from smsweep.space import control_params, grid_points
 from smsweep.spec import resolve, validate_spec
-from smsweep.stats import Verdict, judge
+from smsweep.stats import ParetoPoint, Verdict, judge, pareto
 
 SETTINGS_FILE = "smsweep.json"
 OPTUNA_FILE = "optuna.db"  # the study's default storage, beside Tune's state
@@ -46,6 +55,7 @@ STOPPED_EARLY_TAG = "smsweep.stopped_early"  # a trial run's tag: ASHA stopped i
 PRECISION_TAG = "smsweep.precision"  # a trial run's tag: e.g. "bf16 autocast + channels_last"
 FINISHED_FILE = "finished.json"  # written when a sweep has run every trial: `resume` stops there
 FINETUNE_METRICS = ("miou", "pixel_accuracy", "finetune_loss")
+COST_METRICS = ("cost/seconds", "cost/device_seconds", "cost/scoring_share")  # at a trial's end
 FLOOR_METRICS = ("floor/miou", "floor/pixel_accuracy")  # shown under the leaderboard
 # What a leaderboard row keeps: the scores, the floor, and how far the trial got.
 PROGRESS_METRICS = ("finetune_evaluation", "plan/finetune_evaluations")
@@ -252,8 +262,7 @@ def _fit(
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     results = tuner.fit()
     rows = []
-    shown = {*FINETUNE_METRICS, *FLOOR_METRICS, *PROGRESS_METRICS}
-    shown.add(search.score_metric)
+    shown = {*FINETUNE_METRICS, *FLOOR_METRICS, *PROGRESS_METRICS, *search.objective_metrics}
     for result in results:
         trial_id = closer.ids.get(result.path) or (result.metrics or {}).get("trial_id", "?")
         status = closer.statuses.get(trial_id, "ERROR" if result.error else "TERMINATED")
@@ -337,8 +346,9 @@ def _tune_config(
             sampler = optuna.samplers.RandomSampler(seed=spec.seed)
         searcher = OptunaSearch(
             space=DefineByRun(dict(search.space), spec.flat()),
-            metric=search.score_metric,
-            mode=search.mode,
+            # several objectives: Optuna's multi-objective study (the Pareto front)
+            metric=list(search.objective_metrics) if search.objectives else search.score_metric,
+            mode=list(search.objective_modes) if search.objectives else search.mode,
             sampler=sampler,
             seed=None if sampler else spec.seed,
             points_to_evaluate=points or None,
@@ -556,13 +566,15 @@ def _finish(
         [row["arm"].scored(row.get(metric)) for row in summary.rows], metric, search.mode
     )
     sentences = verdict.sentences()
+    front = [point for point in _pareto(search, summary.rows) if point.on_front]
     tracking.finish_sweep_run(
         sweep_run,
         status,
         best and {**best, metric: best[metric]},
         verdict=verdict.mlflow_metrics(),
         tags={"smsweep.verdict": " ".join(sentences)}
-        | ({"smsweep.best_configuration": verdict.best.name} if verdict.best else {}),
+        | ({"smsweep.best_configuration": verdict.best.name} if verdict.best else {})
+        | ({"smsweep.pareto": ",".join(point.key for point in front)} if front else {}),
     )
     echo("")
     echo(leaderboard(summary.rows, metric, repeats=spec.search.repeats, label=label))
@@ -573,6 +585,8 @@ def _finish(
         echo(arms_table(verdict))
     for sentence in sentences + ([verdict.noise] if verdict.noise and verdict.repeats > 1 else []):
         echo(sentence)
+    if front:
+        echo(pareto_lines(front, search.objective_metrics, search.objective_modes))
     echo(f"results: {summary.experiment_dir}")
     try:
         from smsweep.report import build_report
@@ -591,6 +605,14 @@ def _finish(
             "mlflow_uri": summary.mlflow_uri,
         }
         (summary.experiment_dir / FINISHED_FILE).write_text(json.dumps(finished))
+
+
+def _pareto(search, rows: list[dict[str, Any]]) -> list[ParetoPoint]:
+    """The arms on the objectives' plane (empty for a single-objective sweep)."""
+    if not search.objectives:
+        return []
+    measured = [(row["arm"].key, row["arm"].label, row) for row in rows]
+    return pareto(measured, search.objective_metrics, search.objective_modes)
 
 
 def _close_stale_study_trials(url: str, name: str) -> None:
@@ -662,3 +684,9 @@ def _check_metric(spec: SweepSpec, class_names: tuple[str, ...]) -> None:
             f"search.metric {spec.search.metric!r} is not reported by a trial; use one of "
             f"{', '.join(known)}"
         )
+    for objective in spec.search.objectives[1:]:
+        if objective.metric not in (*known, *COST_METRICS):
+            raise SpecError(
+                f"search.objectives metric {objective.metric!r} is not reported by a trial; "
+                f"use one of {', '.join((*known, *COST_METRICS))}"
+            )

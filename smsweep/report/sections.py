@@ -128,6 +128,64 @@ def _arms(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
     return f'{table}<ul class="verdict">{said}</ul>'
 
 
+def _pareto(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
+    """The arms on the plane of the first two objectives (means over their runs), the Pareto
+    front joined by a line, and a table of the arms on the front."""
+    import plotly.graph_objects as go
+
+    from smsweep.stats import pareto
+
+    objectives = sweep.spec.get("search", {}).get("objectives") or []
+    if len(objectives) < 2:
+        notes.append(
+            "A single-objective sweep: set search.objectives (e.g. miou max and "
+            "cost/device_seconds min) for a Pareto front."
+        )
+        return ""
+    metrics = [sweep.metric, *(o["metric"] for o in objectives[1:])]
+    modes = [o["mode"] for o in objectives]
+    rows = [(t.arm.key, t.arm.label, t.metrics) for t in sweep.trials if t.run_id is not None]
+    points = pareto(rows, metrics, modes)
+    if not points:
+        notes.append(f"No finished trial has all of {', '.join(metrics)} yet.")
+        return ""
+    figure = go.Figure()
+    for on_front, name in ((False, "dominated"), (True, "Pareto front")):
+        members = sorted((p for p in points if p.on_front == on_front), key=lambda p: p.means[1])
+        figure.add_trace(
+            go.Scatter(
+                x=[p.means[1] for p in members],
+                y=[p.means[0] for p in members],
+                text=[f"{p.key}: {p.label} ({p.runs} runs)" for p in members],
+                name=name,
+                mode="lines+markers" if on_front else "markers",
+                marker={"size": 12 if on_front else 9, "opacity": 0.9},
+                hovertemplate=f"%{{text}}<br>{metrics[1]} %{{x:.4g}}<br>{metrics[0]} %{{y:.4f}}"
+                "<extra></extra>",
+            )
+        )
+    figure.update_layout(xaxis_title=f"{metrics[1]} ({modes[1]})", yaxis_title=metrics[0])
+    head = [
+        "arm",
+        "runs",
+        *(f"{metric} ({mode}), mean" for metric, mode in zip(metrics, modes, strict=True)),
+    ]
+    table = _table(
+        [*head, "what it runs"],
+        [
+            (
+                [(p.key, False), (str(p.runs), True)]
+                + [(f"{value:.4g}", True) for value in p.means]
+                + [(p.label, False)],
+                False,
+            )
+            for p in points
+            if p.on_front
+        ],
+    )
+    return _plot(figure, config) + table
+
+
 def _by_category(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
     import plotly.graph_objects as go
 
@@ -253,7 +311,11 @@ def _importances(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            found = optuna.importance.get_param_importances(sweep.study, params=varied)
+            # a multi-objective study: the importances for the first (ranked) objective
+            first = None if len(sweep.study.directions) == 1 else (lambda t: t.values[0])
+            found = optuna.importance.get_param_importances(
+                sweep.study, params=varied, target=first
+            )
     except (ValueError, RuntimeError) as error:  # e.g. too few trials for the evaluator
         notes.append(f"Optuna could not compute parameter importances: {_first_line(error)}")
         return ""
@@ -356,6 +418,7 @@ def _gallery_section(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> s
 SECTIONS: dict[str, Callable[[Sweep, Mapping[str, Any], Notes], str]] = {
     "leaderboard": _leaderboard,
     "arms": _arms,
+    "pareto": _pareto,
     "by_category": _by_category,
     "scatter": _scatter,
     "heatmap": _heatmap,
