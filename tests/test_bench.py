@@ -129,6 +129,7 @@ def synthetic_results(**changes) -> dict:
         "scoring_ms_per_image": 12.5,
         "peak_rss_mb": 900.0,
         "trial_fixed_overhead_s": 14.2,
+        "trial_fixed_overhead_in_process_s": 1.1,
         "device": "cpu: Example CPU, 2 threads",
         "torch_threads": 2,
         "sizes": TINY.as_dict(),
@@ -210,3 +211,15 @@ def test_bench_rejects_sizes_it_cannot_build_with_exit_2(flag, value, capsys):
         main(["bench", flag, value])
     assert exited.value.code == 2
     assert f"argument {flag}: expected an integer >=" in capsys.readouterr().err
+
+
+def test_on_a_cpu_the_literal_target_is_a_share_of_the_batching_bound():
+    cpu = synthetic_results(scorer_vs_literal=3.4, literal_forward_bound=3.68)
+    parsed = json.loads(bench.format_json(cpu))
+    assert parsed["passed"]["scorer_vs_literal"] is True  # 3.4 >= 0.9 x 3.68 = 3.31
+    assert parsed["targets"]["scorer_vs_literal"].startswith(">= 0.9 x literal_forward_bound")
+    slow = json.loads(bench.format_json(cpu | {"scorer_vs_literal": 3.0}))
+    assert slow["passed"]["scorer_vs_literal"] is False
+    gpu = cpu | {"device": "cuda: NVIDIA H100", "scorer_vs_literal": 19.0}
+    assert json.loads(bench.format_json(gpu))["passed"]["scorer_vs_literal"] is False
+    assert "3.31" in bench.format_table(cpu)

@@ -15,7 +15,13 @@ One run measures, on the current machine (CUDA when available, else the CPU):
 - `actors_2_vs_1`: `scoring.ActorScorer.score` on one partition with 2 actors vs 1 (1 CPU each),
   each pool timed after a warm-up call, so actor start-up is not timed;
 - `trainer_fits_per_trial` and `trial_fixed_overhead_s`: one tiny real trial (`trial.run_trial`);
-  fits are counted from outside, as the `TrainController` actors Ray Train starts (one per fit).
+  fits are counted where `run_trial` starts them (tests/test_trial.py checks that count against
+  the `TrainController` actors Ray Train starts, one per fit);
+- `trial_fixed_overhead_in_process_s`: the same trial with `resources.train_workers: 0` (the
+  loop in the trial's own process, no Train start-up).
+
+`scorer_vs_literal`'s target is >= 20 on a GPU; on a CPU, where the literal reference runs the
+same B*K forwards at batch 1, it is 0.9 x `literal_forward_bound` measured in the same run.
 
 Every time is the median of `repeats` rounds after one warm-up round. Within a round the variants
 of a ratio run one after the other, in alternating order (A B, B A, ...), and a ratio is the median

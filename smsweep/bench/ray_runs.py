@@ -172,24 +172,34 @@ def _actor_torch_threads() -> int:
 
 
 def measure_trial() -> dict[str, Any]:
+    """The tiny trial under Ray Train (one fit), then the same trial in the calling process
+    (`resources.train_workers: 0`, one CPU for it): wall, compute and fixed overhead of each."""
     from smsweep.spec import validate_spec
     from smsweep.trial import run_trial
 
-    spec = validate_spec(TRIAL_SPEC)
-    _progress("trial: one tiny real trial (2 partitions, 1 fine-tuning epoch)")
-    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as storage:
-        start = time.perf_counter()
-        outcome = run_trial(spec, storage_path=storage, run_name="bench-trial")
-        wall = time.perf_counter() - start
-    compute = float(outcome.metrics["compute_seconds"])
-    return {
-        # counted where run_trial starts a fit; tests/test_trial.py checks the count against
-        # the TrainController actors Ray started
-        "trainer_fits_per_trial": outcome.trainer_fits,
-        "trial_wall_s": wall,
-        "trial_compute_s": compute,
-        "trial_fixed_overhead_s": wall - compute,
-    }
+    resources = TRIAL_SPEC["resources"]
+    in_process = {**TRIAL_SPEC, "resources": {**resources, "train_workers": 0, "cpus_per_trial": 1}}
+    results: dict[str, Any] = {}
+    for raw, suffix, what in (
+        (TRIAL_SPEC, "", "under Ray Train"),
+        (in_process, "_in_process", "in this process (train_workers: 0)"),
+    ):
+        _progress(f"trial: one tiny real trial {what} (2 partitions, 1 fine-tuning epoch)")
+        with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as storage:
+            start = time.perf_counter()
+            outcome = run_trial(validate_spec(raw), storage_path=storage, run_name="bench-trial")
+            wall = time.perf_counter() - start
+        compute = float(outcome.metrics["compute_seconds"])
+        results |= {
+            f"trial_wall{suffix}_s": wall,
+            f"trial_compute{suffix}_s": compute,
+            f"trial_fixed_overhead{suffix}_s": wall - compute,
+        }
+        if not suffix:
+            # counted where run_trial starts a fit; tests/test_trial.py checks the count against
+            # the TrainController actors Ray started
+            results["trainer_fits_per_trial"] = outcome.trainer_fits
+    return results
 
 
 def measure_ray(sizes: Sizes) -> dict[str, Any]:
