@@ -278,6 +278,12 @@ class SearchConfig(_Section):
     max_failures: int = _f(
         1, "retries of a failed trial (it continues from its last checkpoint)", ge=0, le=100
     )
+    reuse_partition0: bool = _f(
+        True,
+        "trials whose partition 0 is the same (random warm-up masks: same data, model, "
+        "pretraining, repeat seed, ratio, patch size, fill) train it once: the others start "
+        "at partition 1 from the storage's partition0/ cache, with the same final weights",
+    )
     space: dict[str, Distribution] = _f({}, "dotted key -> distribution (see Search space)")
     storage: str | None = _f(
         None,

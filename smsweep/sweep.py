@@ -27,7 +27,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from smsweep import claim, cluster, mlflow_store, tracking
+from smsweep import claim, cluster, mlflow_store, partition0, tracking
 from smsweep.arms import Arm, score_label, trials_line
 from smsweep.checks import budget_lines, trial_budgets
 from smsweep.config import SweepSpec
@@ -56,6 +56,7 @@ PRECISION_TAG = "smsweep.precision"  # a trial run's tag: e.g. "bf16 autocast + 
 FINISHED_FILE = "finished.json"  # written when a sweep has run every trial: `resume` stops there
 FINETUNE_METRICS = ("miou", "pixel_accuracy", "finetune_loss")
 COST_METRICS = ("cost/seconds", "cost/device_seconds", "cost/scoring_share")  # at a trial's end
+PARTITION0_SAVED = "cost/partition0_saved_seconds"  # training seconds the partition-0 cache saved
 FLOOR_METRICS = ("floor/miou", "floor/pixel_accuracy")  # shown under the leaderboard
 # What a leaderboard row keeps: the scores, the floor, and how far the trial got.
 PROGRESS_METRICS = ("finetune_evaluation", "plan/finetune_evaluations")
@@ -263,6 +264,7 @@ def _fit(
     results = tuner.fit()
     rows = []
     shown = {*FINETUNE_METRICS, *FLOOR_METRICS, *PROGRESS_METRICS, *search.objective_metrics}
+    shown.add(PARTITION0_SAVED)
     for result in results:
         trial_id = closer.ids.get(result.path) or (result.metrics or {}).get("trial_id", "?")
         status = closer.statuses.get(trial_id, "ERROR" if result.error else "TERMINATED")
@@ -436,6 +438,11 @@ def tune_trial(
             report=report,
             source=source,
             run_ids={"sweep": sweep_run["run_id"], "trial": run.run_id},
+            partition0_cache=(
+                Path(settings["experiment_dir"]).parent / partition0.CACHE_DIR
+                if spec.search.reuse_partition0
+                else None
+            ),
         )
     except TrialFailed as failure:
         run.set_tag("smsweep.failure", str(failure.cause)[:5000])
@@ -567,11 +574,13 @@ def _finish(
     )
     sentences = verdict.sentences()
     front = [point for point in _pareto(search, summary.rows) if point.on_front]
+    reused = [row.get(PARTITION0_SAVED) or 0.0 for row in summary.rows]
+    saved = sum(reused)
     tracking.finish_sweep_run(
         sweep_run,
         status,
         best and {**best, metric: best[metric]},
-        verdict=verdict.mlflow_metrics(),
+        metrics=verdict.mlflow_metrics() | {"partition0_saved_seconds": saved},
         tags={"smsweep.verdict": " ".join(sentences)}
         | ({"smsweep.best_configuration": verdict.best.name} if verdict.best else {})
         | ({"smsweep.pareto": ",".join(point.key for point in front)} if front else {}),
@@ -587,6 +596,9 @@ def _finish(
         echo(sentence)
     if front:
         echo(pareto_lines(front, search.objective_metrics, search.objective_modes))
+    if saved:
+        hits = sum(seconds > 0 for seconds in reused)
+        echo(f"partition 0 came from the cache in {hits} trial(s): {saved:.0f} s of training saved")
     echo(f"results: {summary.experiment_dir}")
     try:
         from smsweep.report import build_report

@@ -99,16 +99,17 @@ def finish_sweep_run(
     run: SweepRun,
     status: str,
     best: Mapping[str, Any] | None,
-    verdict: Mapping[str, float] | None = None,
+    metrics: Mapping[str, float] | None = None,
     tags: Mapping[str, str] | None = None,
 ) -> None:
-    """End the parent run; `best`: the best trial's row; `verdict`: the arms' numbers
-    (`stats.Verdict.mlflow_metrics`) and `tags` (its sentences)."""
+    """End the parent run; `best`: the best trial's row; `metrics`: the sweep's own numbers
+    (the arms' verdict, `stats.Verdict.mlflow_metrics`, and what the cache saved) and `tags`
+    (the verdict's sentences, the Pareto front)."""
     client = run.client()
     for key, value in (tags or {}).items():
         client.set_tag(run.run_id, key, value[:5000])
-    if verdict:
-        _log_metrics(client, run.run_id, dict(verdict), step=0)
+    if metrics:
+        _log_metrics(client, run.run_id, dict(metrics), step=0)
     if best:
         client.set_tag(run.run_id, "smsweep.best_trial", str(best["trial_id"]))
         metrics = {f"best_{k}": v for k, v in best.items() if _number(v) is not None}

@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from smsweep import build, faults, looks
+from smsweep import build, faults, looks, partition0
 from smsweep.budget import trial_budget
 from smsweep.config import ResourcesConfig, SweepSpec
 from smsweep.data import Source, Splits, make_splits
@@ -77,10 +77,12 @@ def run_in_process(
     source: Source | None = None,
     on_report=None,
     device: str | None = None,
+    partition0_cache: str | Path | None = None,
 ) -> None:
     """The whole trial in this process (no Ray): checkpoints under `directory`, every report to
     `on_report(metrics, checkpoint directory)`; calling it again resumes after the last
-    checkpoint. Scoring runs in-process: set `resources.scoring_actors: 0`."""
+    checkpoint. Scoring runs in-process: set `resources.scoring_actors: 0`. With
+    `partition0_cache` (a folder), partition 0 comes from there when another trial stored it."""
     from smsweep.data import open_source
     from smsweep.session import LocalSession
 
@@ -89,6 +91,7 @@ def run_in_process(
     config = {
         "spec": spec.model_dump(mode="json"),
         "source": source if source is not None else open_source(spec.data, seed=spec.seed),
+        "partition0_cache": str(partition0_cache) if partition0_cache else None,
     }
     Trial(config, LocalSession(directory, device=device, on_report=on_report)).run()
 
@@ -98,6 +101,8 @@ class Trial:
         self.spec = SweepSpec.model_validate(config["spec"])
         self.source: Source = config["source"]
         self.run_ids: dict[str, str] = dict(config.get("run_ids") or {})
+        cache = config.get("partition0_cache")
+        self.partition0_cache = Path(cache) if cache else None
         self.session = session
         self.seed = repeat_seed(self.spec)
         self.rank, self.world, self.device = session.rank, session.world, session.device
@@ -119,6 +124,7 @@ class Trial:
         self.first_attempt = self.state is None
         self.compute_seconds = self.state["compute_seconds"] if self.state else 0.0
         self.scoring_seconds = self.state.get("scoring_seconds", 0.0) if self.state else 0.0
+        self.saved_seconds = self.state.get("saved_seconds", 0.0) if self.state else 0.0
         self.started = time.perf_counter()
         # when this attempt began, in the trial's process (a Train worker starts seconds later)
         self.attempt_started = float(config.get("started_at") or time.time())
@@ -170,24 +176,31 @@ class Trial:
                 metrics |= scoring
                 gallery = self._look(model, fill, indices, masks, partition, metrics)
                 faults.pause_for_a_kill(f"pretrain:{partition}")
-                batches = faults.poisoned(self._pretrain_batches(indices, partition), partition)
+                cached = self._cached_partition0(model, optimizer) if partition == 0 else None
                 offset = budget.pretrain_step_offset(partition)
-                metrics["recon_loss"] = train_partition(
-                    trained,
-                    batches,
-                    masks,
-                    steps=budget.partition_steps[partition],
-                    fill=fill,
-                    loss=loss,
-                    optimizer=optimizer,
-                    mask_seed=lambda epoch, p=partition: derived_seed(self.seed, MASKS, p, epoch),
-                    learning_rate=learning_rate,
-                    first_step=offset,
-                    precision=self.precision,
-                )
+                if cached is not None:
+                    metrics |= cached
+                else:
+                    batches = self._pretrain_batches(indices, partition)
+                    metrics["recon_loss"] = train_partition(
+                        trained,
+                        faults.poisoned(batches, partition),
+                        masks,
+                        steps=budget.partition_steps[partition],
+                        fill=fill,
+                        loss=loss,
+                        optimizer=optimizer,
+                        mask_seed=lambda e, p=partition: derived_seed(self.seed, MASKS, p, e),
+                        learning_rate=learning_rate,
+                        first_step=offset,
+                        precision=self.precision,
+                    )
                 metrics["pretrain_steps"] = offset + budget.partition_steps[partition]
                 state = {"phase": "pretrain", "partition": partition, "epoch": -1}
+                started = self.started
                 self._report(metrics, state, model, optimizer, gallery)
+                if partition == 0 and cached is None:
+                    self._store_partition0(model, optimizer, metrics, self.started - started)
                 faults.raise_after_partition(partition, self.first_attempt)
         finally:
             if scorer is not None:
@@ -407,6 +420,47 @@ class Trial:
     def _phase(self) -> str:
         return self.state["phase"] if self.state is not None else "pretrain"
 
+    # --- partition 0, trained once --------------------------------------------------------------
+
+    def _partition0_key(self) -> str | None:
+        """The cache key of this trial's partition 0; None where the cache is not used (off,
+        or DDP: every rank has its own random state)."""
+        if self.partition0_cache is None or self.world > 1:
+            return None
+        patch_sizes = [size for size, _ in build.masking_strategy(self.spec).configs]
+        return partition0.key(
+            self.spec, self.seed, str(self.precision), self.device.type, patch_sizes
+        )
+
+    def _cached_partition0(self, model, optimizer) -> dict[str, Any] | None:
+        """Partition 0 from the cache: weights, optimizer and random state as training it would
+        have left them, and its report's numbers; None on a miss."""
+        name = self._partition0_key()
+        entry = partition0.load(self.partition0_cache, name) if name else None
+        if entry is None:
+            return None
+        model.load_state_dict(entry.state["model"])
+        optimizer.load_state_dict(entry.state["optimizer"])
+        torch.set_rng_state(entry.state["torch_rng"])
+        self.saved_seconds += entry.seconds
+        return {
+            "recon_loss": entry.recon_loss,
+            "partition0_cache_hit": 1,
+            "partition0_saved_seconds": entry.seconds,
+        }
+
+    def _store_partition0(self, model, optimizer, metrics, seconds: float) -> None:
+        name = self._partition0_key()
+        if name is None or self.rank != 0:
+            return
+        state = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        entry = partition0.Entry(state, float(metrics["recon_loss"]), seconds)
+        partition0.store(self.partition0_cache, name, entry)
+
     def _report(self, metrics, where, model, optimizer, gallery: Path | None = None) -> None:
         now = time.perf_counter()
         self.compute_seconds += now - self.started
@@ -416,6 +470,7 @@ class Trial:
         if metrics.get("done"):
             wall = time.time() - self.attempt_started
             metrics |= trial_cost(self.spec, wall, self.compute_seconds, self.scoring_seconds)
+            metrics["cost/partition0_saved_seconds"] = self.saved_seconds
         if self.rank != 0:
             self.session.report(metrics, None)
             return
@@ -427,6 +482,7 @@ class Trial:
             **({} if finished else {"optimizer": optimizer.state_dict()}),
             "compute_seconds": self.compute_seconds,
             "scoring_seconds": self.scoring_seconds,
+            "saved_seconds": self.saved_seconds,
             "torch_rng": torch.get_rng_state(),
             "spec": self.spec.to_yaml(),
             "run_ids": self.run_ids,

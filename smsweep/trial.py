@@ -71,11 +71,14 @@ def run_trial(
     report: Report | None = None,
     source: Source | None = None,
     run_ids: dict[str, str] | None = None,
+    partition0_cache: str | Path | None = None,
 ) -> TrialOutcome:
     """Pretrain every partition and fine-tune, in one Ray Train fit; return what it reported.
 
     `spec` is a resolved trial spec (no search space left to sample). `run_ids` are stored in
-    every checkpoint for the tracking layer.
+    every checkpoint for the tracking layer. `partition0_cache` (a folder every worker sees):
+    partition 0 comes from there when a trial with the same partition-0 key stored it, and is
+    stored there otherwise (`smsweep.partition0`).
     Raises SpecError (before launching anything) when the trial cannot fit the cluster, and
     TrialFailed carrying the worker's error when the fit fails.
     """
@@ -93,11 +96,15 @@ def run_trial(
         return TrialOutcome(
             metrics=replay, reports=[replay], wall_seconds=time.perf_counter() - started
         )
-    source = source if source is not None else open_source(spec.data, seed=spec.seed)
+    config = {  # what trainloop.Trial reads
+        "spec": spec.model_dump(mode="json"),
+        "source": source if source is not None else open_source(spec.data, seed=spec.seed),
+        "run_ids": run_ids or {},
+        "started_at": started_at,
+        "partition0_cache": str(partition0_cache) if partition0_cache else None,
+    }
     if spec.resources.train_workers == 0:
-        return _run_here(
-            spec, storage_path, run_name, report, source, run_ids or {}, (started, started_at)
-        )
+        return _run_here(spec, storage_path, run_name, report, config, started)
     resources = spec.resources
     use_gpu = resources.gpus_per_trial > 0
     per_worker = {"CPU": resources.cpus_per_worker}
@@ -106,12 +113,7 @@ def run_trial(
     queue = Queue(actor_options={"num_cpus": 0})
     trainer = TorchTrainer(
         _train_loop,
-        train_loop_config={
-            "spec": spec.model_dump(mode="json"),
-            "source": source,
-            "run_ids": run_ids or {},
-            "started_at": started_at,
-        },
+        train_loop_config=config,
         scaling_config=ScalingConfig(
             num_workers=resources.train_workers, use_gpu=use_gpu, resources_per_worker=per_worker
         ),
@@ -162,9 +164,8 @@ def _run_here(
     storage_path: Path,
     run_name: str,
     report: Report | None,
-    source: Source,
-    run_ids: dict[str, str],
-    clocks: tuple[float, float],
+    config: dict[str, Any],
+    started: float,
 ) -> TrialOutcome:
     """`train_workers: 0`: the training loop in this process, with the trial's CPUs as torch
     threads (Ray sets OMP_NUM_THREADS to the whole CPUs only: 1 for 1.5)."""
@@ -173,7 +174,6 @@ def _run_here(
     from smsweep.session import LocalSession
     from smsweep.trainloop import Trial
 
-    started, started_at = clocks
     if not torch.cuda.is_available():
         torch.set_num_threads(max(1, math.ceil(spec.resources.cpus_per_trial)))
     outcome = TrialOutcome(metrics={})
@@ -184,12 +184,6 @@ def _run_here(
         if report is not None:
             report(metrics, str(checkpoint) if checkpoint else None)
 
-    config = {
-        "spec": spec.model_dump(mode="json"),
-        "source": source,
-        "run_ids": run_ids,
-        "started_at": started_at,
-    }
     try:
         session = LocalSession(
             storage_path / run_name, on_report=reported, keep=spec.tracking.keep_checkpoints
