@@ -130,6 +130,7 @@ def synthetic_results(**changes) -> dict:
         "peak_rss_mb": 900.0,
         "trial_fixed_overhead_s": 14.2,
         "trial_fixed_overhead_in_process_s": 1.1,
+        "partition0_cache_saving": 0.93,
         "device": "cpu: Example CPU, 2 threads",
         "torch_threads": 2,
         "sizes": TINY.as_dict(),

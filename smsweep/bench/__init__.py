@@ -18,7 +18,9 @@ One run measures, on the current machine (CUDA when available, else the CPU):
   fits are counted where `run_trial` starts them (tests/test_trial.py checks that count against
   the `TrainController` actors Ray Train starts, one per fit);
 - `trial_fixed_overhead_in_process_s`: the same trial with `resources.train_workers: 0` (the
-  loop in the trial's own process, no Train start-up).
+  loop in the trial's own process, no Train start-up);
+- `partition0_cache_saving`: that in-process trial twice, sharing a partition-0 cache: the wall
+  seconds the second saves over the seconds partition 0 took the first.
 
 `scorer_vs_literal`'s target is >= 20 on a GPU; on a CPU, where the literal reference runs the
 same B*K forwards at batch 1, it is 0.9 x `literal_forward_bound` measured in the same run.

@@ -199,7 +199,32 @@ def measure_trial() -> dict[str, Any]:
             # counted where run_trial starts a fit; tests/test_trial.py checks the count against
             # the TrainController actors Ray started
             results["trainer_fits_per_trial"] = outcome.trainer_fits
-    return results
+    return results | measure_partition0_cache(in_process)
+
+
+def measure_partition0_cache(raw: dict[str, Any]) -> dict[str, Any]:
+    """`partition0_cache_saving`: two trials with one partition 0 (in this process, sharing a
+    partition-0 cache): the wall seconds the second saves, as a share of the seconds partition 0
+    took the first (1.0: all of it saved, nothing spent on the cache itself)."""
+    from smsweep.spec import validate_spec
+    from smsweep.trial import run_trial
+
+    spec = validate_spec(raw)
+    walls, reports = [], []
+    _progress("partition-0 cache: the tiny trial twice, the second from the cache")
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as storage:
+        for name in ("stores", "loads"):
+            start = time.perf_counter()
+            outcome = run_trial(
+                spec, storage_path=storage, run_name=name, partition0_cache=f"{storage}/cache"
+            )
+            walls.append(time.perf_counter() - start)
+            reports.append(outcome.reports)
+    saved = reports[1][0].get("partition0_saved_seconds", 0.0)
+    return {
+        "partition0_seconds": saved,
+        "partition0_cache_saving": (walls[0] - walls[1]) / saved if saved else math.nan,
+    }
 
 
 def measure_ray(sizes: Sizes) -> dict[str, Any]:
