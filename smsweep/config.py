@@ -218,6 +218,25 @@ class FinetuneConfig(_Section):
         return self
 
 
+class MrmConfig(_Section):
+    enabled: bool = _f(
+        False,
+        "MRM: while fine-tuning, mask encoder features at `stage` and rebuild them with a "
+        "Rebuilder (dropped at inference); its loss x weight joins the segmentation loss",
+    )
+    ratio: float = _f(
+        0.4, "share of the stage's positions masked (the paper's best: 0.4)", gt=0, lt=1
+    )
+    stage: int | None = _f(
+        None,
+        "encoder stage whose features are masked, 1..model.encoder_depth (default: the last)",
+        ge=1,
+    )
+    weight: float = _f(0.5, "lambda: weight of the feature-reconstruction loss", ge=0, le=100)
+    dim: int = _f(128, "the Rebuilder's width (at most the stage's channels)", ge=8, le=2048)
+    blocks: int = _f(1, "Transformer blocks in the Rebuilder", ge=1, le=12)
+
+
 class ControlArm(_Section):
     name: str = _f(..., "the control's name in tables, tags and MLflow metrics")
     set: dict[str, Any] = _f(..., "dotted key -> value: what this control changes in the spec")
@@ -419,6 +438,7 @@ class SweepSpec(_Section):
     pretrain: PretrainConfig = PretrainConfig()
     masking: MaskingConfig = MaskingConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+    mrm: MrmConfig = MrmConfig()
     search: SearchConfig = SearchConfig()
     resources: ResourcesConfig = ResourcesConfig()
     tracking: TrackingConfig = TrackingConfig()

@@ -69,10 +69,13 @@ def finetune_epoch(
     learning_rate: Callable[[int], float] | None = None,
     first_step: int = 0,
     precision: Precision = FLOAT32,
+    auxiliary: list[float] | None = None,
 ) -> float:
     """One pass of cross-entropy training (255 ignored), stopped after `max_steps` steps when
     given; returns the mean loss per image. learning_rate(step) sets the rate before each step,
-    steps numbered from `first_step`. The forwards run in `precision`, the loss in float32."""
+    steps numbered from `first_step`. The forwards run in `precision`, the loss in float32.
+    A model that returns (logits, auxiliary loss) in training (`mrm.WithRebuilder`) has that
+    loss added; `auxiliary` then collects its value at every step."""
     model.train()
     total, count = 0.0, 0
     for step, (images, labels) in enumerate(batches):
@@ -81,8 +84,13 @@ def finetune_epoch(
         if learning_rate is not None:
             learning_rate(first_step + step)
         with precision.context(images.device):
-            logits = model(images)  # (B, classes, H, W)
+            output = model(images)  # (B, classes, H, W), or with an auxiliary loss
+        logits, extra = output if isinstance(output, tuple) else (output, None)
         loss = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX)
+        if extra is not None:
+            loss = loss + extra.float()
+            if auxiliary is not None:
+                auxiliary.append(float(extra.detach()))
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"fine-tuning loss is {float(loss.detach())}: lower finetune.lr"

@@ -80,6 +80,11 @@ def problems(spec: SweepSpec) -> list[str]:
             f"strategies (random, block, mixed) do; {masking.strategy} masks are computed once per "
             "partition from the previous partition's model: use refresh auto or partition"
         )
+    if spec.mrm.stage is not None and spec.mrm.stage > model.encoder_depth:
+        problems.append(
+            f"mrm.stage {spec.mrm.stage} is deeper than model.encoder_depth "
+            f"{model.encoder_depth}; use a stage in 1..{model.encoder_depth}"
+        )
     stride = 2**model.encoder_depth
     if data.image_size % stride:
         problems.append(

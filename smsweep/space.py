@@ -28,7 +28,7 @@ from smsweep.errors import SpecError
 from smsweep.explain import explain, set_dotted
 from smsweep.names import STRATEGIES
 
-SEARCHABLE_SECTIONS = ("data", "model", "pretrain", "masking", "finetune")
+SEARCHABLE_SECTIONS = ("data", "model", "pretrain", "masking", "finetune", "mrm")
 _MAX_COMBINATIONS = 4096  # above this, values are checked one key at a time
 
 

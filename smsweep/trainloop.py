@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from smsweep import build, faults, looks, partition0
+from smsweep import build, faults, looks, mrm, partition0
 from smsweep.budget import trial_budget
 from smsweep.config import ResourcesConfig, SweepSpec
 from smsweep.data import Source, Splits, make_splits
@@ -214,6 +214,8 @@ class Trial:
         transfer = "no pretraining" if spec.masking.strategy == "none" else None
         if pretrained is not None:
             transfer = transfer_weights(pretrained, model).summary()
+        model = mrm.with_rebuilder(model, spec.mrm)  # trains with a Rebuilder when mrm.enabled
+        segmentation = mrm.segmentation_part(model)  # what is validated and exported
         model.to(self.device)
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=spec.finetune.lr, weight_decay=spec.finetune.weight_decay
@@ -245,15 +247,18 @@ class Trial:
             done = budget.evaluation_step(evaluation - 1) if evaluation else 0
             steps = budget.evaluation_step(evaluation) - done
             metrics: dict[str, Any] = {"phase": "finetune", "epoch": evaluation}
+            auxiliary: list[float] = []
             metrics["finetune_loss"] = self._finetune_steps(
-                trained, train, optimizer, learning_rate, done, steps
+                trained, train, optimizer, learning_rate, done, steps, auxiliary
             )
+            if auxiliary:  # MRM: the weighted feature-reconstruction part of finetune_loss
+                metrics["mrm_loss"] = sum(auxiliary) / max(1, len(auxiliary))
             metrics["finetune_steps"] = done + steps
             if spec.finetune.precise_bn:
                 train_view = self._on_device(self._labelled(self.splits.train))
-                recalibrate_batchnorm(model, train_view, self.precision)
+                recalibrate_batchnorm(segmentation, train_view, self.precision)
             confusion = confusion_matrix(
-                model,
+                segmentation,
                 self._on_device(self._labelled(self.splits.val)),
                 spec.data.num_classes,
                 self.precision,
@@ -283,9 +288,12 @@ class Trial:
             }
             self._report(metrics, state, model, optimizer)
 
-    def _finetune_steps(self, model, train, optimizer, learning_rate, first_step, steps) -> float:
+    def _finetune_steps(
+        self, model, train, optimizer, learning_rate, first_step, steps, auxiliary=None
+    ) -> float:
         """`steps` fine-tuning steps from `first_step` on, pass after pass over `train` (each
-        pass its own seeded order and augmentation); returns the mean loss per image."""
+        pass its own seeded order and augmentation); returns the mean loss per image.
+        `auxiliary` collects each step's auxiliary loss (MRM's), when the model has one."""
         spec = self.spec
 
         def order(pass_index: int) -> torch.Tensor:
@@ -305,6 +313,7 @@ class Trial:
                 learning_rate=learning_rate,
                 first_step=first_step,
                 precision=self.precision,
+                auxiliary=auxiliary,
             )
             total, images = total + loss * count, images + count
             first_step += len(batches)
@@ -478,7 +487,8 @@ class Trial:
         finished = bool(metrics.get("done"))
         state = {
             **where,
-            "model": model.state_dict(),
+            # a finished trial exports the plain U-Net (an MRM Rebuilder is training-only)
+            "model": (mrm.segmentation_part(model) if finished else model).state_dict(),
             **({} if finished else {"optimizer": optimizer.state_dict()}),
             "compute_seconds": self.compute_seconds,
             "scoring_seconds": self.scoring_seconds,
