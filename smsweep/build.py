@@ -14,7 +14,13 @@ from torch import nn
 
 from smsweep.config import SweepSpec
 from smsweep.losses import WeightedLoss, build_loss
-from smsweep.masking import MaskingStrategy, RandomMasking, build_fill, build_strategy
+from smsweep.masking import (
+    HardSaliencyMasking,
+    MaskingStrategy,
+    RandomMasking,
+    build_fill,
+    build_strategy,
+)
 from smsweep.masking.fills import Fill, ZeroFill
 from smsweep.models import MaskedUnet, build_unet
 
@@ -114,6 +120,16 @@ def mask_refresh(spec: SweepSpec) -> str:
 def warmup_strategy(spec: SweepSpec) -> RandomMasking:
     """Partition 0 of SMIR: random masks at the spec's patch size and ratio (no model yet)."""
     return RandomMasking(spec.masking.patch_size, spec.masking.ratio)
+
+
+def hard_negative_masking(spec: SweepSpec) -> HardSaliencyMasking | None:
+    """The contrastive objective's hard negatives: most of the salient region masked
+    (`pretrain.contrastive.hard_ratio` of the patches, foreground first); None when off."""
+    settings = spec.pretrain.contrastive
+    if not settings.hard_negatives:
+        return None
+    masking = spec.masking
+    return HardSaliencyMasking(masking.patch_size, settings.hard_ratio, masking.largest_component)
 
 
 def pretrain_loss(spec: SweepSpec) -> WeightedLoss:

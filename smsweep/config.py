@@ -103,7 +103,32 @@ class ModelConfig(_Section):
 Schedule = Literal["constant", "cosine"]
 
 
+class ContrastiveConfig(_Section):
+    dim: int = _f(128, "size of the projected, normalised embedding", ge=8, le=4096)
+    queue: int = _f(1024, "past keys kept as negatives (MoCo's queue)", ge=1, le=1_000_000)
+    momentum: float = _f(0.99, "key encoder: exponential moving average of the query's", ge=0, lt=1)
+    temperature: float = _f(0.2, "InfoNCE temperature", gt=0, le=10)
+    hard_negatives: bool = _f(
+        True,
+        "add each image's key view with most of its salient region masked as a negative",
+    )
+    hard_ratio: float = _f(
+        0.8, "share of the patches a hard negative masks, salient ones first", gt=0, lt=1
+    )
+    saliency_weights: str | None = _f(
+        None,
+        "a local file of encoder weights for the frozen saliency network; default: a frozen "
+        "copy of the encoder taken at the start of each partition",
+    )
+
+
 class PretrainConfig(_Section):
+    objective: Literal["reconstruction", "contrastive"] = _f(
+        "reconstruction",
+        "reconstruction (masked pixels, `loss`) or contrastive (MoCo-v2 with the masks on the "
+        "query branch only, see pretrain.contrastive)",
+    )
+    contrastive: ContrastiveConfig = ContrastiveConfig()
     partitions: int = _f(10, "P: the unlabeled images are split into P partitions", ge=1, le=1000)
     epochs_per_partition: int | None = _f(
         None,
@@ -158,8 +183,10 @@ class MaskingConfig(_Section):
     sampling: Literal["random", "complementary"] = _f(
         "random", "selective: K independent draws, or draws that mask every patch equally often"
     )
-    fill: Literal["mean", "zero", "noise", "blur", "token"] = _f(
-        "mean", "what masked pixels are replaced with"
+    fill: Literal["mean", "zero", "noise", "blur", "highpass", "token"] = _f(
+        "mean",
+        "what masked pixels are replaced with (highpass: the image's high frequencies over its "
+        "mean; blur: a strong blur)",
     )
     refresh: Literal["auto", "batch", "partition"] = _f(
         "auto",

@@ -94,7 +94,7 @@ class Progress(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         value = result.get(self.metric)
-        if "partition" in result and "recon_loss" in result:
+        if "partition" in result and ("recon_loss" in result or "contrastive_loss" in result):
             self._detail(f"trial {trial.trial_id} {_partition_line(result)}")
         elif value is not None:
             steps = result.get("finetune_steps", "?")
@@ -149,7 +149,10 @@ def _partition_line(result: Mapping[str, Any]) -> str:
     partition, partitions = result["partition"], result.get("plan/partitions", "?")
     steps, planned = result.get("pretrain_steps", "?"), result.get("plan/pretrain_steps")
     line = f"partition {partition + 1}/{partitions}: {steps}" + (f"/{planned}" if planned else "")
-    line += f" steps, recon loss {result['recon_loss']:.4f}"
+    if "recon_loss" in result:
+        line += f" steps, recon loss {result['recon_loss']:.4f}"
+    else:
+        line += f" steps, contrastive loss {result['contrastive_loss']:.4f}"
     if result.get("scored_images"):
         actors = result.get("scoring_actors") or 0
         where = f"on {actors} actor{'s' * (actors != 1)}" if actors else "in the trial"

@@ -9,7 +9,7 @@ from typing import Literal
 Strategy = Literal["none", "random", "block", "selective", "saliency", "saliency_hard", "mixed"]
 STRATEGIES: tuple[str, ...] = Strategy.__args__
 MODEL_BASED = ("selective", "saliency", "saliency_hard")  # masks scored once per partition
-FILLS = ("mean", "zero", "noise", "blur", "token")
+FILLS = ("mean", "zero", "noise", "blur", "highpass", "token")
 SOURCES = ("synthetic", "textures", "folder", "voc", "cityscapes")
 GENERATED_SOURCES = ("synthetic", "textures")  # made from the seed: no path, `num_images` counts
 FIXED_NUM_CLASSES = {"voc": 21, "cityscapes": 19}

@@ -65,7 +65,7 @@ def key(spec: SweepSpec, seed: int, precision: str, device: str, patch_sizes: li
 @dataclass
 class Entry:
     state: dict[str, Any]  # model, optimizer, torch_rng
-    recon_loss: float
+    losses: dict[str, float]  # the partition's reported loss, e.g. {"recon_loss": 0.41}
     seconds: float  # what training partition 0 took the trial that stored it
 
 
@@ -79,7 +79,7 @@ def load(cache: Path, name: str) -> Entry | None:
         state = torch.load(entry / STATE, map_location="cpu", weights_only=True)
     except (OSError, ValueError, RuntimeError, EOFError):
         return None
-    return Entry(state, float(meta["recon_loss"]), float(meta["seconds"]))
+    return Entry(state, dict(meta["losses"]), float(meta["seconds"]))
 
 
 def store(cache: Path, name: str, entry: Entry) -> bool:
@@ -92,7 +92,7 @@ def store(cache: Path, name: str, entry: Entry) -> bool:
     staging = Path(tempfile.mkdtemp(prefix=".writing-", dir=cache))
     try:
         torch.save(entry.state, staging / STATE)
-        meta = {"recon_loss": entry.recon_loss, "seconds": entry.seconds}
+        meta = {"losses": entry.losses, "seconds": entry.seconds}
         (staging / META).write_text(json.dumps(meta))
         faults.pause_for_a_kill("partition0:store")
         os.rename(staging, cache / name)  # atomic; fails when another trial stored it first

@@ -188,6 +188,34 @@ def train_partition(
     `precision`: how the forwards run (`pretrain_step`).
     """
     model.train()
+
+    def step(images: Tensor, indices: Tensor, generator: torch.Generator) -> float:
+        return pretrain_step(
+            model,
+            images,
+            masks(images, indices, generator),
+            fill=fill,
+            loss=loss,
+            optimizer=optimizer,
+            generator=generator,
+            precision=precision,
+        )
+
+    return run_passes(batches, step, steps, mask_seed, learning_rate, first_step)
+
+
+def run_passes(
+    batches: Callable[[int], Iterable[tuple[Tensor, Tensor]]],
+    step: Callable[[Tensor, Tensor, torch.Generator], float],
+    steps: int,
+    mask_seed: Callable[[int], int],
+    learning_rate: Callable[[int], float] | None = None,
+    first_step: int = 0,
+) -> float:
+    """`steps` calls of step(images, indices, generator), pass after pass over batches(epoch),
+    each pass with its own generator from mask_seed(epoch); learning_rate(step) before each.
+    Returns the mean loss over the last pass's worth of steps (one pass, or all the steps when
+    there are fewer). Every pretraining objective trains a partition through it."""
     recent: deque[tuple[float, int]] = deque()  # (loss, images) of the last pass's steps
     taken, epoch, per_pass = 0, 0, None
     while taken < steps:
@@ -196,18 +224,7 @@ def train_partition(
         for images, indices in batches(epoch):
             if learning_rate is not None:
                 learning_rate(first_step + taken)
-            mask = masks(images, indices, generator)
-            value = pretrain_step(
-                model,
-                images,
-                mask,
-                fill=fill,
-                loss=loss,
-                optimizer=optimizer,
-                generator=generator,
-                precision=precision,
-            )
-            recent.append((value, images.shape[0]))
+            recent.append((step(images, indices, generator), images.shape[0]))
             taken, in_pass = taken + 1, in_pass + 1
             if taken == steps:
                 break

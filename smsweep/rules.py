@@ -80,6 +80,24 @@ def problems(spec: SweepSpec) -> list[str]:
             f"strategies (random, block, mixed) do; {masking.strategy} masks are computed once per "
             "partition from the previous partition's model: use refresh auto or partition"
         )
+    if spec.pretrain.objective == "contrastive":
+        if masking.strategy == "selective":
+            problems.append(
+                "pretrain.objective: contrastive has no reconstruction loss to score patches "
+                "with, so masking.strategy: selective cannot be used; use random, block, mixed, "
+                "saliency or saliency_hard"
+            )
+        if masking.fill == "token" or masking.token_stage is not None:
+            problems.append(
+                "pretrain.objective: contrastive feeds the encoder directly, without the "
+                "reconstruction model's mask token; use masking.fill mean, blur, highpass, zero "
+                "or noise and no masking.token_stage"
+            )
+        if masking.refresh == "partition":
+            problems.append(
+                "pretrain.objective: contrastive masks each augmented query view as it is drawn "
+                "(a mask per partition would not match the crops); use masking.refresh: auto"
+            )
     if spec.mrm.stage is not None and spec.mrm.stage > model.encoder_depth:
         problems.append(
             f"mrm.stage {spec.mrm.stage} is deeper than model.encoder_depth "

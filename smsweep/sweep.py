@@ -66,6 +66,7 @@ PRETRAIN_PROGRESS = (
     "pretrain_steps",
     "plan/pretrain_steps",
     "recon_loss",
+    "contrastive_loss",
     "scored_images",
     "scoring_actors",
     "scoring_seconds",

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 from smsweep import build, faults, looks, mrm, partition0
 from smsweep.budget import trial_budget
 from smsweep.config import ResourcesConfig, SweepSpec
+from smsweep.contrastive import Contrastive, frozen_saliency, train_partition_contrastive
 from smsweep.data import Source, Splits, make_splits
 from smsweep.data.datasets import PretrainDataset, SegmentationDataset
 from smsweep.data.transforms import eval_transform, finetune_transform, pretrain_transform
@@ -41,6 +42,7 @@ from smsweep.finetune import (
     transfer_weights,
     trivial_metrics,
 )
+from smsweep.models import load_encoder_weights
 from smsweep.precision import resolve_precision
 from smsweep.pretrain import (
     MaskTable,
@@ -55,6 +57,8 @@ from smsweep.scoring import ActorScorer, score_in_process
 from smsweep.session import RayTrainSession, Session
 
 STATE_FILE, META_FILE = "state.pt", "meta.json"
+# The loss a pretraining partition reports, per pretrain.objective.
+LOSS_KEYS = {"reconstruction": "recon_loss", "contrastive": "contrastive_loss"}
 # Streams of derived_seed: one per purpose, so changing one never shifts another.
 INIT, MASKS, SHUFFLE, SCORING, HEAD, FINETUNE, FINETUNE_SHUFFLE, FIXED_MASKS, REPEAT = range(9)
 
@@ -139,10 +143,17 @@ class Trial:
 
     def pretrain(self) -> dict[str, torch.Tensor]:
         spec, budget = self.spec, self.budget
+        contrastive = spec.pretrain.objective == "contrastive"
         torch.manual_seed(derived_seed(self.seed, INIT))
-        model = build.reconstruction_model(spec).to(self.device)
+        model = build.reconstruction_model(spec)
+        if contrastive:  # the reconstruction model's encoder is the query encoder
+            model = Contrastive(model, spec.pretrain.contrastive)
+        model = model.to(self.device)
+        reconstruction = model.reconstruction if contrastive else model  # what fine-tuning gets
         optimizer = torch.optim.AdamW(
-            model.parameters(), lr=spec.pretrain.lr, weight_decay=spec.pretrain.weight_decay
+            [p for p in model.parameters() if p.requires_grad],
+            lr=spec.pretrain.lr,
+            weight_decay=spec.pretrain.weight_decay,
         )
         learning_rate = LearningRate(
             optimizer,
@@ -157,11 +168,11 @@ class Trial:
             optimizer.load_state_dict(self.state["optimizer"])
             first = self.state["partition"] + 1
         trained = self.session.prepare(model)  # DDP when world > 1; `model` stays bare
-        fill, loss = build.input_fill(spec), build.pretrain_loss(spec)
+        fill = build.input_fill(spec)
         strategy, warmup = build.masking_strategy(spec), build.warmup_strategy(spec)
         scorer = None
         scores_later = strategy.needs_model and max(first, 1) < spec.pretrain.partitions
-        if self.rank == 0 and spec.resources.scoring_actors and scores_later:
+        if self.rank == 0 and spec.resources.scoring_actors and scores_later and not contrastive:
             scorer = ActorScorer(spec, self.source)  # the actors start while partition 0 trains
         try:
             for partition in range(first, spec.pretrain.partitions):
@@ -172,29 +183,46 @@ class Trial:
                     "plan/pretrain_steps": budget.pretrain_steps,
                     "precision": str(self.precision),
                 }
-                masks, scoring = self._masks(partition, strategy, warmup, model, indices, scorer)
+                saliency = None
+                if contrastive:  # masks drawn on each query view; saliency from a frozen net
+                    saliency = self._saliency(model)
+                    chosen = warmup if partition == 0 else strategy
+                    masks, scoring = _on_the_fly(chosen, saliency), {}
+                else:
+                    masks, scoring = self._masks(
+                        partition, strategy, warmup, model, indices, scorer
+                    )
                 metrics |= scoring
-                gallery = self._look(model, fill, indices, masks, partition, metrics)
+                gallery = self._look(reconstruction, fill, indices, masks, partition, metrics)
                 faults.pause_for_a_kill(f"pretrain:{partition}")
                 cached = self._cached_partition0(model, optimizer) if partition == 0 else None
                 offset = budget.pretrain_step_offset(partition)
                 if cached is not None:
                     metrics |= cached
                 else:
-                    batches = self._pretrain_batches(indices, partition)
-                    metrics["recon_loss"] = train_partition(
-                        trained,
-                        faults.poisoned(batches, partition),
-                        masks,
-                        steps=budget.partition_steps[partition],
-                        fill=fill,
-                        loss=loss,
-                        optimizer=optimizer,
-                        mask_seed=lambda e, p=partition: derived_seed(self.seed, MASKS, p, e),
-                        learning_rate=learning_rate,
-                        first_step=offset,
-                        precision=self.precision,
-                    )
+                    batches = faults.poisoned(self._pretrain_batches(indices, partition), partition)
+                    common = {
+                        "steps": budget.partition_steps[partition],
+                        "fill": fill,
+                        "optimizer": optimizer,
+                        "mask_seed": lambda e, p=partition: derived_seed(self.seed, MASKS, p, e),
+                        "learning_rate": learning_rate,
+                        "first_step": offset,
+                        "precision": self.precision,
+                    }
+                    if contrastive:
+                        metrics[LOSS_KEYS["contrastive"]] = train_partition_contrastive(
+                            trained,
+                            batches,
+                            warmup if partition == 0 else strategy,
+                            saliency=saliency,
+                            hard=build.hard_negative_masking(spec),
+                            **common,
+                        )
+                    else:
+                        metrics[LOSS_KEYS["reconstruction"]] = train_partition(
+                            trained, batches, masks, loss=build.pretrain_loss(spec), **common
+                        )
                 metrics["pretrain_steps"] = offset + budget.partition_steps[partition]
                 state = {"phase": "pretrain", "partition": partition, "epoch": -1}
                 started = self.started
@@ -205,7 +233,18 @@ class Trial:
         finally:
             if scorer is not None:
                 scorer.close()
-        return {key: value.detach().cpu() for key, value in model.state_dict().items()}
+        return {key: value.detach().cpu() for key, value in reconstruction.state_dict().items()}
+
+    def _saliency(self, model: Contrastive):
+        """The frozen saliency network of a partition (`pretrain.contrastive.saliency_weights`,
+        or a copy of the encoder as the partition starts)."""
+
+        def from_file(path: str):
+            unet = build.segmentation_model(self.spec)
+            load_encoder_weights(unet, path)
+            return unet.encoder.to(self.device)
+
+        return frozen_saliency(model, self.spec.pretrain.contrastive.saliency_weights, from_file)
 
     def finetune(self, pretrained: dict[str, torch.Tensor] | None) -> None:
         spec, budget = self.spec, self.budget
@@ -453,7 +492,7 @@ class Trial:
         torch.set_rng_state(entry.state["torch_rng"])
         self.saved_seconds += entry.seconds
         return {
-            "recon_loss": entry.recon_loss,
+            **entry.losses,
             "partition0_cache_hit": 1,
             "partition0_saved_seconds": entry.seconds,
         }
@@ -467,7 +506,8 @@ class Trial:
             "optimizer": optimizer.state_dict(),
             "torch_rng": torch.get_rng_state(),
         }
-        entry = partition0.Entry(state, float(metrics["recon_loss"]), seconds)
+        loss = LOSS_KEYS[self.spec.pretrain.objective]
+        entry = partition0.Entry(state, {loss: float(metrics[loss])}, seconds)
         partition0.store(self.partition0_cache, name, entry)
 
     def _report(self, metrics, where, model, optimizer, gallery: Path | None = None) -> None:
@@ -535,6 +575,16 @@ def loader_settings(resources: ResourcesConfig, device: torch.device) -> dict[st
     (`smsweep.data.datasets`), and the order is drawn in this process."""
     pin = resources.pin_memory is not False and device.type == "cuda"
     return {"num_workers": resources.data_workers, "pin_memory": pin}
+
+
+def _on_the_fly(strategy, saliency):
+    """Masks drawn for the images at hand (contrastive: each augmented view), saliency
+    strategies reading the frozen network."""
+
+    def masks(images, indices, generator):
+        return strategy(images, generator, model=saliency if strategy.needs_model else None)
+
+    return masks
 
 
 def _shard(indices, rank: int, world: int) -> tuple[int, ...]:

@@ -7,13 +7,10 @@ import pytest
 import torch
 
 from smsweep import build, mrm
-from smsweep.cli import main
 from smsweep.errors import SpecError
 from smsweep.session import LocalSession
 from smsweep.spec import validate_spec
 from smsweep.trainloop import STATE_FILE, run_in_process
-from tests.test_arms import _arm_sweep
-from tests.test_sweep import mlflow_runs, write_spec
 from tests.test_trial import tiny_spec
 
 IN_PROCESS = {"scoring_actors": 0, "train_workers": 0, "cpus_per_trial": 1}
@@ -57,18 +54,3 @@ def test_mrm_keys_are_checked():
         validate_spec({"mrm": {"ratio": 1.0}})
     searched = validate_spec({"search": {"space": {"mrm.enabled": {"choice": [True, False]}}}})
     assert "mrm.enabled" in searched.search.space
-
-
-@pytest.mark.slow
-def test_a_sweep_against_an_mrm_control(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    raw = _arm_sweep()
-    raw["search"] |= {"num_samples": 1, "repeats": 1, "sampler": "tpe"}
-    raw["search"]["space"] = {"masking.ratio": {"choice": [0.5]}}
-    raw["search"]["controls"] = [{"name": "mrm", "set": {"mrm.enabled": True, "mrm.dim": 16}}]
-    assert main(["run", str(write_spec(tmp_path, raw)), "--storage", "runs"]) == 0
-    _, children = mlflow_runs(tmp_path)
-    by_arm = {run.data.tags["smsweep.configuration"]: run for run in children}
-    assert by_arm["control:mrm"].data.params["mrm.enabled"] == "True"
-    assert "mrm_loss" in by_arm["control:mrm"].data.metrics
-    assert "mrm_loss" not in by_arm["config-1"].data.metrics
