@@ -101,3 +101,45 @@ def store(cache: Path, name: str, entry: Entry) -> bool:
         return False
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+class CachedPartition:
+    """One trial's partition 0 in the cache at `cache` (a folder): `restore` it into the model
+    and optimizer (and torch's random state) when it is there, `save` it after training it."""
+
+    def __init__(
+        self, cache: str | Path, spec: SweepSpec, seed: int, precision: str, device: str
+    ) -> None:
+        from smsweep.build import masking_strategy
+
+        self.cache = Path(cache)
+        patch_sizes = [size for size, _ in masking_strategy(spec).configs]
+        self.name = key(spec, seed, precision, device, patch_sizes)
+
+    def restore(self, model, optimizer) -> dict[str, Any] | None:
+        """Partition 0's metrics (its loss, the hit, the seconds saved) after loading it; None
+        on a miss."""
+        import torch
+
+        entry = load(self.cache, self.name)
+        if entry is None:
+            return None
+        model.load_state_dict(entry.state["model"])
+        optimizer.load_state_dict(entry.state["optimizer"])
+        torch.set_rng_state(entry.state["torch_rng"])
+        return {
+            **entry.losses,
+            "partition0_cache_hit": 1,
+            "partition0_saved_seconds": entry.seconds,
+        }
+
+    def save(self, model, optimizer, losses: dict[str, float], seconds: float) -> bool:
+        """Store partition 0 as training left it; `losses`: what the partition reported."""
+        import torch
+
+        state = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        return store(self.cache, self.name, Entry(state, dict(losses), seconds))

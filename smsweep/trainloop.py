@@ -105,8 +105,7 @@ class Trial:
         self.spec = SweepSpec.model_validate(config["spec"])
         self.source: Source = config["source"]
         self.run_ids: dict[str, str] = dict(config.get("run_ids") or {})
-        cache = config.get("partition0_cache")
-        self.partition0_cache = Path(cache) if cache else None
+        self.partition0_cache = config.get("partition0_cache")
         self.session = session
         self.seed = repeat_seed(self.spec)
         self.rank, self.world, self.device = session.rank, session.world, session.device
@@ -129,6 +128,11 @@ class Trial:
         self.compute_seconds = self.state["compute_seconds"] if self.state else 0.0
         self.scoring_seconds = self.state.get("scoring_seconds", 0.0) if self.state else 0.0
         self.saved_seconds = self.state.get("saved_seconds", 0.0) if self.state else 0.0
+        self.partition0 = None  # the cache entry of this trial's partition 0 (`pretrain`)
+        if self.partition0_cache and self.world == 1:  # DDP: every rank has its own RNG state
+            self.partition0 = partition0.CachedPartition(
+                self.partition0_cache, self.spec, self.seed, str(self.precision), self.device.type
+            )
         self.started = time.perf_counter()
         # when this attempt began, in the trial's process (a Train worker starts seconds later)
         self.attempt_started = float(config.get("started_at") or time.time())
@@ -195,7 +199,11 @@ class Trial:
                 metrics |= scoring
                 gallery = self._look(reconstruction, fill, indices, masks, partition, metrics)
                 faults.pause_for_a_kill(f"pretrain:{partition}")
-                cached = self._cached_partition0(model, optimizer) if partition == 0 else None
+                cached = None
+                if partition == 0 and self.partition0 is not None:
+                    cached = self.partition0.restore(model, optimizer)
+                    if cached is not None:
+                        self.saved_seconds += cached["partition0_saved_seconds"]
                 offset = budget.pretrain_step_offset(partition)
                 if cached is not None:
                     metrics |= cached
@@ -227,8 +235,10 @@ class Trial:
                 state = {"phase": "pretrain", "partition": partition, "epoch": -1}
                 started = self.started
                 self._report(metrics, state, model, optimizer, gallery)
-                if partition == 0 and cached is None:
-                    self._store_partition0(model, optimizer, metrics, self.started - started)
+                if partition == 0 and cached is None and self.partition0 and self.rank == 0:
+                    loss = LOSS_KEYS[spec.pretrain.objective]
+                    losses = {loss: float(metrics[loss])}
+                    self.partition0.save(model, optimizer, losses, self.started - started)
                 faults.raise_after_partition(partition, self.first_attempt)
         finally:
             if scorer is not None:
@@ -467,48 +477,6 @@ class Trial:
 
     def _phase(self) -> str:
         return self.state["phase"] if self.state is not None else "pretrain"
-
-    # --- partition 0, trained once --------------------------------------------------------------
-
-    def _partition0_key(self) -> str | None:
-        """The cache key of this trial's partition 0; None where the cache is not used (off,
-        or DDP: every rank has its own random state)."""
-        if self.partition0_cache is None or self.world > 1:
-            return None
-        patch_sizes = [size for size, _ in build.masking_strategy(self.spec).configs]
-        return partition0.key(
-            self.spec, self.seed, str(self.precision), self.device.type, patch_sizes
-        )
-
-    def _cached_partition0(self, model, optimizer) -> dict[str, Any] | None:
-        """Partition 0 from the cache: weights, optimizer and random state as training it would
-        have left them, and its report's numbers; None on a miss."""
-        name = self._partition0_key()
-        entry = partition0.load(self.partition0_cache, name) if name else None
-        if entry is None:
-            return None
-        model.load_state_dict(entry.state["model"])
-        optimizer.load_state_dict(entry.state["optimizer"])
-        torch.set_rng_state(entry.state["torch_rng"])
-        self.saved_seconds += entry.seconds
-        return {
-            **entry.losses,
-            "partition0_cache_hit": 1,
-            "partition0_saved_seconds": entry.seconds,
-        }
-
-    def _store_partition0(self, model, optimizer, metrics, seconds: float) -> None:
-        name = self._partition0_key()
-        if name is None or self.rank != 0:
-            return
-        state = {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-        }
-        loss = LOSS_KEYS[self.spec.pretrain.objective]
-        entry = partition0.Entry(state, {loss: float(metrics[loss])}, seconds)
-        partition0.store(self.partition0_cache, name, entry)
 
     def _report(self, metrics, where, model, optimizer, gallery: Path | None = None) -> None:
         now = time.perf_counter()
