@@ -258,8 +258,14 @@ def _check_bucket(storage: Location) -> None:
     where = f"the object store at {endpoint}" if endpoint else f"the {scheme} object store"
     try:
         filesystem, _ = _open(storage.url)
+    except Exception as error:  # pyarrow's ArrowInvalid: a scheme it has no filesystem for
+        raise SpecError(
+            f"--storage {storage.url!r} is not a storage URL pyarrow can open "
+            f"({_first_line(error)}); give a directory or s3://BUCKET/PREFIX"
+        ) from None
+    try:
         found = filesystem.get_file_info(bucket)
-    except Exception as error:  # pyarrow: OSError (network, credentials) or ArrowInvalid (URL)
+    except Exception as error:  # pyarrow's OSError: the network, the credentials
         raise SpecError(
             f"--storage {storage.url!r}: {where} cannot be reached ({_first_line(error)}); "
             "check the endpoint (AWS_ENDPOINT_URL) and the credentials (AWS_ACCESS_KEY_ID, "
