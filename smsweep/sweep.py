@@ -1,11 +1,17 @@
 """The sweep: Ray Tune + Optuna over `run_trial`, tracked in MLflow, resumable.
 
+STORAGE is a local (or shared) directory or an object-store URL (s3://bucket/prefix): every file
+below goes through `store.Location`, and Tune and Train write there through pyarrow.
+
 Layout of an experiment directory STORAGE/NAME:
     claim.json         while a driver runs: who it is, with a heartbeat (see `claim`)
     smsweep.json       the resolved spec and settings (`resume` needs nothing else)
     mlflow_run.json    the parent MLflow run's ids
     train/<trial_id>/  each trial's Ray Train run: partition and fine-tune checkpoints, galleries,
-                       and the MLflow entries that wait to be logged (tracking.PENDING_FILE)
+                       its last report once it has finished (trial.RESULT_FILE), and the
+                       MLflow entries that wait to be logged (tracking.PENDING_FILE)
+    finished.json      once every trial has run
+    report.html        the dashboard
     ...                Tune's own experiment state (trials, searcher state, results)
 """
 
@@ -38,6 +44,7 @@ from smsweep.resources import check_fits
 from smsweep.searcher import Arms, DefineByRun
 from smsweep.space import control_params, grid_points
 from smsweep.stats import Verdict, judge
+from smsweep.store import Location, check_storage
 
 SETTINGS_FILE = "smsweep.json"
 OPTUNA_FILE = "optuna.db"  # the study's default storage, beside Tune's state
@@ -62,7 +69,7 @@ PRETRAIN_PROGRESS = (
 
 @dataclass
 class SweepSummary:
-    experiment_dir: Path
+    experiment_dir: Location
     mlflow_uri: str
     rows: list[dict[str, Any]] = field(default_factory=list)  # best first
     interrupted: bool = False
@@ -88,7 +95,7 @@ class SweepSummary:
 def run_sweep(
     spec: SweepSpec,
     *,
-    storage: Path,
+    storage: str | Path | Location,
     name: str | None = None,
     mlflow_uri: str | None = None,
     address: str | None = None,
@@ -99,8 +106,11 @@ def run_sweep(
     """Validate everything that needs the cluster, then launch; SpecError before any write.
     `source`: the spec's data source when the caller has opened (scanned) it already."""
     name = name or spec.name
-    _check_storage(storage)
-    experiment_dir = storage.resolve() / name
+    storage = Location.of(storage)
+    check_storage(storage)
+    experiment_dir = storage / name
+    if storage.remote:
+        _check_object_store(spec, storage)
     if experiment_dir.exists():
         raise _exists(experiment_dir)
     uri = tracking.absolute_uri(mlflow_uri or spec.tracking.mlflow_uri)
@@ -110,18 +120,25 @@ def run_sweep(
         "experiment_dir": str(experiment_dir),
         "mlflow_uri": uri,
         "experiment": spec.tracking.experiment or name,
-        "optuna_storage": spec.search.storage or f"sqlite:///{experiment_dir / OPTUNA_FILE}",
+        "optuna_storage": spec.search.storage or _default_study(experiment_dir),
     }
-    _check_study_is_new(settings["optuna_storage"], name)
+    if settings["optuna_storage"]:
+        _check_study_is_new(settings["optuna_storage"], name)
     return _launch(
         settings, address=address, restore=False, echo=echo, source=source, output=output
     )
 
 
 def resume_sweep(
-    path: Path, *, address: str | None = None, echo: Echo = say, output: Output | None = None
+    path: str | Path | Location,
+    *,
+    address: str | None = None,
+    echo: Echo = say,
+    output: Output | None = None,
 ) -> SweepSummary:
-    experiment_dir = path.resolve()
+    experiment_dir = Location.of(path)
+    if experiment_dir.remote:
+        check_storage(experiment_dir)
     saved = experiment_dir / SETTINGS_FILE
     if not saved.is_file() or not tune.Tuner.can_restore(str(experiment_dir)):
         raise SpecError(
@@ -154,7 +171,7 @@ def _launch(
     if not output.verbose:
         quiet_engines()
     spec = validate_spec(settings["spec"])
-    experiment_dir = Path(settings["experiment_dir"])
+    experiment_dir = Location.of(settings["experiment_dir"])
     uri = settings["mlflow_uri"]
     tracking.check_reachable(uri)
     if source is None:
@@ -205,7 +222,7 @@ def _launch(
 def _fit(
     spec, settings, sweep_run, source, *, restore: bool, echo: Echo, output: Output
 ) -> SweepSummary:
-    experiment_dir = Path(settings["experiment_dir"])
+    experiment_dir = Location.of(settings["experiment_dir"])
     trainable = tune.with_resources(
         tune.with_parameters(
             tune_trial, settings=settings, sweep_run=sweep_run.__dict__, source=source
@@ -320,7 +337,7 @@ def _tune_config(
     time axis); `study`: (storage URL, name) of the Optuna study."""
     search = spec.search
     searcher = None
-    if search.space or search.repeats > 1 or search.controls:
+    if _searches(spec):
         strategies = search.space.get("masking.strategy")
         points = []
         if strategies is not None and strategies.choice is not None and not strategies.when:
@@ -376,7 +393,7 @@ def tune_trial(
     spec = resolve(validate_spec(settings["spec"]), {**arm.params, "repeat": arm.repeat})
     context = tune.get_context()
     trial_id = context.get_trial_id()
-    run_dir = Path(settings["experiment_dir"]) / "train" / trial_id
+    run_dir = Location.of(settings["experiment_dir"]) / "train" / trial_id
     run = tracking.TrialRun(
         tracking.SweepRun(**sweep_run),
         trial_id,
@@ -391,10 +408,10 @@ def tune_trial(
     if spec.data != base.data or spec.seed != base.seed:
         source = open_source(spec.data, seed=spec.seed)
 
-    def report(metrics: dict[str, Any], checkpoint: str | None) -> None:
+    def report(metrics: dict[str, Any], checkpoint: Location | None) -> None:
         finetune = metrics["phase"] == "finetune"
         # The galleries' copies beside the checkpoints outlive them (a pending entry may wait).
-        galleries = sorted(Path(checkpoint).glob("partition_*.png")) if checkpoint else []
+        galleries = checkpoint.files("partition_*.png") if checkpoint else []
         logged = {k: v for k, v in metrics.items() if not k.startswith("plan/")}
         run.log(
             {} if metrics.get("replayed") else logged,  # a replayed result is in the run
@@ -602,14 +619,14 @@ def _close_stale_study_trials(url: str, name: str) -> None:
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
 
 
-def _create(experiment_dir: Path) -> claim.Claim:
+def _create(experiment_dir: Location) -> claim.Claim:
     try:
         return claim.create(experiment_dir)
     except FileExistsError:  # another `run` of this experiment created it first
         raise _exists(experiment_dir) from None
 
 
-def _exists(experiment_dir: Path) -> SpecError:
+def _exists(experiment_dir: Location) -> SpecError:
     # A directory without settings has just been created: its claim follows in a moment.
     new = not (experiment_dir / SETTINGS_FILE).exists()
     holder = claim.read(experiment_dir, wait_s=2.0 if new else 0.0)
@@ -635,20 +652,36 @@ def _sweep_params(spec: SweepSpec) -> dict[str, Any]:
     return params
 
 
-def _check_storage(storage: Path) -> None:
-    """The storage directory must exist or be creatable, and be writable."""
-    existing = storage.resolve()
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
+def _searches(spec: SweepSpec) -> bool:
+    """Whether the sweep has a searcher, and so an Optuna study (see `_tune_config`)."""
+    search = spec.search
+    return bool(search.space or search.repeats > 1 or search.controls)
+
+
+def _default_study(experiment_dir: Location) -> str | None:
+    """The Optuna study's storage when search.storage gives none: sqlite beside Tune's state on
+    a filesystem; none in an object store (sqlite needs a filesystem; `_check_object_store`
+    asks for a URL when the sweep searches)."""
+    if experiment_dir.remote:
+        return None
+    return f"sqlite:///{experiment_dir.path / OPTUNA_FILE}"
+
+
+def _check_object_store(spec: SweepSpec, storage: Location) -> None:
+    """What an object store as --storage cannot hold: the default sqlite Optuna study, and the
+    checkpoints of a trial that trains in its own process (train_workers: 0)."""
+    if _searches(spec) and not spec.search.storage:
         raise SpecError(
-            f"--storage {str(storage)!r} cannot be created: {existing} is a file; "
-            "choose a directory"
+            f"with --storage {storage} (an object store) the Optuna study cannot live beside "
+            "the sweep (sqlite needs a filesystem); set search.storage to a database URL the "
+            "driver reaches (e.g. postgresql://host/db on a cluster, or sqlite:///optuna.db "
+            "on this machine), e.g. --set search.storage=sqlite:///optuna.db"
         )
-    if not os.access(existing, os.W_OK | os.X_OK):
+    if spec.resources.train_workers == 0:
         raise SpecError(
-            f"--storage {str(storage)!r} is not writable ({existing} denies writing); "
-            "choose a directory you can write to"
+            f"resources.train_workers: 0 keeps a trial's checkpoints on a local disk, not in "
+            f"--storage {storage}; set resources.train_workers to 1 or more, or give a local "
+            "--storage directory"
         )
 
 
