@@ -126,8 +126,9 @@ class Trial:
 
     def run(self) -> None:
         if self.state is not None and self.last_report.get("done"):
-            # Finished, but killed before the trial's result file was written: report it again.
-            self.session.report(self.last_report, None)
+            # Finished, but killed before the trial's result file was written: report it again
+            # (replayed: the tracking layer has it already).
+            self.session.report({**self.last_report, "replayed": True}, None)
             return
         pretrained = None
         if self.spec.masking.strategy != "none" and self._phase() == "pretrain":
