@@ -8,7 +8,9 @@ write with; pyarrow reads the endpoint and credentials from the standard AWS set
 AWS_DEFAULT_REGION, ~/.aws), in every process that opens one: the driver, trials and workers.
 
 Object stores have no directories, renames or exclusive creates: `create_new` there looks
-before it writes (two drivers racing within the same second can both win; see `claim`).
+before it writes (two drivers racing within the same second can both win; see `claim`), and
+`put_directory` marks a directory complete with a last object (COMPLETE_MARKER) instead of
+renaming it into place.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from smsweep.errors import SpecError
+
+COMPLETE_MARKER = ".complete"  # object store: written last into a directory `put_directory` made
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,35 @@ class Location:
         )
         return [self / name for name in names if fnmatch.fnmatchcase(name, pattern)]
 
+    def complete_directories(self, pattern: str = "*") -> list[Location]:
+        """The directories inside this one whose names match `pattern`, by name, that
+        `put_directory` finished (a kill mid-copy leaves none half-written in this list)."""
+        if not self.remote:
+            if not self.path.is_dir():
+                return []
+            return [Location(str(p)) for p in sorted(self.path.glob(pattern)) if p.is_dir()]
+        filesystem, key = _open(self.url)
+        selector = _fs().FileSelector(key, allow_not_found=True)
+        found = filesystem.get_file_info(selector)
+        names = sorted(
+            PurePosixPath(info.path).name for info in found if info.type == _fs().FileType.Directory
+        )
+        matching = [self / name for name in names if fnmatch.fnmatchcase(name, pattern)]
+        return [directory for directory in matching if (directory / COMPLETE_MARKER).is_file()]
+
+    @contextlib.contextmanager
+    def local_directory(self) -> Iterator[Path]:
+        """A local path holding this directory while in use: the directory itself, or a
+        temporary copy of the objects under it."""
+        if not self.remote:
+            yield self.path
+            return
+        filesystem, key = _open(self.url)
+        with tempfile.TemporaryDirectory(prefix="smsweep-") as scratch:
+            _fs().copy_files(key, scratch, source_filesystem=filesystem)
+            (Path(scratch) / COMPLETE_MARKER).unlink(missing_ok=True)
+            yield Path(scratch)
+
     @contextlib.contextmanager
     def local_file(self) -> Iterator[Path]:
         """A local path holding this file while in use: the file itself, or a temporary copy
@@ -215,6 +248,20 @@ class Location:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.mkdir()
+
+    def put_directory(self, source: Path) -> None:
+        """Copy the local directory `source` here (a new directory) so that it appears
+        complete: locally written aside and renamed into place; in an object store the files
+        first, then COMPLETE_MARKER (`complete_directories` lists only those)."""
+        if not self.remote:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".writing_", dir=self.path.parent))
+            shutil.copytree(source, staging, dirs_exist_ok=True)
+            staging.rename(self.path)
+            return
+        filesystem, key = _open(self.url)
+        _fs().copy_files(str(source), key, destination_filesystem=filesystem)
+        (self / COMPLETE_MARKER).write_text("")
 
     def remove_tree(self) -> None:
         """Remove this directory and everything under it (nothing when there is none)."""

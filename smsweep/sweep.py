@@ -668,20 +668,13 @@ def _default_study(experiment_dir: Location) -> str | None:
 
 
 def _check_object_store(spec: SweepSpec, storage: Location) -> None:
-    """What an object store as --storage cannot hold: the default sqlite Optuna study, and the
-    checkpoints of a trial that trains in its own process (train_workers: 0)."""
+    """What an object store as --storage cannot hold: the default sqlite Optuna study."""
     if _searches(spec) and not spec.search.storage:
         raise SpecError(
             f"with --storage {storage} (an object store) the Optuna study cannot live beside "
             "the sweep (sqlite needs a filesystem); set search.storage to a database URL the "
             "driver reaches (e.g. postgresql://host/db on a cluster, or sqlite:///optuna.db "
             "on this machine), e.g. --set search.storage=sqlite:///optuna.db"
-        )
-    if spec.resources.train_workers == 0:
-        raise SpecError(
-            f"resources.train_workers: 0 keeps a trial's checkpoints on a local disk, not in "
-            f"--storage {storage}; set resources.train_workers to 1 or more, or give a local "
-            "--storage directory"
         )
 
 

@@ -182,20 +182,14 @@ def _run_here(
     from smsweep.session import LocalSession
     from smsweep.trainloop import Trial
 
-    if run_dir.remote:
-        raise ValueError(
-            f"resources.train_workers: 0 keeps checkpoints on a local disk, not in {run_dir}; "
-            "use train_workers >= 1 with an object store"
-        )
     if not torch.cuda.is_available():
         torch.set_num_threads(max(1, math.ceil(spec.resources.cpus_per_trial)))
     outcome = TrialOutcome(metrics={})
 
-    def reported(metrics: dict[str, Any], checkpoint: Path | None) -> None:
-        saved = Location.of(checkpoint) if checkpoint else None
-        _record(outcome, metrics, saved, run_dir)
+    def reported(metrics: dict[str, Any], checkpoint: Location | None) -> None:
+        _record(outcome, metrics, checkpoint, run_dir)
         if report is not None:
-            report(metrics, saved)
+            report(metrics, checkpoint)
 
     config = {
         "spec": spec.model_dump(mode="json"),
@@ -204,9 +198,7 @@ def _run_here(
         "faults": faults,
     }
     try:
-        session = LocalSession(
-            run_dir.path, on_report=reported, keep=spec.tracking.keep_checkpoints
-        )
+        session = LocalSession(run_dir, on_report=reported, keep=spec.tracking.keep_checkpoints)
         Trial(config, session).run()
     except Exception as error:
         raise TrialFailed(run_dir.name, error) from error

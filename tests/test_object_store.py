@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 
@@ -15,8 +16,10 @@ from mlflow.tracking import MlflowClient
 from smsweep import claim, tracking
 from smsweep.cli import main
 from smsweep.sweep import FAULTS_ENV
+from smsweep.trial import RESULT_FILE, TrialFailed, run_trial
 from tests.test_reliability import _free_port, steps
 from tests.test_sweep import _start, mlflow_runs, tiny_sweep, write_spec
+from tests.test_trial import tiny_spec
 
 moto_server = pytest.importorskip("moto.server")
 pafs = pytest.importorskip("pyarrow.fs")
@@ -122,8 +125,36 @@ def test_a_sweep_in_s3_survives_sigkill_resumes_and_reports_from_the_bucket(s3, 
     assert report.returncode == 0, output[-3000:]
     assert output.strip().splitlines()[-1] == f"{storage}/tiny/report.html"
     page = s3.open_input_stream(f"{prefix}/report.html").read().decode()
-    assert "partition_000" in page or "data:image/png;base64," in page
+    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', page)) == 2  # galleries
+    assert "finished" in page and 'class="note section-error"' not in page
     assert sorted(path.name for path in tmp_path.iterdir()) == local
+
+
+@pytest.mark.slow
+def test_a_trial_in_its_own_process_checkpoints_to_the_bucket_and_resumes_there(s3):
+    """train_workers: 0 (no Ray Train): the in-process loop puts its checkpoints in the bucket
+    whole, keeps the newest, resumes from it after a failure, and replays a finished trial."""
+    import ray
+
+    spec = tiny_spec(resources={"train_workers": 0, "cpus_per_trial": 1, "scoring_actors": 0})
+    storage = f"s3://{BUCKET}/trials"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        with pytest.raises(TrialFailed, match="raise_after_partition=1"):
+            run_trial(
+                spec, storage_path=storage, run_name="here", faults={"raise_after_partition": 1}
+            )
+        resumed = run_trial(spec, storage_path=storage, run_name="here")
+        replayed = run_trial(spec, storage_path=storage, run_name="here")
+    finally:
+        ray.shutdown()
+    assert [r["partition"] for r in resumed.reports if r["phase"] == "pretrain"] == [2]
+    assert resumed.metrics["done"] and resumed.checkpoint.startswith(f"{storage}/here/checkpoint_")
+    stored = keys(s3, f"{BUCKET}/trials/here")
+    assert RESULT_FILE in stored and "galleries/partition_002.png" in stored, stored
+    kept = {key.split("/")[0] for key in stored if key.startswith("checkpoint_")}
+    assert kept == {resumed.checkpoint.rpartition("/")[2]}, "keep_checkpoints: 1"
+    assert replayed.metrics["replayed"] and replayed.metrics["miou"] == resumed.metrics["miou"]
 
 
 @pytest.mark.parametrize("problem", ["no bucket", "no answer", "no study"])
