@@ -114,13 +114,15 @@ def run_sweep(
     if experiment_dir.exists():
         raise _exists(experiment_dir)
     uri = tracking.absolute_uri(mlflow_uri or spec.tracking.mlflow_uri)
+    # sqlite:///relative.db made absolute: `resume` may run from another directory.
+    study = tracking.absolute_uri(spec.search.storage) if spec.search.storage else None
     settings = {
         "spec": spec.model_dump(mode="json"),
         "name": name,
         "experiment_dir": str(experiment_dir),
         "mlflow_uri": uri,
         "experiment": spec.tracking.experiment or name,
-        "optuna_storage": spec.search.storage or _default_study(experiment_dir),
+        "optuna_storage": study or _default_study(experiment_dir),
     }
     if settings["optuna_storage"]:
         _check_study_is_new(settings["optuna_storage"], name)
