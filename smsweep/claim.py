@@ -1,8 +1,9 @@
 """One driver per experiment directory: an atomic claim with a heartbeat.
 
 A driver (`run` or `resume`) holds `STORAGE/NAME/claim.json` while it runs. The file appears
-whole and at once (written aside, then hard-linked into place: the link fails when the name
-exists, on local disks and on NFS alike), so of two drivers racing for it exactly one gets it.
+whole and at once (`store.Location.create_new`: on a local disk or NFS, of two drivers racing for
+it exactly one gets it; in an object store, which has no exclusive create, two drivers started
+within the same second could both get it, and the later one's heartbeat warns the other).
 It names the holder (host, boot id and pid namespace, pid and the pid's start time, start time,
 a random token), and a daemon thread touches it every HEARTBEAT_S seconds: its mtime is the
 heartbeat, set by the file server's clock on a shared filesystem.
@@ -19,7 +20,6 @@ create; a takeover lock older than TAKEOVER_STALE_S was left by a process that d
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import socket
@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from smsweep.errors import SpecError
+from smsweep.store import Location
 
 CLAIM_FILE = "claim.json"
 HEARTBEAT_S = 10.0  # how often a driver touches its claim
@@ -60,7 +61,7 @@ class Holder:
 class Held(SpecError):
     """The experiment directory is claimed by a driver that is alive."""
 
-    def __init__(self, directory: Path, holder: Holder, also: str = "") -> None:
+    def __init__(self, directory: Location, holder: Holder, also: str = "") -> None:
         self.directory, self.holder = directory, holder
         super().__init__(
             f"{directory} is in use by a running sweep driver ({holder.describe()}); wait for "
@@ -73,7 +74,7 @@ class Claim:
     """A claim this process holds: a daemon thread refreshes its heartbeat until `release`.
     `took_over` describes the stale claim it replaced, if any."""
 
-    def __init__(self, path: Path, holder: Holder, took_over: str | None = None) -> None:
+    def __init__(self, path: Location, holder: Holder, took_over: str | None = None) -> None:
         self.path, self.holder, self.took_over = path, holder, took_over
         self._stop = threading.Event()
         self._beating = threading.Thread(target=self._beat, name="claim-heartbeat", daemon=True)
@@ -92,7 +93,7 @@ class Claim:
                 )
                 return
             with contextlib.suppress(OSError):  # e.g. a shared filesystem's hiccup: next beat
-                os.utime(self.path)
+                self.path.touch()
 
     def release(self) -> None:
         """Stop the heartbeat and remove the claim, unless another driver has taken it over."""
@@ -100,7 +101,7 @@ class Claim:
         self._beating.join()
         current = read(self.path.parent)
         if current is not None and current.token == self.holder.token:
-            self.path.unlink(missing_ok=True)
+            self.path.delete()
 
     def __enter__(self) -> Claim:
         return self
@@ -109,19 +110,20 @@ class Claim:
         self.release()
 
 
-def create(directory: Path) -> Claim:
+def create(directory: Path | Location) -> Claim:
     """Create `directory` and claim it. Raises FileExistsError, writing nothing, when it
     exists: the directory itself is the exclusive create that two `run`s race for."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    directory.mkdir()
+    directory = Location.of(directory)
+    directory.make_new_directory()
     holder = _this_process()
     _write_new(directory / CLAIM_FILE, holder)
     return Claim(directory / CLAIM_FILE, holder)
 
 
-def take(directory: Path) -> Claim:
+def take(directory: Path | Location) -> Claim:
     """Claim an existing experiment directory: a free one at once, a stale claim by taking it
     over (`Claim.took_over` says whose). Raises Held when a live driver holds it."""
+    directory = Location.of(directory)
     path = directory / CLAIM_FILE
     for _ in range(20):
         current = read(directory)
@@ -140,7 +142,7 @@ def take(directory: Path) -> Claim:
                 continue
             if read(directory) != current:
                 continue  # changed since we judged it
-            path.unlink(missing_ok=True)
+            path.delete()
             holder = _this_process()
             try:
                 _write_new(path, holder)
@@ -153,21 +155,22 @@ def take(directory: Path) -> Claim:
     raise SpecError(f"{directory} is being claimed by other drivers at this moment; try again")
 
 
-def check_free(directory: Path) -> None:
+def check_free(directory: Path | Location) -> None:
     """Raise Held when a live driver holds `directory` (reads only; for a check up front)."""
+    directory = Location.of(directory)
     current = read(directory)
     if current is not None and stale_reason(current) is None:
         raise Held(directory, current)
 
 
-def read(directory: Path, wait_s: float = 0.0) -> Holder | None:
+def read(directory: Path | Location, wait_s: float = 0.0) -> Holder | None:
     """The claim on `directory`, or None. `wait_s`: how long to wait for one to appear (a
     driver that has just created the directory writes its claim a moment later)."""
-    path = directory / CLAIM_FILE
+    path = Location.of(directory) / CLAIM_FILE
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            text, heartbeat = path.read_text(), path.stat().st_mtime
+            text, heartbeat = path.read_text(), path.mtime()
         except FileNotFoundError:
             if time.monotonic() >= deadline:
                 return None
@@ -208,42 +211,28 @@ def _this_process() -> Holder:
     )
 
 
-def _write_new(path: Path, holder: Holder) -> None:
+def _write_new(path: Location, holder: Holder) -> None:
     """Write the claim so that it appears complete, or raise FileExistsError."""
     fields = asdict(holder)
     del fields["heartbeat"]
-    text = json.dumps(fields, indent=1)
-    aside = path.with_name(f".{path.name}.{holder.token}")
-    aside.write_text(text)
-    try:
-        os.link(aside, path)
-    except FileExistsError:
-        raise
-    except OSError as error:  # a filesystem without hard links: an exclusive create instead
-        if error.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
-            raise
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        with os.fdopen(descriptor, "w") as file:
-            file.write(text)
-    finally:
-        aside.unlink(missing_ok=True)
+    path.create_new(json.dumps(fields, indent=1))
 
 
 @contextlib.contextmanager
-def _takeover_lock(path: Path):
-    lock = path.with_name(path.name + ".takeover")
+def _takeover_lock(path: Location):
+    lock = path.parent / (path.name + ".takeover")
     try:
-        os.close(os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        lock.create_new("")
     except FileExistsError:
         with contextlib.suppress(FileNotFoundError):
-            if time.time() - lock.stat().st_mtime > TAKEOVER_STALE_S:
-                lock.unlink()
+            if time.time() - lock.mtime() > TAKEOVER_STALE_S:
+                lock.delete()
         yield False
         return
     try:
         yield True
     finally:
-        lock.unlink(missing_ok=True)
+        lock.delete()
 
 
 def _host() -> tuple[str, str, str]:

@@ -84,9 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--name", help="sweep name (default: the spec's `name`)")
     run.add_argument(
         "--storage",
-        type=Path,
-        default=Path("smsweep_runs"),
-        help="where the Tune experiment lives: STORAGE/NAME (default: smsweep_runs)",
+        default="smsweep_runs",
+        help="where the experiment lives, STORAGE/NAME: a directory (default: smsweep_runs; "
+        "shared by every node on a cluster) or an object store, s3://BUCKET/PREFIX (endpoint "
+        "and credentials from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; "
+        "then search.storage must name the Optuna study's database)",
     )
     run.add_argument("--mlflow-uri", help="MLflow tracking URI (default: tracking.mlflow_uri)")
     run.add_argument("--address", help="an existing Ray cluster (default: RAY_ADDRESS or local)")
@@ -94,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output(run)
 
     resume = commands.add_parser("resume", help="resume a stopped or crashed sweep")
-    resume.add_argument("path", type=Path, help="the experiment directory (STORAGE/NAME)")
+    resume.add_argument(
+        "path", help="the experiment directory STORAGE/NAME (a path or s3://BUCKET/PREFIX/NAME)"
+    )
     resume.add_argument("--address", help="an existing Ray cluster (default: RAY_ADDRESS or local)")
     _add_output(resume)
 
@@ -103,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(validate)
 
     report = commands.add_parser("report", help="build the sweep dashboard (HTML)")
-    report.add_argument("path", type=Path, help="the experiment directory (STORAGE/NAME)")
+    report.add_argument(
+        "path", help="the experiment directory STORAGE/NAME (a path or s3://BUCKET/PREFIX/NAME)"
+    )
 
     bench = commands.add_parser("bench", help="measure the scorer, train step and actor scaling")
     add_bench_arguments(bench)

@@ -12,6 +12,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from smsweep.errors import SpecError
+from smsweep.store import Location
 
 # Ray Train V2's controller collects a worker's report only when it polls (every 2 s by default),
 # and a worker's next report waits for that: with partitions that train in seconds, the default
@@ -55,9 +56,11 @@ def alive_nodes() -> list[dict]:
     return [node for node in ray.nodes() if node["Alive"]]
 
 
-def check_multinode(storage: Path, mlflow_uri: str) -> None:
+def check_multinode(storage: Path | Location, mlflow_uri: str) -> None:
     """On more than one node, refuse what only one node can see: a sqlite or file MLflow store,
-    and a storage path that some node cannot read."""
+    and a storage path that some node cannot read (an object store: every node that has the
+    AWS settings reaches it)."""
+    storage = Location.of(storage)
     nodes = alive_nodes()
     if len(nodes) < 2:
         return
@@ -68,7 +71,9 @@ def check_multinode(storage: Path, mlflow_uri: str) -> None:
             "(`mlflow server --host 0.0.0.0 --port 5000 --backend-store-uri ...`) and pass "
             "--mlflow-uri http://HOST:5000"
         )
-    missing = _nodes_not_seeing(storage, nodes)
+    if storage.remote:
+        return
+    missing = _nodes_not_seeing(storage.path, nodes)
     if missing:
         raise SpecError(
             f"--storage {str(storage)!r} is not visible from {len(missing)} of the "

@@ -334,8 +334,8 @@ class SearchConfig(_Section):
     storage: str | None = _f(
         None,
         "Optuna storage URL of the sweep's study, named after the sweep (default: sqlite "
-        "optuna.db in the experiment directory; a database URL on a cluster); "
-        "`optuna-dashboard URL` opens it",
+        "optuna.db in the experiment directory; a database URL on a cluster; required when "
+        "--storage is an object store and the sweep searches); `optuna-dashboard URL` opens it",
     )
 
     @model_validator(mode="before")

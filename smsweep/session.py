@@ -4,21 +4,21 @@
 device, the checkpoint to resume from, a way to wrap the model for data parallelism, and a way to
 report metrics with a checkpoint directory. `RayTrainSession` takes them from Ray Train (the
 sweep's path: one `TorchTrainer.fit` per trial); `LocalSession` provides them in-process (one
-worker, checkpoints in a local directory), for scripts, studies of the loop itself, and machines
-without Ray.
+worker, checkpoints in a directory or an object store), for scripts, studies of the loop
+itself, and machines without Ray.
 """
 
 from __future__ import annotations
 
 import contextlib
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 from torch import nn
+
+from smsweep.store import Location
 
 CHECKPOINT_PREFIX = "checkpoint_"
 
@@ -77,38 +77,41 @@ class RayTrainSession:
 
 
 class LocalSession:
-    """The loop in this process: one worker on `device`, checkpoints under `directory` as
-    `checkpoint_000000`, `checkpoint_000001`, ... (the newest `keep` are kept), each written
-    under a temporary name and renamed, so a kill never leaves half a checkpoint behind.
-    `on_report(metrics, checkpoint directory or None)` sees every report."""
+    """The loop in this process: one worker on `device`, checkpoints under `directory` (local
+    or in an object store, see `store`) as `checkpoint_000000`, `checkpoint_000001`, ... (the
+    newest `keep` are kept), each put there whole (`Location.put_directory`), so a kill never
+    leaves half a checkpoint behind. `on_report(metrics, checkpoint or None)` sees every
+    report."""
 
     rank, world = 0, 1
 
     def __init__(
         self,
-        directory: str | Path,
+        directory: str | Path | Location,
         *,
         device: torch.device | str | None = None,
-        on_report: Callable[[dict[str, Any], Path | None], None] | None = None,
+        on_report: Callable[[dict[str, Any], Location | None], None] | None = None,
         keep: int = 2,
     ) -> None:
-        self.directory = Path(directory)
+        self.directory = Location.of(directory)
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         self.on_report = on_report
         self.keep = keep
 
-    def checkpoints(self) -> list[Path]:
+    def checkpoints(self) -> list[Location]:
         """The complete checkpoints, oldest first."""
-        if not self.directory.is_dir():
-            return []
-        return sorted(p for p in self.directory.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir())
+        return self.directory.complete_directories(f"{CHECKPOINT_PREFIX}*")
 
     @contextlib.contextmanager
     def restored(self) -> Iterator[Path | None]:
         checkpoints = self.checkpoints()
-        yield checkpoints[-1] if checkpoints else None
+        if not checkpoints:
+            yield None
+            return
+        with checkpoints[-1].local_directory() as directory:
+            yield directory
 
     def prepare(self, model: nn.Module) -> nn.Module:
         return model
@@ -118,12 +121,9 @@ class LocalSession:
         if directory is not None:
             existing = self.checkpoints()
             number = int(existing[-1].name.removeprefix(CHECKPOINT_PREFIX)) + 1 if existing else 0
-            self.directory.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=".writing_", dir=self.directory))
-            shutil.copytree(directory, staging, dirs_exist_ok=True)
             saved = self.directory / f"{CHECKPOINT_PREFIX}{number:06d}"
-            staging.rename(saved)
+            saved.put_directory(Path(directory))
             for old in self.checkpoints()[: -self.keep]:
-                shutil.rmtree(old, ignore_errors=True)
+                old.remove_tree()
         if self.on_report is not None:
             self.on_report(metrics, saved)

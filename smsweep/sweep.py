@@ -1,11 +1,17 @@
 """The sweep: Ray Tune + Optuna over `run_trial`, tracked in MLflow, resumable.
 
+STORAGE is a local (or shared) directory or an object-store URL (s3://bucket/prefix): every file
+below goes through `store.Location`, and Tune and Train write there through pyarrow.
+
 Layout of an experiment directory STORAGE/NAME:
     claim.json         while a driver runs: who it is, with a heartbeat (see `claim`)
     smsweep.json       the resolved spec and settings (`resume` needs nothing else)
     mlflow_run.json    the parent MLflow run's ids
     train/<trial_id>/  each trial's Ray Train run: partition and fine-tune checkpoints, galleries,
-                       and the MLflow entries that wait to be logged (tracking.PENDING_FILE)
+                       its last report once it has finished (trial.RESULT_FILE), and the
+                       MLflow entries that wait to be logged (tracking.PENDING_FILE)
+    finished.json      once every trial has run
+    report.html        the dashboard
     ...                Tune's own experiment state (trials, searcher state, results)
 """
 
@@ -48,6 +54,7 @@ from smsweep.searcher import Arms, DefineByRun
 from smsweep.space import control_params, grid_points
 from smsweep.spec import resolve, validate_spec
 from smsweep.stats import ParetoPoint, Verdict, judge, pareto
+from smsweep.store import Location, check_storage
 
 SETTINGS_FILE = "smsweep.json"
 OPTUNA_FILE = "optuna.db"  # the study's default storage, beside Tune's state
@@ -75,7 +82,7 @@ PRETRAIN_PROGRESS = (
 
 @dataclass
 class SweepSummary:
-    experiment_dir: Path
+    experiment_dir: Location
     mlflow_uri: str
     rows: list[dict[str, Any]] = field(default_factory=list)  # best first
     interrupted: bool = False
@@ -101,7 +108,7 @@ class SweepSummary:
 def run_sweep(
     spec: SweepSpec,
     *,
-    storage: Path,
+    storage: str | Path | Location,
     name: str | None = None,
     mlflow_uri: str | None = None,
     address: str | None = None,
@@ -112,29 +119,41 @@ def run_sweep(
     """Validate everything that needs the cluster, then launch; SpecError before any write.
     `source`: the spec's data source when the caller has opened (scanned) it already."""
     name = name or spec.name
-    _check_storage(storage)
-    experiment_dir = storage.resolve() / name
+    storage = Location.of(storage)
+    check_storage(storage)
+    experiment_dir = storage / name
+    if storage.remote:
+        _check_object_store(spec, storage)
     if experiment_dir.exists():
         raise _exists(experiment_dir)
     uri = tracking.absolute_uri(mlflow_uri or spec.tracking.mlflow_uri)
+    # sqlite:///relative.db made absolute: `resume` may run from another directory.
+    study = tracking.absolute_uri(spec.search.storage) if spec.search.storage else None
     settings = {
         "spec": spec.model_dump(mode="json"),
         "name": name,
         "experiment_dir": str(experiment_dir),
         "mlflow_uri": uri,
         "experiment": spec.tracking.experiment or name,
-        "optuna_storage": spec.search.storage or f"sqlite:///{experiment_dir / OPTUNA_FILE}",
+        "optuna_storage": study or _default_study(experiment_dir),
     }
-    _check_study_is_new(settings["optuna_storage"], name)
+    if settings["optuna_storage"]:
+        _check_study_is_new(settings["optuna_storage"], name)
     return _launch(
         settings, address=address, restore=False, echo=echo, source=source, output=output
     )
 
 
 def resume_sweep(
-    path: Path, *, address: str | None = None, echo: Echo = say, output: Output | None = None
+    path: str | Path | Location,
+    *,
+    address: str | None = None,
+    echo: Echo = say,
+    output: Output | None = None,
 ) -> SweepSummary:
-    experiment_dir = path.resolve()
+    experiment_dir = Location.of(path)
+    if experiment_dir.remote:
+        check_storage(experiment_dir)
     saved = experiment_dir / SETTINGS_FILE
     if not saved.is_file() or not tune.Tuner.can_restore(str(experiment_dir)):
         raise SpecError(
@@ -167,7 +186,7 @@ def _launch(
     if not output.verbose:
         quiet_engines()
     spec = validate_spec(settings["spec"])
-    experiment_dir = Path(settings["experiment_dir"])
+    experiment_dir = Location.of(settings["experiment_dir"])
     uri = settings["mlflow_uri"]
     tracking.check_reachable(uri)
     if source is None:
@@ -217,7 +236,7 @@ def _launch(
 def _fit(
     spec, settings, sweep_run, source, *, restore: bool, echo: Echo, output: Output
 ) -> SweepSummary:
-    experiment_dir = Path(settings["experiment_dir"])
+    experiment_dir = Location.of(settings["experiment_dir"])
     trainable = tune.with_resources(
         tune.with_parameters(
             tune_trial, settings=settings, sweep_run=sweep_run.__dict__, source=source
@@ -332,7 +351,7 @@ def _tune_config(
     time axis); `study`: (storage URL, name) of the Optuna study."""
     search = spec.search
     searcher = None
-    if search.space or search.repeats > 1 or search.controls:
+    if _searches(spec):
         strategies = search.space.get("masking.strategy")
         points = []
         if strategies is not None and strategies.choice is not None and not strategies.when:
@@ -389,7 +408,7 @@ def tune_trial(
     spec = resolve(validate_spec(settings["spec"]), {**arm.params, "repeat": arm.repeat})
     context = tune.get_context()
     trial_id = context.get_trial_id()
-    run_dir = Path(settings["experiment_dir"]) / "train" / trial_id
+    run_dir = Location.of(settings["experiment_dir"]) / "train" / trial_id
     run = tracking.TrialRun(
         tracking.SweepRun(**sweep_run),
         trial_id,
@@ -404,10 +423,10 @@ def tune_trial(
     if spec.data != base.data or spec.seed != base.seed:
         source = open_source(spec.data, seed=spec.seed)
 
-    def report(metrics: dict[str, Any], checkpoint: str | None) -> None:
+    def report(metrics: dict[str, Any], checkpoint: Location | None) -> None:
         finetune = metrics["phase"] == "finetune"
         # The galleries' copies beside the checkpoints outlive them (a pending entry may wait).
-        galleries = sorted(Path(checkpoint).glob("partition_*.png")) if checkpoint else []
+        galleries = checkpoint.files("partition_*.png") if checkpoint else []
         logged = {k: v for k, v in metrics.items() if not k.startswith("plan/")}
         replayed = metrics.get("replayed")  # a replayed result is in the run
         # The precision the forwards ran in (model.precision resolved on the trial's device).
@@ -439,11 +458,7 @@ def tune_trial(
             report=report,
             source=source,
             run_ids={"sweep": sweep_run["run_id"], "trial": run.run_id},
-            partition0_cache=(
-                Path(settings["experiment_dir"]).parent / partition0.CACHE_DIR
-                if spec.search.reuse_partition0
-                else None
-            ),
+            partition0_cache=_partition0_cache(spec, Location.of(settings["experiment_dir"])),
         )
     except TrialFailed as failure:
         run.set_tag("smsweep.failure", str(failure.cause)[:5000])
@@ -469,6 +484,15 @@ def tune_trial(
             texts={"iou_per_class.csv": tracking.iou_table(outcome.metrics, source.class_names)},
         )
     run.end("FINISHED")  # logs the pending entries first; raises LogFailed while MLflow fails
+
+
+def _partition0_cache(spec: SweepSpec, experiment_dir: Location) -> Path | None:
+    """Where trials share partition 0: STORAGE/partition0 on a local or shared filesystem;
+    none with search.reuse_partition0 off or in an object store (entries are renamed into
+    place, which an object store cannot do atomically)."""
+    if not spec.search.reuse_partition0 or experiment_dir.remote:
+        return None
+    return experiment_dir.parent.path / partition0.CACHE_DIR
 
 
 class _Relay(tune.Callback):
@@ -640,14 +664,14 @@ def _close_stale_study_trials(url: str, name: str) -> None:
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
 
 
-def _create(experiment_dir: Path) -> claim.Claim:
+def _create(experiment_dir: Location) -> claim.Claim:
     try:
         return claim.create(experiment_dir)
     except FileExistsError:  # another `run` of this experiment created it first
         raise _exists(experiment_dir) from None
 
 
-def _exists(experiment_dir: Path) -> SpecError:
+def _exists(experiment_dir: Location) -> SpecError:
     # A directory without settings has just been created: its claim follows in a moment.
     new = not (experiment_dir / SETTINGS_FILE).exists()
     holder = claim.read(experiment_dir, wait_s=2.0 if new else 0.0)
@@ -673,20 +697,29 @@ def _sweep_params(spec: SweepSpec) -> dict[str, Any]:
     return params
 
 
-def _check_storage(storage: Path) -> None:
-    """The storage directory must exist or be creatable, and be writable."""
-    existing = storage.resolve()
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
+def _searches(spec: SweepSpec) -> bool:
+    """Whether the sweep has a searcher, and so an Optuna study (see `_tune_config`)."""
+    search = spec.search
+    return bool(search.space or search.repeats > 1 or search.controls)
+
+
+def _default_study(experiment_dir: Location) -> str | None:
+    """The Optuna study's storage when search.storage gives none: sqlite beside Tune's state on
+    a filesystem; none in an object store (sqlite needs a filesystem; `_check_object_store`
+    asks for a URL when the sweep searches)."""
+    if experiment_dir.remote:
+        return None
+    return f"sqlite:///{experiment_dir.path / OPTUNA_FILE}"
+
+
+def _check_object_store(spec: SweepSpec, storage: Location) -> None:
+    """What an object store as --storage cannot hold: the default sqlite Optuna study."""
+    if _searches(spec) and not spec.search.storage:
         raise SpecError(
-            f"--storage {str(storage)!r} cannot be created: {existing} is a file; "
-            "choose a directory"
-        )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise SpecError(
-            f"--storage {str(storage)!r} is not writable ({existing} denies writing); "
-            "choose a directory you can write to"
+            f"with --storage {storage} (an object store) the Optuna study cannot live beside "
+            "the sweep (sqlite needs a filesystem); set search.storage to a database URL the "
+            "driver reaches (e.g. postgresql://host/db on a cluster, or sqlite:///optuna.db "
+            "on this machine), e.g. --set search.storage=sqlite:///optuna.db"
         )
 
 

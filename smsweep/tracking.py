@@ -27,6 +27,7 @@ from typing import Any
 from mlflow.entities import Metric, Param
 
 from smsweep import mlflow_store
+from smsweep.store import Location
 
 ROLE, TRIAL_ID = "smsweep.role", "smsweep.trial_id"
 PARENT = "mlflow.parentRunId"
@@ -64,10 +65,14 @@ class SweepRun:
 
 
 def start_sweep_run(
-    uri: str, experiment: str, name: str, params: Mapping[str, Any], experiment_dir: Path
+    uri: str,
+    experiment: str,
+    name: str,
+    params: Mapping[str, Any],
+    experiment_dir: Path | Location,
 ) -> SweepRun:
     """The sweep's parent run: created once, then continued (its ids live in RUN_FILE)."""
-    saved = experiment_dir / RUN_FILE
+    saved = Location.of(experiment_dir) / RUN_FILE
     if saved.is_file():
         run = SweepRun(**json.loads(saved.read_text()))
         run.client().update_run(run.run_id, status="RUNNING")
@@ -90,7 +95,6 @@ def start_sweep_run(
     created = client.create_run(experiment_id, run_name=name, tags={ROLE: "sweep"})
     run = SweepRun(uri, experiment_id, created.info.run_id)
     _log_params(client, run.run_id, params)
-    experiment_dir.mkdir(parents=True, exist_ok=True)
     saved.write_text(json.dumps(asdict(run)))
     return run
 
@@ -162,11 +166,12 @@ class LogFailed(RuntimeError):
 class TrialRun:
     """A trial's child run: found by its trial id under the parent, or created.
 
-    With `pending` (a file path), an entry that MLflow does not take is appended to that file,
-    and so is every later entry of this process (no more waiting on a store that does not
-    answer). The file is logged when the run is continued and before it ends; `end` raises
-    LogFailed while MLflow still does not take it. An entry keeps its metric timestamps, so one
-    logged twice (a kill between logging and removing the file) is stored once.
+    With `pending` (a file, local or in an object store), an entry that MLflow does not take
+    is appended to that file, and so is every later entry of this process (no more waiting on
+    a store that does not answer). The file is logged when the run is continued and before it
+    ends; `end` raises LogFailed while MLflow still does not take it. An entry keeps its metric
+    timestamps, so one logged twice (a kill between logging and removing the file) is stored
+    once.
     """
 
     def __init__(
@@ -175,10 +180,11 @@ class TrialRun:
         trial_id: str,
         name: str,
         params: Mapping[str, Any],
-        pending: Path | None = None,
+        pending: Path | Location | None = None,
         tags: Mapping[str, str] | None = None,
     ):
-        self.uri, self.pending = sweep.uri, pending
+        self.uri = sweep.uri
+        self.pending = Location.of(pending) if pending is not None else None
         self.client = sweep.client()
         self.failure: Exception | None = None  # the first entry MLflow did not take
         query = f"tags.`{PARENT}` = '{sweep.run_id}' and tags.`{TRIAL_ID}` = '{trial_id}'"
@@ -200,18 +206,19 @@ class TrialRun:
         metrics: Mapping[str, Any] | None = None,
         step: int = 0,
         *,
-        artifacts: Sequence[Path] = (),
+        artifacts: Sequence[Path | Location] = (),
         artifact_path: str | None = None,
         texts: Mapping[str, str] | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> None:
         """One entry: numeric metrics at `step` (strings and flags are for the console, not for
-        charts), files under `artifact_path`, texts {artifact file: text} and tags."""
+        charts), files (local or in an object store) under `artifact_path`, texts {artifact
+        file: text} and tags."""
         entry = {
             "metrics": {k: n for k, v in (metrics or {}).items() if (n := _number(v)) is not None},
             "step": step,
             "timestamp": int(time.time() * 1000),
-            "artifacts": [[str(path), artifact_path] for path in artifacts],
+            "artifacts": [[str(Location.of(path)), artifact_path] for path in artifacts],
             "texts": dict(texts or {}),
             "tags": dict(tags or {}),
         }
@@ -225,9 +232,7 @@ class TrialRun:
                 if self.pending is None:
                     raise
                 self.failure = error
-        self.pending.parent.mkdir(parents=True, exist_ok=True)
-        with self.pending.open("a") as file:
-            file.write(json.dumps(entry) + "\n")
+        self.pending.append_text(json.dumps(entry) + "\n")
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
         self.log(metrics, step)
@@ -235,7 +240,7 @@ class TrialRun:
     def log_text(self, text: str, artifact_file: str) -> None:
         self.log(texts={artifact_file: text})
 
-    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+    def log_artifact(self, path: Path | Location, artifact_path: str | None = None) -> None:
         self.log(artifacts=[path], artifact_path=artifact_path)
 
     def set_tag(self, key: str, value: str) -> None:
@@ -248,8 +253,10 @@ class TrialRun:
     def _apply(self, entry: Mapping[str, Any]) -> None:
         _log_metrics(self.client, self.run_id, entry["metrics"], entry["step"], entry["timestamp"])
         for path, artifact_path in entry["artifacts"]:
-            if Path(path).is_file():  # a file that is gone can never be logged
-                self.client.log_artifact(self.run_id, path, artifact_path)
+            artifact = Location.of(path)
+            if artifact.is_file():  # a file that is gone can never be logged
+                with artifact.local_file() as local:
+                    self.client.log_artifact(self.run_id, str(local), artifact_path)
         for artifact_file, text in entry["texts"].items():
             self.client.log_text(self.run_id, text, artifact_file)
         for key, value in entry.get("tags", {}).items():  # absent from older pending files
@@ -271,7 +278,7 @@ class TrialRun:
                 f"MLflow at {self.uri} did not take the entries waiting in {self.pending} "
                 f"({str(error)[:300]})"
             ) from error
-        self.pending.unlink()
+        self.pending.delete()
         self.failure = None
 
 

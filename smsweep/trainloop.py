@@ -140,6 +140,11 @@ class Trial:
     # --- the trial ------------------------------------------------------------------------------
 
     def run(self) -> None:
+        if self.state is not None and self.last_report.get("done"):
+            # Finished, but killed before the trial's result file was written: report it again
+            # (replayed: the tracking layer has it already).
+            self.session.report({**self.last_report, "replayed": True}, None)
+            return
         pretrained = None
         if self.spec.masking.strategy != "none" and self._phase() == "pretrain":
             pretrained = self.pretrain()
@@ -522,8 +527,12 @@ class Trial:
             self.session.report(metrics, root)
 
     def _restore(self, directory: Path | None) -> dict[str, Any] | None:
+        self.last_report: dict[str, Any] = {}
         if directory is None:
             return None
+        meta = Path(directory) / META_FILE
+        if meta.is_file():
+            self.last_report = json.loads(meta.read_text())["metrics"]
         state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
         if state["spec"] != self.spec.to_yaml():
             raise ValueError(

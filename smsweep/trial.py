@@ -6,8 +6,11 @@ runs callbacks in its own process, so a callback pushes every report onto a Ray 
 calling thread drains it while `fit` runs in a background thread: reports reach `report` in the
 caller's process, in order, as they happen.
 
-Restarting: the Train run is named `run_name` under `storage_path`; calling `run_trial` again with
-the same name resumes after the last checkpoint (Ray Train V2 restores a run of the same name).
+Restarting: the Train run is named `run_name` under `storage_path` (a local directory or an
+object-store URL, see `store`); calling `run_trial` again with the same name resumes after the
+last checkpoint (Ray Train V2 restores a run of the same name). Once the last report is in, this
+process writes `RESULT_FILE` beside the run: a trial that finished before a crash is replayed
+from it, not run again.
 
 `resources.train_workers: 0` runs the same loop in the calling process instead (no Train start-up,
 ~15 s less per trial on a small machine; one worker; checkpoints in the same place, written by
@@ -18,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -34,8 +36,10 @@ from ray.util.queue import Empty, Queue
 from smsweep.config import SweepSpec
 from smsweep.data import Source, open_source
 from smsweep.resources import check_fits, cluster_capacity
+from smsweep.store import Location
 
-Report = Callable[[dict[str, Any], "str | None"], None]  # (metrics, checkpoint directory)
+Report = Callable[[dict[str, Any], "Location | None"], None]  # (metrics, checkpoint directory)
+RESULT_FILE = "result.json"  # a finished trial's last report, beside its Train run
 _DONE = "__fit_finished__"
 
 
@@ -44,7 +48,7 @@ class TrialOutcome:
     metrics: dict[str, Any]  # the last report: final miou, iou/<class>, pixel_accuracy, ...
     reports: list[dict[str, Any]] = field(default_factory=list)
     checkpoints: list[str] = field(default_factory=list)  # one per report, in order
-    galleries: list[Path] = field(default_factory=list)  # partition_NNN.png, in order
+    galleries: list[Location] = field(default_factory=list)  # partition_NNN.png, in order
     trainer_fits: int = 0
     wall_seconds: float = 0.0
 
@@ -54,7 +58,8 @@ class TrialOutcome:
 
 
 class _ForwardReports(UserCallback):
-    """Runs in the Train controller: hands rank 0's metrics and the checkpoint path over."""
+    """Runs in the Train controller: hands rank 0's metrics and the checkpoint's path (on the
+    run's storage filesystem) over."""
 
     def __init__(self, queue: Queue) -> None:
         self.queue = queue
@@ -66,7 +71,7 @@ class _ForwardReports(UserCallback):
 def run_trial(
     spec: SweepSpec,
     *,
-    storage_path: str | Path,
+    storage_path: str | Path | Location,
     run_name: str,
     report: Report | None = None,
     source: Source | None = None,
@@ -83,14 +88,15 @@ def run_trial(
     TrialFailed carrying the worker's error when the fit fails.
     """
     started, started_at = time.perf_counter(), time.time()
-    storage_path = Path(storage_path).resolve()
+    storage = Location.of(storage_path)
+    run_dir = storage / run_name
     check_fits(
         spec, *cluster_capacity(spec, ray.cluster_resources(), "the Ray cluster"), concurrent=1
     )
-    finished = finished_metrics(storage_path / run_name)
+    finished = finished_metrics(run_dir)
     if finished is not None:
         # A trial that completed before a crash is not run again: its result is replayed.
-        replay = {**finished["metrics"], "replayed": True}
+        replay = {**finished, "replayed": True}
         if report is not None:
             report(replay, None)
         return TrialOutcome(
@@ -104,7 +110,7 @@ def run_trial(
         "partition0_cache": str(partition0_cache) if partition0_cache else None,
     }
     if spec.resources.train_workers == 0:
-        return _run_here(spec, storage_path, run_name, report, config, started)
+        return _run_here(spec, run_dir, report, config, started)
     resources = spec.resources
     use_gpu = resources.gpus_per_trial > 0
     per_worker = {"CPU": resources.cpus_per_worker}
@@ -119,7 +125,7 @@ def run_trial(
         ),
         run_config=RunConfig(
             name=run_name,
-            storage_path=str(storage_path),
+            storage_path=str(storage),
             callbacks=[_ForwardReports(queue)],
             failure_config=FailureConfig(max_failures=0),  # retries belong to the sweep
             checkpoint_config=CheckpointConfig(num_to_keep=spec.tracking.keep_checkpoints),
@@ -147,9 +153,10 @@ def run_trial(
                 continue
             if metrics == _DONE:
                 break
-            _record(outcome, metrics, checkpoint, storage_path / run_name / "galleries")
+            saved = run_dir.at(checkpoint) if checkpoint is not None else None
+            _record(outcome, metrics, saved, run_dir)
             if report is not None:
-                report(metrics, checkpoint)
+                report(metrics, saved)
         thread.join()
     finally:
         ray.kill(queue.actor)
@@ -161,8 +168,7 @@ def run_trial(
 
 def _run_here(
     spec: SweepSpec,
-    storage_path: Path,
-    run_name: str,
+    run_dir: Location,
     report: Report | None,
     config: dict[str, Any],
     started: float,
@@ -177,20 +183,17 @@ def _run_here(
     if not torch.cuda.is_available():
         torch.set_num_threads(max(1, math.ceil(spec.resources.cpus_per_trial)))
     outcome = TrialOutcome(metrics={})
-    galleries = storage_path / run_name / "galleries"
 
-    def reported(metrics: dict[str, Any], checkpoint: Path | None) -> None:
-        _record(outcome, metrics, str(checkpoint) if checkpoint else None, galleries)
+    def reported(metrics: dict[str, Any], checkpoint: Location | None) -> None:
+        _record(outcome, metrics, checkpoint, run_dir)
         if report is not None:
-            report(metrics, str(checkpoint) if checkpoint else None)
+            report(metrics, checkpoint)
 
     try:
-        session = LocalSession(
-            storage_path / run_name, on_report=reported, keep=spec.tracking.keep_checkpoints
-        )
+        session = LocalSession(run_dir, on_report=reported, keep=spec.tracking.keep_checkpoints)
         Trial(config, session).run()
     except Exception as error:
-        raise TrialFailed(run_name, error) from error
+        raise TrialFailed(run_dir.name, error) from error
     outcome.wall_seconds = time.perf_counter() - started
     return outcome
 
@@ -214,18 +217,20 @@ class TrialFailed(RuntimeError):
 
 
 def _record(
-    outcome: TrialOutcome, metrics: dict[str, Any], checkpoint: str | None, galleries: Path
+    outcome: TrialOutcome, metrics: dict[str, Any], checkpoint: Location | None, run_dir: Location
 ) -> None:
-    """Keep a report; copy its gallery out of the checkpoint (old checkpoints are deleted)."""
+    """Keep a report; copy its gallery out of the checkpoint (old checkpoints are deleted) to
+    `run_dir/galleries`; the last report (`done`) goes to `run_dir/RESULT_FILE`."""
     outcome.reports.append(metrics)
     outcome.metrics = metrics
-    if checkpoint is None:
-        return
-    outcome.checkpoints.append(checkpoint)
-    for png in sorted(Path(checkpoint).glob("partition_*.png")):
-        galleries.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(png, galleries / png.name)
-        outcome.galleries.append(galleries / png.name)
+    if checkpoint is not None:
+        outcome.checkpoints.append(str(checkpoint))
+        for png in checkpoint.files("partition_*.png"):
+            copy = run_dir / "galleries" / png.name
+            copy.write_bytes(png.read_bytes())
+            outcome.galleries.append(copy)
+    if metrics.get("done"):
+        (run_dir / RESULT_FILE).write_text(json.dumps({"metrics": metrics}))
 
 
 def _train_loop(config: dict[str, Any]) -> None:
@@ -236,21 +241,12 @@ def _train_loop(config: dict[str, Any]) -> None:
     train_loop(config)
 
 
-def finished_metrics(run_dir: Path) -> dict[str, Any] | None:
-    """The meta of `run_dir`'s newest checkpoint when it is the trial's last report, else None.
-    Checkpoint directories are named by their UTC time stamp, so names sort by age."""
-    checkpoints = sorted(path for path in run_dir.glob("checkpoint_*") if path.is_dir())
-    if not checkpoints:
-        return None
+def finished_metrics(run_dir: str | Path | Location) -> dict[str, Any] | None:
+    """The last report of the trial whose Train run is `run_dir`, once it has finished (from
+    its RESULT_FILE), else None."""
     try:
-        meta = checkpoint_meta(checkpoints[-1])
-    except (OSError, ValueError):
-        return None  # a checkpoint cut off mid-write: let Ray Train decide what to restore
-    return meta if meta.get("metrics", {}).get("done") else None
-
-
-def checkpoint_meta(checkpoint: str | Path) -> dict[str, Any]:
-    """Where a trial checkpoint stands (phase, partition, epoch, compute seconds, run ids)."""
-    from smsweep.trainloop import META_FILE
-
-    return json.loads((Path(checkpoint) / META_FILE).read_text())
+        return json.loads((Location.of(run_dir) / RESULT_FILE).read_text())["metrics"]
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError):
+        return None  # cut off mid-write (a local file): the run itself decides what follows

@@ -159,9 +159,9 @@ def test_the_heartbeat_keeps_the_claim_fresh(tmp_path, monkeypatch):
     monkeypatch.setattr(claim, "HEARTBEAT_S", 0.05)
     with claim.create(tmp_path / "sweep") as held:
         old = time.time() - 1000
-        os.utime(held.path, (old, old))
+        os.utime(held.path.path, (old, old))
         deadline = time.monotonic() + 10
-        while held.path.stat().st_mtime < time.time() - 100:
+        while held.path.path.stat().st_mtime < time.time() - 100:
             assert time.monotonic() < deadline, "the heartbeat never touched the claim"
             time.sleep(0.05)
 
@@ -169,7 +169,7 @@ def test_the_heartbeat_keeps_the_claim_fresh(tmp_path, monkeypatch):
 def test_release_leaves_a_claim_that_another_driver_took_over(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(claim, "HEARTBEAT_S", 0.05)
     held = claim.create(tmp_path / "sweep")
-    held.path.unlink()
+    held.path.path.unlink()
     _write_claim(tmp_path / "sweep", token="newer")
     time.sleep(0.3)
     held.release()

@@ -41,7 +41,7 @@ def test_a_trial_with_mrm_exports_a_plain_unet(tmp_path):
     finetune = [r for r in reports if r["phase"] == "finetune"]
     assert all(r["mrm_loss"] > 0 for r in finetune) and finetune[-1]["done"]
     final = LocalSession(tmp_path).checkpoints()[-1]
-    weights = torch.load(final / STATE_FILE, weights_only=True)["model"]
+    weights = torch.load(final.path / STATE_FILE, weights_only=True)["model"]
     assert not any("rebuilder" in key for key in weights)
     plain = build.segmentation_model(spec)
     plain.load_state_dict(weights, strict=True)  # a plain smp U-Net, no extra parameter

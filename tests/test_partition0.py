@@ -30,7 +30,7 @@ def trained(spec, directory: Path, cache: Path | None) -> tuple[list[dict], dict
         spec, directory, on_report=lambda m, c: reports.append(m), partition0_cache=cache
     )
     final = LocalSession(directory).checkpoints()[-1]
-    return reports, torch.load(final / STATE_FILE, weights_only=True)["model"]
+    return reports, torch.load(final.path / STATE_FILE, weights_only=True)["model"]
 
 
 def entries(cache: Path) -> list[str]:

@@ -40,7 +40,7 @@ def sweep_dir(tmp_path_factory) -> Path:
 def built(sweep_dir: Path) -> Path:
     """`report` run on the sweep, from a clean slate (the page `run` may have written removed)."""
     (sweep_dir / report.REPORT_FILE).unlink(missing_ok=True)
-    return report.build_report(sweep_dir)
+    return report.build_report(sweep_dir).path
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ from smsweep.pretrain import MaskTable, derived_seed
 from smsweep.scoring import ActorScorer, score_in_process
 from smsweep.spec import validate_spec
 from smsweep.trainloop import SCORING, STATE_FILE
-from smsweep.trial import TrialFailed, run_trial
+from smsweep.trial import RESULT_FILE, TrialFailed, run_trial
 
 PARTITIONS = 3
 
@@ -193,6 +193,12 @@ def test_a_trial_with_no_train_workers_trains_in_its_own_process_and_resumes(loc
     assert all(torch.equal(expected[key], got[key]) for key in expected)
     replayed = run_trial(spec, storage_path=tmp_path, run_name="stopped")
     assert replayed.metrics["replayed"] and replayed.metrics["miou"] == whole.metrics["miou"]
+    # Killed after its last checkpoint, before its result file: the loop reports it again.
+    (tmp_path / "stopped" / RESULT_FILE).unlink()
+    again = run_trial(spec, storage_path=tmp_path, run_name="stopped")
+    assert [r["phase"] for r in again.reports] == ["finetune"] and not again.checkpoints
+    assert again.metrics["replayed"] and again.metrics["miou"] == whole.metrics["miou"]
+    assert (tmp_path / "stopped" / RESULT_FILE).is_file()
 
 
 @pytest.mark.slow

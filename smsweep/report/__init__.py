@@ -4,7 +4,8 @@
 the URI saved in `smsweep.json`), from Tune's state on disk (trial statuses and searched values,
 the galleries under `train/`) and from the sweep's Optuna storage (the study), draws the sections
 that `smsweep/dashboards/sweep.yaml` lists with the template it names, writes
-`experiment_dir/report.html` and logs it as an artifact of the sweep's parent run.
+`experiment_dir/report.html` and logs it as an artifact of the sweep's parent run. The experiment
+directory may be in an object store (s3://...): the page is built here and uploaded.
 
 The page needs no network: plotly.js is inlined once and images are embedded as base64. A section
 whose data is missing (no selective trial, too few trials for importances, ...) shows a short note.
@@ -29,27 +30,29 @@ from smsweep.report.page import (
     render,
 )
 from smsweep.report.sections import SECTIONS
+from smsweep.store import Location
 
 REPORT_FILE = "report.html"
 
 
-def main(path: Path) -> int:
+def main(path: str | Path | Location) -> int:
     """`python -m smsweep report PATH`: build the page; its path is the last line printed."""
-    written = build_report(Path(path))
+    written = build_report(path)
     print(written)
     return 0
 
 
-def build_report(experiment_dir: Path) -> Path:
-    """Write `experiment_dir/report.html`, log it to the sweep's parent run, return its path."""
+def build_report(experiment_dir: str | Path | Location) -> Location:
+    """Write `experiment_dir/report.html`, log it to the sweep's parent run, return where."""
     dashboard = load_dashboard()
-    sweep = load_sweep(Path(experiment_dir), dashboard)
-    page = render(sweep, dashboard)
+    sweep = load_sweep(experiment_dir, dashboard)
+    page = render(sweep, dashboard).encode("utf-8")
     target = sweep.experiment_dir / REPORT_FILE
-    target.write_text(page, encoding="utf-8")
-    tracking.SweepRun(sweep.mlflow_uri, "", sweep.run_id).client().log_artifact(
-        sweep.run_id, str(target)
-    )
+    target.write_bytes(page)
+    with target.local_file() as local:
+        tracking.SweepRun(sweep.mlflow_uri, "", sweep.run_id).client().log_artifact(
+            sweep.run_id, str(local)
+        )
     return target
 
 

@@ -17,6 +17,7 @@ from smsweep.arms import CONFIGURATION, CONTROL, REPEAT, Arm, score_key
 from smsweep.errors import SpecError
 from smsweep.report.helpers import _first_line
 from smsweep.stats import Verdict, judge
+from smsweep.store import Location, check_storage
 
 SETTINGS_FILE = "smsweep.json"  # as written by smsweep.sweep
 
@@ -38,7 +39,7 @@ class Sweep:
     """Everything the page shows, loaded once (sections only read it)."""
 
     name: str
-    experiment_dir: Path
+    experiment_dir: Path | Location
     mlflow_uri: str
     experiment: str
     run_id: str
@@ -60,11 +61,14 @@ class Sweep:
         return found[0] if found else None
 
 
-def load_sweep(experiment_dir: Path, dashboard: Mapping[str, Any]) -> Sweep:
-    """The sweep in `experiment_dir` from its files and its MLflow runs; SpecError if it is none.
+def load_sweep(experiment_dir: str | Path | Location, dashboard: Mapping[str, Any]) -> Sweep:
+    """The sweep in `experiment_dir` (a directory or an object-store URL) from its files and
+    its MLflow runs; SpecError if it is none.
 
     `dashboard` (page.load_dashboard) says which metric histories the page draws."""
-    directory = experiment_dir.resolve()
+    directory = Location.of(experiment_dir)
+    if directory.remote:
+        check_storage(directory)  # an unreachable store or a missing bucket: SpecError
     settings_file, run_file = directory / SETTINGS_FILE, directory / tracking.RUN_FILE
     if not settings_file.is_file() or not run_file.is_file():
         missing = SETTINGS_FILE if not settings_file.is_file() else tracking.RUN_FILE
@@ -127,7 +131,7 @@ def _check_store(uri: str, experiment_dir: Path) -> None:
 
 
 def _load_trials(
-    sweep: Sweep, parent: tracking.SweepRun, directory: Path, curves: Sequence[str]
+    sweep: Sweep, parent: tracking.SweepRun, directory: Location, curves: Sequence[str]
 ) -> list[Trial]:
     client = parent.client()
     tune_trials = _tune_trials(directory)
@@ -174,7 +178,7 @@ def _arm(tags: Mapping[str, str], searched: dict[str, Any]) -> Arm:
     )
 
 
-def _tune_trials(directory: Path) -> dict[str, tuple[str | None, dict[str, Any] | None]]:
+def _tune_trials(directory: Location) -> dict[str, tuple[str | None, dict[str, Any] | None]]:
     """trial id -> (Tune status, searched config), through Tune's `ExperimentAnalysis`."""
     from ray import tune
 
@@ -207,9 +211,11 @@ def _galleries(client: Any, sweep: Sweep) -> list[tuple[str, bytes]]:
     best = sweep.best
     if best is None:
         return []
-    local = sorted((sweep.experiment_dir / "train" / best.trial_id / "galleries").glob("*.png"))
-    if local:
-        return [(path.stem, path.read_bytes()) for path in local]
+    kept = (Location.of(sweep.experiment_dir) / "train" / best.trial_id / "galleries").files(
+        "*.png"
+    )
+    if kept:
+        return [(Path(png.name).stem, png.read_bytes()) for png in kept]
     if best.run_id is None:
         return []
     try:
