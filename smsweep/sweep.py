@@ -51,12 +51,12 @@ from smsweep.data import Source, open_source
 from smsweep.errors import SpecError, TrackingUnavailable
 from smsweep.resources import check_fits, cluster_capacity
 from smsweep.searcher import Arms, DefineByRun
+from smsweep.settings import SETTINGS_FILE, SweepSettings
 from smsweep.space import control_params, grid_points
-from smsweep.spec import resolve, validate_spec
+from smsweep.spec import resolve
 from smsweep.stats import ParetoPoint, Verdict, judge, pareto
 from smsweep.store import Location, check_storage
 
-SETTINGS_FILE = "smsweep.json"
 OPTUNA_FILE = "optuna.db"  # the study's default storage, beside Tune's state
 STOPPED_EARLY_TAG = "smsweep.stopped_early"  # a trial run's tag: ASHA stopped it
 PRECISION_TAG = "smsweep.precision"  # a trial run's tag: e.g. "bf16 autocast + channels_last"
@@ -129,16 +129,16 @@ def run_sweep(
     uri = tracking.absolute_uri(mlflow_uri or spec.tracking.mlflow_uri)
     # sqlite:///relative.db made absolute: `resume` may run from another directory.
     study = tracking.absolute_uri(spec.search.storage) if spec.search.storage else None
-    settings = {
-        "spec": spec.model_dump(mode="json"),
-        "name": name,
-        "experiment_dir": str(experiment_dir),
-        "mlflow_uri": uri,
-        "experiment": spec.tracking.experiment or name,
-        "optuna_storage": study or _default_study(experiment_dir),
-    }
-    if settings["optuna_storage"]:
-        _check_study_is_new(settings["optuna_storage"], name)
+    settings = SweepSettings(
+        spec=spec.model_dump(mode="json"),
+        name=name,
+        experiment_dir=str(experiment_dir),
+        mlflow_uri=uri,
+        experiment=spec.tracking.experiment or name,
+        optuna_storage=study or _default_study(experiment_dir),
+    )
+    if settings.study is not None:
+        _check_study_is_new(*settings.study)
     return _launch(
         settings, address=address, restore=False, echo=echo, source=source, output=output
     )
@@ -169,12 +169,12 @@ def resume_sweep(
         )
         return SweepSummary(experiment_dir, done.get("mlflow_uri", ""), already_finished=True)
     claim.check_free(experiment_dir)  # taken for real once everything is checked
-    settings = json.loads(saved.read_text())
+    settings = SweepSettings.read(experiment_dir)
     return _launch(settings, address=address, restore=True, echo=echo, output=output)
 
 
 def _launch(
-    settings: dict[str, Any],
+    settings: SweepSettings,
     *,
     address: str | None,
     restore: bool,
@@ -185,9 +185,9 @@ def _launch(
     output = output or Output()
     if not output.verbose:
         quiet_engines()
-    spec = validate_spec(settings["spec"])
-    experiment_dir = Location.of(settings["experiment_dir"])
-    uri = settings["mlflow_uri"]
+    spec = settings.sweep_spec()
+    experiment_dir = settings.directory
+    uri = settings.mlflow_uri
     tracking.check_reachable(uri)
     if source is None:
         source = open_source(spec.data, seed=spec.seed)  # data errors before Ray starts
@@ -202,11 +202,11 @@ def _launch(
         held = claim.take(experiment_dir) if restore else _create(experiment_dir)
         if held.took_over:
             echo(f"took over {experiment_dir} from a driver that is gone ({held.took_over})")
-        (experiment_dir / SETTINGS_FILE).write_text(json.dumps(settings, indent=1))
+        settings.write()
         sweep_run = tracking.start_sweep_run(
-            uri, settings["experiment"], settings["name"], _sweep_params(spec), experiment_dir
+            uri, settings.experiment, settings.name, _sweep_params(spec), experiment_dir
         )
-        echo(f"sweep {settings['name']}: {trials_line(spec.search)} on {where}")
+        echo(f"sweep {settings.name}: {trials_line(spec.search)} on {where}")
         echo(f"experiment: {experiment_dir}    MLflow: {uri}")
         echo("per trial:")
         for line in budget_lines(spec, source):
@@ -214,7 +214,7 @@ def _launch(
         summary = _fit(spec, settings, sweep_run, source, restore=restore, echo=echo, output=output)
         if summary.outage is None:
             try:
-                _finish(spec, sweep_run, summary, echo, study_of(settings))
+                _finish(spec, sweep_run, summary, echo, settings.study)
             except Exception:
                 summary.outage = mlflow_store.unreachable(uri)
                 if summary.outage is None:
@@ -236,7 +236,7 @@ def _launch(
 def _fit(
     spec, settings, sweep_run, source, *, restore: bool, echo: Echo, output: Output
 ) -> SweepSummary:
-    experiment_dir = Location.of(settings["experiment_dir"])
+    experiment_dir = settings.directory
     trainable = tune.with_resources(
         tune.with_parameters(
             tune_trial, settings=settings, sweep_run=sweep_run.__dict__, source=source
@@ -270,7 +270,7 @@ def _fit(
         )
     else:
         rounds = max(budget.finetune_evaluations for _, budget in trial_budgets(spec, source))
-        study = study_of(settings)
+        study = settings.study
         tuner = tune.Tuner(
             trainable, tune_config=_tune_config(spec, rounds, study), run_config=run_config
         )
@@ -297,7 +297,7 @@ def _fit(
             {"trial_id": trial_id, "status": status, "params": arm.params, "arm": arm}
             | {k: v for k, v in (result.metrics or {}).items() if k in shown}
         )
-    summary = SweepSummary(experiment_dir, settings["mlflow_uri"])
+    summary = SweepSummary(experiment_dir, settings.mlflow_uri)
     summary.rows = _ranked(rows, search.score_metric, search.mode)
     summary.interrupted = closer.interrupted(total)
     summary.trial_ids = set(closer.statuses)
@@ -317,13 +317,6 @@ def _stopped_early(metrics: dict[str, Any]) -> bool:
     planned = metrics.get("plan/finetune_evaluations")
     reached = metrics.get("finetune_evaluation")
     return planned is not None and reached is not None and reached < planned
-
-
-def study_of(settings: dict[str, Any]) -> tuple[str, str] | None:
-    """(storage URL, study name) of a sweep's Optuna study; None for a sweep from before
-    studies were stored."""
-    url = settings.get("optuna_storage")
-    return (url, settings["name"]) if url else None
 
 
 def _check_study_is_new(url: str, name: str) -> None:
@@ -398,17 +391,18 @@ def _tune_config(
 
 
 def tune_trial(
-    config: dict[str, Any], settings: dict[str, Any], sweep_run: dict[str, str], source: Source
+    config: dict[str, Any], settings: SweepSettings, sweep_run: dict[str, str], source: Source
 ):
     """The Tune function: one trial, tracked in its own nested MLflow run. `source` is the
     sweep's opened data source, reused unless the trial searches a `data.*` key."""
     from smsweep.trial import TrialFailed, run_trial  # Ray Train: in the trial process only
 
     arm = Arm.of(config)
-    spec = resolve(validate_spec(settings["spec"]), {**arm.params, "repeat": arm.repeat})
+    base = settings.sweep_spec()
+    spec = resolve(base, {**arm.params, "repeat": arm.repeat})
     context = tune.get_context()
     trial_id = context.get_trial_id()
-    run_dir = Location.of(settings["experiment_dir"]) / "train" / trial_id
+    run_dir = settings.directory / "train" / trial_id
     run = tracking.TrialRun(
         tracking.SweepRun(**sweep_run),
         trial_id,
@@ -419,7 +413,6 @@ def tune_trial(
     )
     if not run.resumed:
         run.log_text(spec.to_yaml(), "config.yaml")
-    base = validate_spec(settings["spec"])
     if spec.data != base.data or spec.seed != base.seed:
         source = open_source(spec.data, seed=spec.seed)
 
@@ -458,7 +451,7 @@ def tune_trial(
             report=report,
             source=source,
             run_ids={"sweep": sweep_run["run_id"], "trial": run.run_id},
-            partition0_cache=_partition0_cache(spec, Location.of(settings["experiment_dir"])),
+            partition0_cache=_partition0_cache(spec, settings.directory),
         )
     except TrialFailed as failure:
         run.set_tag("smsweep.failure", str(failure.cause)[:5000])

@@ -19,6 +19,7 @@ from PIL import Image, ImageStat
 from smsweep import report
 from smsweep.cli import main
 from smsweep.errors import SpecError
+from smsweep.settings import SETTINGS_FILE, SweepSettings
 from tests.test_sweep import tiny_sweep, write_spec
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -130,15 +131,35 @@ def test_report_of_a_directory_that_is_not_a_sweep_names_the_fix(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def _settings(directory: Path, mlflow_uri: str) -> SweepSettings:
+    return SweepSettings(
+        spec={},
+        name="gone",
+        experiment_dir=str(directory),
+        mlflow_uri=mlflow_uri,
+        experiment="gone",
+    )
+
+
 def test_report_of_a_sweep_whose_database_is_gone_names_the_fix(tmp_path):
-    (tmp_path / "smsweep.json").write_text('{"spec": {}, "mlflow_uri": "x"}')
     gone = f"sqlite:///{tmp_path / 'gone.db'}"
+    _settings(tmp_path, gone).write()
     (tmp_path / "mlflow_run.json").write_text(
         f'{{"uri": "{gone}", "experiment_id": "1", "run_id": "abc"}}'
     )
     with pytest.raises(SpecError, match="does not exist; run the report where the sweep ran"):
         report.build_report(tmp_path)
     assert not (tmp_path / "gone.db").exists()
+
+
+def test_settings_that_are_not_a_sweeps_name_the_file(tmp_path):
+    (tmp_path / SETTINGS_FILE).write_text('{"spec": {}, "mlflow_uri": "x"}')
+    (tmp_path / "mlflow_run.json").write_text('{"experiment_id": "1", "run_id": "abc"}')
+    with pytest.raises(SpecError, match=r"smsweep\.json is not a sweep's settings \(name: field"):
+        report.build_report(tmp_path)
+    settings = _settings(tmp_path, "sqlite:///x.db")
+    settings.write()
+    assert SweepSettings.read(tmp_path) == settings
 
 
 def _trial(trial_id: str, strategy: str, ratio: float, miou: float | None) -> report.Trial:

@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from smsweep import tracking
-from smsweep.arms import CONFIGURATION, CONTROL, REPEAT, Arm, score_key
+from smsweep.arms import CONFIGURATION, CONTROL, REPEAT, Arm
 from smsweep.errors import SpecError
 from smsweep.report.helpers import _first_line
+from smsweep.settings import SETTINGS_FILE, SweepSettings
 from smsweep.stats import Verdict, judge
 from smsweep.store import Location, check_storage
-
-SETTINGS_FILE = "smsweep.json"  # as written by smsweep.sweep
 
 
 @dataclass
@@ -76,9 +75,9 @@ def load_sweep(experiment_dir: str | Path | Location, dashboard: Mapping[str, An
             f"{experiment_dir} is not a sweep directory (no {missing}); give the directory "
             "STORAGE/NAME that `python -m smsweep run` printed (e.g. smsweep_runs/quickstart)"
         )
-    settings = json.loads(settings_file.read_text())
+    settings = SweepSettings.read(directory)
     ids = json.loads(run_file.read_text())
-    uri = ids.get("uri") or settings["mlflow_uri"]
+    uri = ids.get("uri") or settings.mlflow_uri
     _check_store(uri, experiment_dir)
     client = tracking.SweepRun(uri, ids["experiment_id"], ids["run_id"]).client()
     try:
@@ -89,18 +88,17 @@ def load_sweep(experiment_dir: str | Path | Location, dashboard: Mapping[str, An
             f"{experiment_dir}): {_first_line(error)}; open the report where the sweep's MLflow "
             "store is reachable, or fix the uri in " + str(run_file)
         ) from None
-    spec = settings.get("spec", {})
-    search = spec.get("search", {})
+    search = settings.sweep_spec().search
     sweep = Sweep(
-        name=settings.get("name", directory.name),
+        name=settings.name,
         experiment_dir=directory,
         mlflow_uri=uri,
-        experiment=settings.get("experiment", ""),
+        experiment=settings.experiment,
         run_id=ids["run_id"],
-        spec=spec,
-        metric=score_key(search.get("metric", "miou"), search.get("score", "last")),
-        mode=search.get("mode", "max"),
-        space=list(search.get("space") or {}),
+        spec=settings.spec,
+        metric=search.score_metric,
+        mode=search.mode,
+        space=list(search.space),
         trials=[],
     )
     curves = [s["metric"] for s in dashboard["sections"] if "metric" in s]
@@ -241,22 +239,22 @@ def _quiet_downloads() -> Iterator[None]:
             os.environ[name] = before
 
 
-def _load_study(settings: Mapping[str, Any], searched: bool) -> tuple[Any, str | None]:
+def _load_study(settings: SweepSettings, searched: bool) -> tuple[Any, str | None]:
     """The sweep's Optuna study, from its Optuna storage (`search.storage`, by default
     optuna.db in the experiment directory)."""
     if not searched:
         return None, "this sweep searched no parameters (search.space is empty)"
-    url = settings.get("optuna_storage")
-    if not url:
-        return None, "this sweep predates Optuna studies stored beside it (optuna.db)"
+    if settings.study is None:
+        return None, "this sweep keeps no Optuna study (no search.storage in an object store)"
+    url, name = settings.study
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
         return None, f"its Optuna storage {url} does not exist (yet)"
     import optuna
 
     try:
-        return optuna.load_study(study_name=settings["name"], storage=url), None
+        return optuna.load_study(study_name=name, storage=url), None
     except KeyError:
-        return None, f"the Optuna storage {url} holds no study {settings['name']!r} yet"
+        return None, f"the Optuna storage {url} holds no study {name!r} yet"
     except Exception as error:
         return None, f"the Optuna study could not be read ({_first_line(error)})"
 
