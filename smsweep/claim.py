@@ -128,6 +128,11 @@ def take(directory: Path | Location) -> Claim:
     for _ in range(20):
         current = read(directory)
         if current is None:
+            if _taking_over(path):
+                # Another driver is between removing a stale claim and writing its own: the
+                # claim is its, not free.
+                time.sleep(0.05)
+                continue
             holder = _this_process()
             with contextlib.suppress(FileExistsError):  # another driver was quicker: look again
                 _write_new(path, holder)
@@ -218,9 +223,22 @@ def _write_new(path: Location, holder: Holder) -> None:
     path.create_new(json.dumps(fields, indent=1))
 
 
+def _takeover_path(path: Location) -> Location:
+    return path.parent / (path.name + ".takeover")
+
+
+def _taking_over(path: Location) -> bool:
+    """Whether a driver holds the takeover lock (one older than TAKEOVER_STALE_S was left by a
+    process that died in it)."""
+    try:
+        return time.time() - _takeover_path(path).mtime() < TAKEOVER_STALE_S
+    except FileNotFoundError:
+        return False
+
+
 @contextlib.contextmanager
 def _takeover_lock(path: Location):
-    lock = path.parent / (path.name + ".takeover")
+    lock = _takeover_path(path)
     try:
         lock.create_new("")
     except FileExistsError:
