@@ -1,14 +1,17 @@
 """Robustness by factor: each shift alone (seeded, changes the images, masks follow moved pixels),
-the robust metrics of a real in-process trial, and the spec rules around them."""
+the robust metrics of a real in-process trial and of a real sweep, and the spec rules around
+them."""
 
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
 
-from smsweep import robustness
+from smsweep import report, robustness, tracking
+from smsweep.cli import main
 from smsweep.data import IGNORE_INDEX, SyntheticSource
 from smsweep.data.datasets import SegmentationDataset
 from smsweep.data.transforms import eval_transform
@@ -16,6 +19,7 @@ from smsweep.errors import SpecError
 from smsweep.names import FACTORS, ROBUST_MEAN, ROBUST_PREFIX
 from smsweep.spec import validate_spec
 from smsweep.trainloop import run_in_process
+from tests.test_sweep import mlflow_runs, tiny_sweep, write_spec
 
 SIZE = 32
 DRAWS = set(FACTORS) - {"blur"}  # blur has nothing to draw: the same for every seed
@@ -168,3 +172,41 @@ def test_robust_search_metric_is_measured_at_every_validation(tmp_path):
 def test_robustness_keys_that_cannot_work_are_refused_naming_the_fix(change, expected):
     with pytest.raises(SpecError, match=expected.replace(".", r"\.")):
         validate_spec(tiny(**change))
+
+
+@pytest.mark.slow
+def test_a_sweep_ranks_by_robustness_and_pretrains_across_sources(tmp_path, monkeypatch, capsys):
+    """One real sweep (local Ray, Tune, Optuna's grid, MLflow): search.metric robust/miou_mean
+    ranks the trials, the report shows the trials x factors table, and pretrain.data (textures,
+    more images than the synthetic fine-tuning set) is what the scoring actor reads."""
+    monkeypatch.chdir(tmp_path)
+    raw = tiny_sweep(
+        num_samples=2,
+        sampler="grid",
+        metric="robust/miou_mean",
+        space={"masking.strategy": {"choice": ["random", "selective"]}},
+    )
+    raw["pretrain"]["data"] = {"source": "textures", "num_images": 40, "image_size": 32}
+    raw["robustness"] = {"enabled": True, "factors": ["occlusion", "colour", "scale", "texture"]}
+    assert main(["run", str(write_spec(tmp_path, raw)), "--storage", "runs"]) == 0
+    out = capsys.readouterr().out
+    parents, children = mlflow_runs(tmp_path)
+    assert len(children) == 2 and all(run.info.status == "FINISHED" for run in children)
+    for run in children:
+        assert run.data.params["pretrain.source"] == "cross"
+        assert run.data.params["pretrain.data.source"] == "textures"
+        assert 0 <= run.data.metrics[ROBUST_MEAN] <= 1
+        assert ROBUST_PREFIX + "texture" in run.data.metrics
+        assert ROBUST_PREFIX + "blur" not in run.data.metrics
+    selective = next(r for r in children if r.data.params["masking.strategy"] == "selective")
+    assert selective.data.metrics["scored_by_actors"] == 1  # partition 1 of textures: 20 images
+    assert selective.data.metrics["scored_images"] == 20
+    best = max(children, key=lambda run: run.data.metrics[ROBUST_MEAN])
+    assert parents[0].data.tags["smsweep.best_trial"] == best.data.tags[tracking.TRIAL_ID]
+    assert parents[0].data.metrics["best_robust/miou_mean"] == best.data.metrics[ROBUST_MEAN]
+    assert "robust/miou_mean" in out
+    page = report.build_report(tmp_path / "runs" / "tiny").read_text()
+    table = re.search(r'data-kind="robustness">(.*?)</section>', page, re.S).group(1)
+    assert "<th>texture</th>" in table and "<th>blur</th>" not in table
+    for run in children:
+        assert run.data.tags[tracking.TRIAL_ID] in table
