@@ -39,16 +39,10 @@ def check_all(
     spec = load_spec(spec_path, overrides)
     check_names(spec)
     from smsweep.data import open_source
-    from smsweep.data.splits import make_splits
+    from smsweep.data.pretraining import trial_splits
 
     source = open_source(spec.data, seed=spec.seed)
-    splits = make_splits(
-        source,
-        seed=spec.seed,
-        partitions=spec.pretrain.partitions,
-        val_fraction=spec.data.val_fraction,
-        label_fraction=spec.data.label_fraction,
-    )
+    splits = trial_splits(spec, source)
     if capacity is None:
         autoscale = spec.resources.autoscale_cpus, spec.resources.autoscale_gpus
         if autoscale != (None, None):
@@ -102,7 +96,7 @@ def trial_budgets(spec: SweepSpec, source: Any) -> list[Budget]:
     the searched values that change it (at most a few hundred)."""
     import itertools
 
-    from smsweep.data.splits import make_splits
+    from smsweep.data.pretraining import trial_splits
 
     searched = {
         key: dist.values_to_check()
@@ -115,14 +109,7 @@ def trial_budgets(spec: SweepSpec, source: Any) -> list[Budget]:
     budgets = []
     for params in [{}, *combos[:_MAX_BUDGETS]]:
         trial = resolve(spec, params)
-        data = trial.data
-        splits = make_splits(
-            source,
-            seed=trial.seed,
-            partitions=trial.pretrain.partitions,
-            val_fraction=data.val_fraction,
-            label_fraction=data.label_fraction,
-        )
+        splits = trial_splits(trial, source)
         budgets.append((trial, trial_budget(trial, splits)))
     return budgets
 
@@ -160,6 +147,12 @@ def describe(checked: Checked) -> str:
         f"  data: {spec.data.source}, {len(checked.source)} images at {spec.data.image_size}px, "
         f"{len(splits.pretrain_partitions)} pretraining partitions, "
         f"{len(splits.train)} train / {len(splits.val)} val labeled",
+        "  pretraining: "
+        + (
+            f"cross, on {spec.pretrain.data.source} ({len(splits.pretrain)} images)"
+            if spec.pretrain.data is not None
+            else f"self, on the {len(splits.pretrain)} non-validation images of data"
+        ),
         f"  trials: {trials_line(spec.search)}, {checked.concurrency} at a time, "
         f"each {demand.breakdown}",
         "  search: "

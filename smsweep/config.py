@@ -20,6 +20,7 @@ from smsweep.arms import score_key, trial_count
 from smsweep.distribution import Distribution
 from smsweep.explain import flatten
 from smsweep.names import (  # noqa: F401  (the vocabulary, where readers of the schema look)
+    FACTORS,
     FILLS,
     GENERATED_CLASSES,
     GENERATED_SOURCES,
@@ -27,6 +28,7 @@ from smsweep.names import (  # noqa: F401  (the vocabulary, where readers of the
     MODEL_BASED,
     SOURCES,
     STRATEGIES,
+    Factor,
     Strategy,
 )
 
@@ -154,6 +156,13 @@ class PretrainConfig(_Section):
     loss: str | dict[str, float] = _f(
         "msssim_l1", "a loss name, or {name: weight, ...} for a weighted sum"
     )
+    data: DataConfig | None = _f(
+        None,
+        "cross-pretraining: a separate source to pretrain on, with the keys of `data` (every "
+        "image of it pretrains; val_fraction, label_fraction and augment do not apply; "
+        "image_size must equal data.image_size); null: self-pretraining on the non-validation "
+        "images of `data`",
+    )
 
     @model_validator(mode="after")
     def _one_budget(self) -> PretrainConfig:
@@ -262,6 +271,23 @@ class MrmConfig(_Section):
     weight: float = _f(0.5, "lambda: weight of the feature-reconstruction loss", ge=0, le=100)
     dim: int = _f(128, "the Rebuilder's width (at most the stage's channels)", ge=8, le=2048)
     blocks: int = _f(1, "Transformer blocks in the Rebuilder", ge=1, le=12)
+
+
+class RobustnessConfig(_Section):
+    enabled: bool = _f(
+        False,
+        "after fine-tuning, validate the final model again under each factor's shift and log "
+        "`robust/miou/<factor>` and `robust/miou_mean` (at every validation when search.metric "
+        "is one of them)",
+    )
+    factors: tuple[Factor, ...] = _f(
+        FACTORS,
+        "shifts of the validation images: occlusion (grey squares), colour (hue, saturation, "
+        "brightness), blur, noise, scale (zoom in/out, the mask alike) and texture (fine detail "
+        "swapped for band-pass noise)",
+        min_length=1,
+    )
+    severity: float = _f(0.5, "how strong every shift is (see Robustness)", gt=0, le=1)
 
 
 class ControlArm(_Section):
@@ -466,6 +492,7 @@ class SweepSpec(_Section):
     masking: MaskingConfig = MaskingConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     mrm: MrmConfig = MrmConfig()
+    robustness: RobustnessConfig = RobustnessConfig()
     search: SearchConfig = SearchConfig()
     resources: ResourcesConfig = ResourcesConfig()
     tracking: TrackingConfig = TrackingConfig()
@@ -489,6 +516,10 @@ class SweepSpec(_Section):
         """The spec as dotted keys (`masking.ratio`: 0.5), for tracking params; search omitted."""
         dumped = self.model_dump(mode="json", exclude={"search"})
         return flatten(dumped)
+
+    def tracked(self) -> dict[str, Any]:
+        """The MLflow params: `flat()` and `pretrain.source`, self or cross (pretrain.data)."""
+        return self.flat() | {"pretrain.source": "self" if self.pretrain.data is None else "cross"}
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

@@ -9,7 +9,7 @@ argument, so the schema (config.py) and the search space (space.py) share one re
 from __future__ import annotations
 
 import difflib
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
 
@@ -84,12 +84,19 @@ def _field_at(loc: str, root: type[BaseModel]) -> Any:
         if not fields or part not in fields:
             return field if part.isdigit() else None
         field = fields[part]
-        model = field.annotation
+        model = _model_of(field.annotation)
     return field
+
+
+def _model_of(annotation: Any) -> Any:
+    """The model of an optional section (`DataConfig | None` -> DataConfig), else `annotation`."""
+    models = [arg for arg in get_args(annotation) if hasattr(arg, "model_fields")]
+    return models[0] if models else annotation
 
 
 def _valid_keys(parent: str, root: type[BaseModel]) -> list[str]:
     model: Any = root if not parent else getattr(_field_at(parent, root), "annotation", None)
+    model = _model_of(model)
     fields = getattr(model, "model_fields", None)
     if fields is None:  # e.g. a distribution inside search.space
         return sorted(DISTRIBUTION_KEYS)

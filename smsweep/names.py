@@ -15,3 +15,7 @@ GENERATED_SOURCES = ("synthetic", "textures")  # made from the seed: no path, `n
 FIXED_NUM_CLASSES = {"voc": 21, "cityscapes": 19}
 GENERATED_CLASSES = {"synthetic": (3, 8), "textures": (2, 8)}
 MLFLOW_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+# Robustness factors (A2MIM / ImageNet-X style), in the order they are evaluated and shown.
+Factor = Literal["occlusion", "colour", "blur", "noise", "scale", "texture"]
+FACTORS: tuple[str, ...] = Factor.__args__
+ROBUST_PREFIX, ROBUST_MEAN = "robust/miou/", "robust/miou_mean"

@@ -5,10 +5,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from smsweep.names import FIXED_NUM_CLASSES, GENERATED_CLASSES, GENERATED_SOURCES, MODEL_BASED
+from smsweep.names import (
+    FIXED_NUM_CLASSES,
+    GENERATED_CLASSES,
+    GENERATED_SOURCES,
+    MODEL_BASED,
+    ROBUST_MEAN,
+    ROBUST_PREFIX,
+)
 
 if TYPE_CHECKING:
-    from smsweep.config import SweepSpec
+    from smsweep.config import DataConfig, SweepSpec
 
 
 def problems(spec: SweepSpec) -> list[str]:
@@ -132,27 +139,63 @@ def problems(spec: SweepSpec) -> list[str]:
                 for key, size in sizes.items()
                 if size % stride
             ]
-    fixed = FIXED_NUM_CLASSES.get(data.source)
-    if fixed is not None and data.num_classes != fixed:
-        problems.append(
-            f"data.num_classes is {data.num_classes} but source {data.source!r} has {fixed} "
-            f"classes; set data.num_classes: {fixed}"
-        )
-    low, high = GENERATED_CLASSES.get(data.source, (2, 1000))
-    if not low <= data.num_classes <= high:
-        problems.append(
-            f"data.num_classes {data.num_classes} is out of range for the {data.source} source; "
-            f"use {low}..{high}"
-        )
-    if data.source not in GENERATED_SOURCES and not data.path:
-        problems.append(f"data.path is required for source {data.source!r}; set it to the root")
-    if data.source in GENERATED_SOURCES:
+    problems += source_problems(data, "data")
+    cross = spec.pretrain.data
+    if cross is not None:
+        problems += source_problems(cross, "pretrain.data")
+        if cross.image_size != data.image_size:
+            problems.append(
+                f"pretrain.data.image_size {cross.image_size} differs from data.image_size "
+                f"{data.image_size}: the pretrained weights and masks are for one image size; "
+                f"set pretrain.data.image_size: {data.image_size}"
+            )
+    if cross is not None and cross.source in GENERATED_SOURCES:
+        if cross.num_images < spec.pretrain.partitions:
+            problems.append(
+                f"pretrain.partitions {spec.pretrain.partitions} exceeds the "
+                f"{cross.num_images} pretraining images of pretrain.data; raise "
+                "pretrain.data.num_images or lower pretrain.partitions"
+            )
+    elif cross is None and data.source in GENERATED_SOURCES:
         pretrain_images = data.num_images - max(1, round(data.num_images * data.val_fraction))
         if pretrain_images < spec.pretrain.partitions:
             problems.append(
                 f"pretrain.partitions {spec.pretrain.partitions} exceeds the {pretrain_images} "
                 f"pretraining images; raise data.num_images or lower pretrain.partitions"
             )
+    robustness = spec.robustness
+    if search.metric.startswith("robust/"):
+        known = [ROBUST_MEAN, *(ROBUST_PREFIX + factor for factor in robustness.factors)]
+        if not robustness.enabled:
+            problems.append(
+                f"search.metric {search.metric} is measured only with robustness.enabled: true; "
+                "enable it or rank by another metric"
+            )
+        elif search.metric not in known:
+            problems.append(
+                f"search.metric {search.metric!r} is not measured; with robustness.factors "
+                f"{list(robustness.factors)} use one of {', '.join(known)}"
+            )
+    return problems
+
+
+def source_problems(data: DataConfig, key: str) -> list[str]:
+    """What is wrong between the keys of one data source (`key`: data or pretrain.data)."""
+    problems = []
+    fixed = FIXED_NUM_CLASSES.get(data.source)
+    if fixed is not None and data.num_classes != fixed:
+        problems.append(
+            f"{key}.num_classes is {data.num_classes} but source {data.source!r} has {fixed} "
+            f"classes; set {key}.num_classes: {fixed}"
+        )
+    low, high = GENERATED_CLASSES.get(data.source, (2, 1000))
+    if not low <= data.num_classes <= high:
+        problems.append(
+            f"{key}.num_classes {data.num_classes} is out of range for the {data.source} source; "
+            f"use {low}..{high}"
+        )
+    if data.source not in GENERATED_SOURCES and not data.path:
+        problems.append(f"{key}.path is required for source {data.source!r}; set it to the root")
     return problems
 
 

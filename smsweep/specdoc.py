@@ -5,7 +5,7 @@ python -m smsweep.specdoc      # prints the Markdown tables between the README's
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel
 
@@ -54,12 +54,20 @@ def _default(field: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, tuple) and value:
+        return f"[{', '.join(map(str, value))}]"
     return str(value)
 
 
 def _legal(field: Any) -> str:
     annotation = field.annotation
     args = getattr(annotation, "__args__", None)
+    if get_origin(annotation) is tuple and args and get_origin(args[0]) is Literal:
+        return "list of " + ", ".join(f"`{arg}`" for arg in get_args(args[0]))
+    models = [arg for arg in args or () if _is_model(arg)]
+    if models:
+        names = [n for n, f in SweepSpec.model_fields.items() if f.annotation is models[0]]
+        return f"a section with the keys of `{names[0] if names else models[0].__name__}`, or null"
     if "Literal" in str(annotation) and args:
         return ", ".join(f"`{str(arg).lower() if isinstance(arg, bool) else arg}`" for arg in args)
     bounds = []

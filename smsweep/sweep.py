@@ -49,6 +49,7 @@ from smsweep.console import (
 )
 from smsweep.data import Source, open_source
 from smsweep.errors import SpecError, TrackingUnavailable
+from smsweep.names import ROBUST_MEAN, ROBUST_PREFIX
 from smsweep.resources import check_fits, cluster_capacity
 from smsweep.searcher import Arms, DefineByRun
 from smsweep.settings import SETTINGS_FILE, SweepSettings
@@ -407,7 +408,7 @@ def tune_trial(
         tracking.SweepRun(**sweep_run),
         trial_id,
         context.get_trial_name(),
-        spec.flat(),
+        spec.tracked(),
         pending=run_dir / tracking.PENDING_FILE,
         tags=arm.tags(),
     )
@@ -685,7 +686,7 @@ def _ranked(rows: list[dict[str, Any]], metric: str, mode: str) -> list[dict[str
 
 
 def _sweep_params(spec: SweepSpec) -> dict[str, Any]:
-    params = spec.flat()
+    params = spec.tracked()
     params |= {f"search.{k}": v for k, v in spec.search.model_dump(mode="json").items()}
     return params
 
@@ -718,6 +719,9 @@ def _check_object_store(spec: SweepSpec, storage: Location) -> None:
 
 def _check_metric(spec: SweepSpec, class_names: tuple[str, ...]) -> None:
     known = [*FINETUNE_METRICS, *(f"iou/{name}" for name in class_names)]
+    robustness = spec.robustness  # the rules check a robust metric against its factors
+    if robustness.enabled:
+        known += [ROBUST_MEAN, *(ROBUST_PREFIX + factor for factor in robustness.factors)]
     if spec.search.metric not in known:
         raise SpecError(
             f"search.metric {spec.search.metric!r} is not reported by a trial; use one of "

@@ -25,12 +25,13 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from smsweep import build, faults, looks, mrm, partition0
+from smsweep import build, faults, looks, mrm, partition0, robustness
 from smsweep.budget import trial_budget
 from smsweep.config import ResourcesConfig, SweepSpec
 from smsweep.contrastive import Contrastive, frozen_saliency, train_partition_contrastive
-from smsweep.data import Source, Splits, make_splits
+from smsweep.data import Source, Splits
 from smsweep.data.datasets import PretrainDataset, SegmentationDataset
+from smsweep.data.pretraining import open_pretrain_source, trial_splits
 from smsweep.data.transforms import eval_transform, finetune_transform, pretrain_transform
 from smsweep.finetune import (
     confusion_matrix,
@@ -79,14 +80,16 @@ def run_in_process(
     directory: str | Path,
     *,
     source: Source | None = None,
+    pretrain_source: Source | None = None,
     on_report=None,
     device: str | None = None,
     partition0_cache: str | Path | None = None,
 ) -> None:
     """The whole trial in this process (no Ray): checkpoints under `directory`, every report to
     `on_report(metrics, checkpoint directory)`; calling it again resumes after the last
-    checkpoint. Scoring runs in-process: set `resources.scoring_actors: 0`. With
-    `partition0_cache` (a folder), partition 0 comes from there when another trial stored it."""
+    checkpoint. `pretrain_source` stands for pretrain.data (cross-pretraining). Scoring runs
+    in-process: set `resources.scoring_actors: 0`. With `partition0_cache` (a folder),
+    partition 0 comes from there when another trial stored it."""
     from smsweep.data import open_source
     from smsweep.session import LocalSession
 
@@ -96,6 +99,7 @@ def run_in_process(
         "spec": spec.model_dump(mode="json"),
         "source": source if source is not None else open_source(spec.data, seed=spec.seed),
         "partition0_cache": str(partition0_cache) if partition0_cache else None,
+        "pretrain_source": pretrain_source,
     }
     Trial(config, LocalSession(directory, device=device, on_report=on_report)).run()
 
@@ -104,23 +108,21 @@ class Trial:
     def __init__(self, config: dict[str, Any], session: Session) -> None:
         self.spec = SweepSpec.model_validate(config["spec"])
         self.source: Source = config["source"]
+        # What pretrains: the fine-tuning source itself, or pretrain.data (cross-pretraining).
+        cross = config.get("pretrain_source")
+        cross = cross if cross is not None else open_pretrain_source(self.spec)
+        self.pretrain_source: Source = cross if cross is not None else self.source
         self.run_ids: dict[str, str] = dict(config.get("run_ids") or {})
         self.partition0_cache = config.get("partition0_cache")
         self.session = session
         self.seed = repeat_seed(self.spec)
         self.rank, self.world, self.device = session.rank, session.world, session.device
-        data, pretrain, model = self.spec.data, self.spec.pretrain, self.spec.model
+        model = self.spec.model
         self.precision = resolve_precision(
             model.precision, self.device, channels_last=model.channels_last
         )
         self.loading = loader_settings(self.spec.resources, self.device)
-        self.splits: Splits = make_splits(
-            self.source,
-            seed=self.spec.seed,
-            partitions=pretrain.partitions,
-            val_fraction=data.val_fraction,
-            label_fraction=data.label_fraction,
-        )
+        self.splits: Splits = trial_splits(self.spec, self.source, cross)
         self.budget = trial_budget(self.spec, self.splits, workers=self.world)
         with session.restored() as directory:
             self.state = self._restore(directory)
@@ -182,7 +184,8 @@ class Trial:
         scorer = None
         scores_later = strategy.needs_model and max(first, 1) < spec.pretrain.partitions
         if self.rank == 0 and spec.resources.scoring_actors and scores_later and not contrastive:
-            scorer = ActorScorer(spec, self.source)  # the actors start while partition 0 trains
+            # The actors start while partition 0 trains; they load the pretraining source.
+            scorer = ActorScorer(spec, self.pretrain_source)
         try:
             for partition in range(first, spec.pretrain.partitions):
                 indices = self.splits.pretrain_partitions[partition]
@@ -323,6 +326,8 @@ class Trial:
             if transfer is not None:
                 metrics["transfer"] = transfer
             metrics["done"] = evaluation == budget.finetune_evaluations - 1
+            if spec.robustness.enabled and (metrics["done"] or search.metric.startswith("robust/")):
+                metrics |= self._robustness(segmentation)
             metrics |= {
                 "plan/finetune_steps": budget.finetune_steps,
                 "plan/finetune_evaluations": budget.finetune_evaluations,
@@ -373,6 +378,22 @@ class Trial:
             first_step += len(batches)
         return total / max(1, images)
 
+    def _robustness(self, model) -> dict[str, float]:
+        """`robust/` metrics of the model on the validation split under each factor's shift,
+        seeded from spec.seed (every trial of a sweep sees the same shifted images)."""
+        started = time.perf_counter()
+        settings = self.spec.robustness
+        metrics = robustness.robust_metrics(
+            model,
+            lambda: self._on_device(self._labelled(self.splits.val)),
+            self.source.class_names,
+            factors=settings.factors,
+            severity=settings.severity,
+            seed=self.spec.seed,
+            precision=self.precision,
+        )
+        return metrics | {"robust_seconds": time.perf_counter() - started}
+
     def _floor(self, val_counts: torch.Tensor) -> dict[str, float]:
         """`floor/miou` and `floor/pixel_accuracy`: what a model that learned nothing scores."""
         labels = (mask for _, mask in self._labelled(self.splits.train))
@@ -412,7 +433,7 @@ class Trial:
                 scored = score_in_process(
                     strategy,
                     model,
-                    self.source,
+                    self.pretrain_source,
                     indices,
                     seeds,
                     self.spec.data.image_size,
@@ -443,16 +464,16 @@ class Trial:
         spec = self.spec
         generator = torch.Generator().manual_seed(derived_seed(self.seed, MASKS, partition))
         where = (generator, spec.data.image_size, self.device)
-        metrics |= looks.diagnostics(self.source, indices, masks, *where)
+        metrics |= looks.diagnostics(self.pretrain_source, indices, masks, *where)
         return looks.gallery(
-            model, fill, self.source, indices, masks, *where, partition, self.precision
+            model, fill, self.pretrain_source, indices, masks, *where, partition, self.precision
         )
 
     # --- data -----------------------------------------------------------------------------------
 
     def _pretrain_batches(self, indices, partition):
         dataset = PretrainDataset(
-            self.source,
+            self.pretrain_source,
             _shard(indices, self.rank, self.world),
             pretrain_transform(self.spec.data.image_size, augment=False),
         )

@@ -117,6 +117,19 @@ def make_splits(
     )
 
 
+def partitioned(source: Source, *, seed: int, partitions: int) -> tuple[tuple[int, ...], ...]:
+    """Every image of `source` (labels ignored), shuffled and cut into `partitions` parts whose
+    sizes differ by at most one: the partitions of a separate pretraining source."""
+    if len(source) < partitions:
+        raise SpecError(
+            f"pretrain.partitions {partitions} exceeds the {len(source)} images of "
+            "pretrain.data; lower pretrain.partitions or add images"
+        )
+    by_name = sorted(range(len(source)), key=source.name)
+    parts = np.array_split(np.asarray(_shuffled(by_name, seed, _PRETRAIN_STREAM)), partitions)
+    return tuple(tuple(sorted(int(i) for i in part)) for part in parts)
+
+
 def _shuffled(indices: Sequence[int], seed: int, stream: int) -> list[int]:
     rng = np.random.default_rng((seed, stream))
     return [indices[k] for k in rng.permutation(len(indices))]

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from smsweep.arms import status_word
+from smsweep.names import FACTORS, ROBUST_MEAN, ROBUST_PREFIX
 from smsweep.report.helpers import (
     _describe,
     _finite,
@@ -364,6 +365,29 @@ def _class_iou(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
     return _plot(figure, config, height=200 + 28 * len(trials))
 
 
+def _robustness(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
+    """Trials x factors: the clean mIoU, the mIoU under each factor's shift and their mean."""
+    factors = [f for f in FACTORS if any(ROBUST_PREFIX + f in t.metrics for t in sweep.trials)]
+    trials = [t for t in sweep.trials if ROBUST_MEAN in t.metrics]
+    if not trials:
+        notes.append(
+            "No trial has robustness metrics (robustness.enabled: true logs them after "
+            "fine-tuning)."
+        )
+        return ""
+    head = ["trial", "params", "miou", *factors, "mean of factors", "drop, points"]
+    rows = []
+    for trial in trials:
+        values = [trial.metrics.get(ROBUST_PREFIX + f) for f in factors]
+        clean, mean = trial.metrics.get("miou"), trial.metrics.get(ROBUST_MEAN)
+        drop = 100 * (clean - mean) if _is_number(clean) and _is_number(mean) else None
+        cells = [(trial.trial_id, False), (short(trial.searched) or "–", False)]
+        cells += [(_show(value), True) for value in (clean, *values, mean)]
+        cells.append((f"{drop:.1f}" if drop is not None else "–", True))
+        rows.append((cells, trial.trial_id == sweep.best_trial))
+    return _table(head, rows)
+
+
 def _curves(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
     import plotly.graph_objects as go
 
@@ -424,6 +448,7 @@ SECTIONS: dict[str, Callable[[Sweep, Mapping[str, Any], Notes], str]] = {
     "heatmap": _heatmap,
     "importances": _importances,
     "class_iou": _class_iou,
+    "robustness": _robustness,
     "curves": _curves,
     "galleries": _gallery_section,
 }
