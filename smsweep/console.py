@@ -207,15 +207,19 @@ def arms_table(verdict: Verdict) -> str:
     """The configurations (best mean first) and the controls: runs, mean with its 95 % interval
     over repeats, the paired difference with every control, and what the arm runs."""
     controls = [arm.control or "" for arm in verdict.controls]
-    head = f"{'arm':<16}{'runs':>4}  {verdict.metric + ' mean [95% CI]':<24}"
-    head += "".join(f"{'vs ' + name + ', points':<22}" for name in controls)
-    lines = [head + "runs what"]
-    for arm in verdict.configurations + verdict.controls:
-        key = f"control {arm.control}" if arm.control is not None else arm.key
-        line = f"{key:<16}{len(arm.values):>4}  {arm.interval.show():<24}"
-        for control in controls:
+    arms = verdict.configurations + verdict.controls
+    keys = [f"control {arm.control}" if arm.control is not None else arm.key for arm in arms]
+    width = max([len("arm"), *map(len, keys)]) + 2
+    columns = [f"vs {name}, points" for name in controls]
+    widths = [max(len(column) + 2, 22) for column in columns]
+    head = f"{'arm':<{width}}{'runs':>4}  {verdict.metric + ' mean [95% CI]':<24}"
+    head += "".join(f"{column:<{w}}" for column, w in zip(columns, widths, strict=True))
+    lines = [head + "what"]
+    for key, arm in zip(keys, arms, strict=True):
+        line = f"{key:<{width}}{len(arm.values):>4}  {arm.interval.show():<24}"
+        for control, w in zip(controls, widths, strict=True):
             found = verdict.vs_controls.get((arm.key, control))
-            line += f"{found.difference.show_points() if found else '-':<22}"
+            line += f"{found.difference.show_points() if found else '-':<{w}}"
         lines.append(line + arm.label)
     return "\n".join(lines)
 

@@ -50,12 +50,23 @@ def test_arms_table_shows_intervals_and_the_difference_with_each_control():
         for repeat, value in enumerate(values)
     ]
     lines = arms_table(judge(runs, "miou")).splitlines()
-    assert lines[0] == (
-        "arm             runs  miou mean [95% CI]      vs none, points       runs what"
-    )
+    assert lines[0] == "arm           runs  miou mean [95% CI]      vs none, points       what"
     assert lines[1].split()[:4] == ["config-1", "3", "0.497", "[0.434,"]
     assert "+4.7 [" in lines[1] and lines[1].endswith("strategy=random")
     assert lines[2].split()[:3] == ["control", "none", "3"] and " - " in lines[2]
+    columns = [line.index("3") for line in lines[1:]]  # the runs column lines up
+    assert len(set(columns)) == 1
+
+
+def test_arms_table_columns_fit_long_control_names():
+    runs = [
+        ArmRun(key, key, control, repeat, 0.4 + 0.01 * repeat)
+        for key, control in [("config-1", None), ("control:contrastive", "contrastive")]
+        for repeat in range(3)
+    ]
+    lines = arms_table(judge(runs, "miou")).splitlines()
+    assert "vs contrastive, points  what" in lines[0]
+    assert lines[1].index("0.410") == lines[2].index("0.410")
 
 
 def test_a_live_status_line_is_replaced_and_then_cleared(capsys):
