@@ -8,7 +8,7 @@ Layout of an experiment directory STORAGE/NAME:
     smsweep.json       the resolved spec and settings (`resume` needs nothing else)
     mlflow_run.json    the parent MLflow run's ids
     train/<trial_id>/  each trial's Ray Train run: partition and fine-tune checkpoints, galleries,
-                       its last report once it has finished (trial.RESULT_FILE), and the
+                       its last report once it has finished (reports.RESULT_FILE), and the
                        MLflow entries that wait to be logged (tracking.PENDING_FILE)
     finished.json      once every trial has run
     report.html        the dashboard
@@ -50,6 +50,7 @@ from smsweep.console import (
 from smsweep.data import Source, open_source
 from smsweep.errors import SpecError, TrackingUnavailable
 from smsweep.names import ROBUST_MEAN, ROBUST_PREFIX
+from smsweep.reports import FINETUNE_METRICS
 from smsweep.resources import check_fits, cluster_capacity
 from smsweep.searcher import Arms, DefineByRun
 from smsweep.settings import SETTINGS_FILE, SweepSettings
@@ -60,25 +61,12 @@ from smsweep.store import Location, check_storage
 
 OPTUNA_FILE = "optuna.db"  # the study's default storage, beside Tune's state
 STOPPED_EARLY_TAG = "smsweep.stopped_early"  # a trial run's tag: ASHA stopped it
-PRECISION_TAG = "smsweep.precision"  # a trial run's tag: e.g. "bf16 autocast + channels_last"
 FINISHED_FILE = "finished.json"  # written when a sweep has run every trial: `resume` stops there
-FINETUNE_METRICS = ("miou", "pixel_accuracy", "finetune_loss")
 COST_METRICS = ("cost/seconds", "cost/device_seconds", "cost/scoring_share")  # at a trial's end
 PARTITION0_SAVED = "cost/partition0_saved_seconds"  # training seconds the partition-0 cache saved
 FLOOR_METRICS = ("floor/miou", "floor/pixel_accuracy")  # shown under the leaderboard
 # What a leaderboard row keeps: the scores, the floor, and how far the trial got.
 PROGRESS_METRICS = ("finetune_evaluation", "plan/finetune_evaluations")
-PRETRAIN_PROGRESS = (
-    "partition",
-    "plan/partitions",
-    "pretrain_steps",
-    "plan/pretrain_steps",
-    "recon_loss",
-    "contrastive_loss",
-    "scored_images",
-    "scoring_actors",
-    "scoring_seconds",
-)
 
 
 @dataclass
@@ -417,41 +405,14 @@ def tune_trial(
     if spec.data != base.data or spec.seed != base.seed:
         source = open_source(spec.data, seed=spec.seed)
 
-    def report(metrics: dict[str, Any], checkpoint: Location | None) -> None:
-        finetune = metrics["phase"] == "finetune"
-        # The galleries' copies beside the checkpoints outlive them (a pending entry may wait).
-        galleries = checkpoint.files("partition_*.png") if checkpoint else []
-        logged = {k: v for k, v in metrics.items() if not k.startswith("plan/")}
-        replayed = metrics.get("replayed")  # a replayed result is in the run
-        # The precision the forwards ran in (model.precision resolved on the trial's device).
-        tags = {PRECISION_TAG: metrics["precision"]} if "precision" in metrics else {}
-        run.log(
-            {} if replayed else logged,
-            step=metrics["epoch"] if finetune else metrics["partition"],
-            artifacts=[run_dir / "galleries" / gallery.name for gallery in galleries],
-            artifact_path="galleries",
-            tags={} if replayed else tags,
-        )
-        if finetune:
-            numbers = {k: v for k, v in metrics.items() if k in FINETUNE_METRICS or "/" in k}
-            tune.report(
-                numbers
-                | {
-                    "finetune_evaluation": metrics["epoch"] + 1,
-                    "finetune_steps": metrics["finetune_steps"],
-                }
-            )
-        else:  # progress for the console (Tune's schedulers and the searcher look past it)
-            tune.report({k: v for k, v in metrics.items() if k in PRETRAIN_PROGRESS})
-
     try:
         outcome = run_trial(
             spec,
             storage_path=run_dir.parent,
             run_name=trial_id,
-            report=report,
             source=source,
-            run_ids={"sweep": sweep_run["run_id"], "trial": run.run_id},
+            tracking=run.handle(),  # the training loop logs its reports into the trial's run
+            to_tune=True,
             partition0_cache=_partition0_cache(spec, settings.directory),
         )
     except TrialFailed as failure:
@@ -471,7 +432,7 @@ def tune_trial(
         with contextlib.suppress(Exception):  # the trial's own error is the one to report
             run.end("FAILED")
         raise
-    if not outcome.metrics.get("replayed"):
+    if not outcome.replayed:
         overhead = outcome.wall_seconds - outcome.metrics.get("compute_seconds", 0.0)
         run.log(
             {"wall_seconds": outcome.wall_seconds, "fixed_overhead_seconds": overhead},

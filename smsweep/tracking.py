@@ -163,43 +163,37 @@ class LogFailed(RuntimeError):
     """MLflow did not take a trial's pending entries; they stay in its pending file."""
 
 
-class TrialRun:
-    """A trial's child run: found by its trial id under the parent, or created.
+@dataclass(frozen=True)
+class TrialTracking:
+    """What a trial's training loop needs to log into the trial's run itself (rank 0, in a Ray
+    Train worker or in the trial's process): the store, the run and its pending file."""
+
+    uri: str
+    sweep_run_id: str
+    run_id: str
+    pending: str  # a file, local or in an object store
+
+    def open(self) -> RunLog:
+        return RunLog(self.uri, self.run_id, Location.of(self.pending))
+
+
+class RunLog:
+    """Entries into one MLflow run, from any process.
 
     With `pending` (a file, local or in an object store), an entry that MLflow does not take
     is appended to that file, and so is every later entry of this process (no more waiting on
     a store that does not answer). The file is logged when the run is continued and before it
     ends; `end` raises LogFailed while MLflow still does not take it. An entry keeps its metric
     timestamps, so one logged twice (a kill between logging and removing the file) is stored
-    once.
+    once. One process appends to the file at a time: the trial's process before and after its
+    training loop, rank 0 of the loop while it runs.
     """
 
-    def __init__(
-        self,
-        sweep: SweepRun,
-        trial_id: str,
-        name: str,
-        params: Mapping[str, Any],
-        pending: Path | Location | None = None,
-        tags: Mapping[str, str] | None = None,
-    ):
-        self.uri = sweep.uri
+    def __init__(self, uri: str, run_id: str, pending: Path | Location | None = None) -> None:
+        self.uri, self.run_id = uri, run_id
         self.pending = Location.of(pending) if pending is not None else None
-        self.client = sweep.client()
+        self.client = mlflow_store.client(uri)
         self.failure: Exception | None = None  # the first entry MLflow did not take
-        query = f"tags.`{PARENT}` = '{sweep.run_id}' and tags.`{TRIAL_ID}` = '{trial_id}'"
-        existing = self.client.search_runs([sweep.experiment_id], filter_string=query)
-        if existing:
-            self.run_id = existing[0].info.run_id
-            self.client.update_run(self.run_id, status="RUNNING")
-            self.resumed = True
-            self._flush()
-            return
-        tags = {**(tags or {}), PARENT: sweep.run_id, ROLE: "trial", TRIAL_ID: trial_id}
-        created = self.client.create_run(sweep.experiment_id, run_name=name, tags=tags)
-        self.run_id = created.info.run_id
-        self.resumed = False
-        _log_params(self.client, self.run_id, params)
 
     def log(
         self,
@@ -282,6 +276,42 @@ class TrialRun:
         self.failure = None
 
 
+class TrialRun(RunLog):
+    """A trial's child run: found by its trial id under the parent (continued: its pending
+    entries are logged first), or created with the trial's params and tags."""
+
+    def __init__(
+        self,
+        sweep: SweepRun,
+        trial_id: str,
+        name: str,
+        params: Mapping[str, Any],
+        pending: Path | Location | None = None,
+        tags: Mapping[str, str] | None = None,
+    ):
+        client = sweep.client()
+        query = f"tags.`{PARENT}` = '{sweep.run_id}' and tags.`{TRIAL_ID}` = '{trial_id}'"
+        existing = client.search_runs([sweep.experiment_id], filter_string=query)
+        self.sweep_run_id = sweep.run_id
+        if existing:
+            super().__init__(sweep.uri, existing[0].info.run_id, pending)
+            self.client.update_run(self.run_id, status="RUNNING")
+            self.resumed = True
+            self._flush()
+            return
+        tags = {**(tags or {}), PARENT: sweep.run_id, ROLE: "trial", TRIAL_ID: trial_id}
+        created = client.create_run(sweep.experiment_id, run_name=name, tags=tags)
+        super().__init__(sweep.uri, created.info.run_id, pending)
+        self.resumed = False
+        _log_params(self.client, self.run_id, params)
+
+    def handle(self) -> TrialTracking:
+        """For the trial's training loop, which logs its reports into this run."""
+        if self.pending is None:
+            raise ValueError("a trial run handed to its training loop needs a pending file")
+        return TrialTracking(self.uri, self.sweep_run_id, self.run_id, str(self.pending))
+
+
 def iou_table(metrics: Mapping[str, Any], class_names: Sequence[str]) -> str:
     """Per-class IoU as CSV (class,iou), NaN for classes absent from labels and predictions."""
     rows = ["class,iou"]
@@ -337,8 +367,10 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 __all__ = [
     "PENDING_FILE",
     "LogFailed",
+    "RunLog",
     "SweepRun",
     "TrialRun",
+    "TrialTracking",
     "absolute_uri",
     "check_reachable",
     "close_trial_runs",

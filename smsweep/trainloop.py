@@ -19,7 +19,7 @@ import math
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -52,10 +52,14 @@ from smsweep.pretrain import (
     per_batch_masks,
     train_partition,
 )
+from smsweep.reports import Recorder, TrialReport
 from smsweep.resources import trial_cost
 from smsweep.schedule import LearningRate
 from smsweep.scoring import ActorScorer, score_in_process
 from smsweep.session import RayTrainSession, Session
+
+if TYPE_CHECKING:
+    from smsweep.tracking import TrialTracking
 
 STATE_FILE, META_FILE = "state.pt", "meta.json"
 # The loss a pretraining partition reports, per pretrain.objective.
@@ -70,9 +74,9 @@ def repeat_seed(spec: SweepSpec) -> int:
     return spec.seed if spec.repeat == 0 else derived_seed(spec.seed, REPEAT, spec.repeat)
 
 
-def train_loop(config: dict[str, Any]) -> None:
-    """Ray Train entry point. config: spec (dict), source, run_ids."""
-    Trial(config, RayTrainSession()).run()
+def train_loop(config: dict[str, Any]) -> list[TrialReport]:
+    """Ray Train entry point (config: see `Trial`); returns rank 0's reports of this attempt."""
+    return Trial(config, RayTrainSession()).run()
 
 
 def run_in_process(
@@ -81,15 +85,14 @@ def run_in_process(
     *,
     source: Source | None = None,
     pretrain_source: Source | None = None,
-    on_report=None,
     device: str | None = None,
     partition0_cache: str | Path | None = None,
-) -> None:
-    """The whole trial in this process (no Ray): checkpoints under `directory`, every report to
-    `on_report(metrics, checkpoint directory)`; calling it again resumes after the last
-    checkpoint. `pretrain_source` stands for pretrain.data (cross-pretraining). Scoring runs
-    in-process: set `resources.scoring_actors: 0`. With `partition0_cache` (a folder),
-    partition 0 comes from there when another trial stored it."""
+) -> list[TrialReport]:
+    """The whole trial in this process (no Ray): checkpoints under `directory`; returns this
+    attempt's reports. Calling it again resumes after the last checkpoint. `pretrain_source`
+    stands for pretrain.data (cross-pretraining). Scoring runs in-process: set
+    `resources.scoring_actors: 0`. With `partition0_cache` (a folder), partition 0 comes from
+    there when another trial stored it."""
     from smsweep.data import open_source
     from smsweep.session import LocalSession
 
@@ -100,11 +103,16 @@ def run_in_process(
         "source": source if source is not None else open_source(spec.data, seed=spec.seed),
         "partition0_cache": str(partition0_cache) if partition0_cache else None,
         "pretrain_source": pretrain_source,
+        "run_dir": str(directory),
     }
-    Trial(config, LocalSession(directory, device=device, on_report=on_report)).run()
+    return Trial(config, LocalSession(directory, device=device)).run()
 
 
 class Trial:
+    """One trial's training loop. config: spec (a dict), source, run_dir (the Train run, where
+    rank 0 puts galleries and the result), tracking (the trial's MLflow run or None),
+    partition0_cache, started_at, and pretrain_source (a Source for pretrain.data) or none."""
+
     def __init__(self, config: dict[str, Any], session: Session) -> None:
         self.spec = SweepSpec.model_validate(config["spec"])
         self.source: Source = config["source"]
@@ -112,11 +120,16 @@ class Trial:
         cross = config.get("pretrain_source")
         cross = cross if cross is not None else open_pretrain_source(self.spec)
         self.pretrain_source: Source = cross if cross is not None else self.source
-        self.run_ids: dict[str, str] = dict(config.get("run_ids") or {})
+        tracking: TrialTracking | None = config.get("tracking")
+        # the trial's runs, kept in its checkpoints (which run a checkpoint belongs to)
+        self.run_ids = (
+            {"sweep": tracking.sweep_run_id, "trial": tracking.run_id} if tracking else {}
+        )
         self.partition0_cache = config.get("partition0_cache")
         self.session = session
         self.seed = repeat_seed(self.spec)
         self.rank, self.world, self.device = session.rank, session.world, session.device
+        self.recorder = Recorder(config.get("run_dir"), tracking) if self.rank == 0 else None
         model = self.spec.model
         self.precision = resolve_precision(
             model.precision, self.device, channels_last=model.channels_last
@@ -141,16 +154,18 @@ class Trial:
 
     # --- the trial ------------------------------------------------------------------------------
 
-    def run(self) -> None:
+    def run(self) -> list[TrialReport]:
+        """Train what is left of the trial; rank 0's reports of this attempt (others: [])."""
         if self.state is not None and self.last_report.get("done"):
             # Finished, but killed before the trial's result file was written: report it again
-            # (replayed: the tracking layer has it already).
-            self.session.report({**self.last_report, "replayed": True}, None)
-            return
+            # (replayed: MLflow has it already).
+            self._send(TrialReport.of(self.last_report).again(), None)
+            return self.recorder.reports if self.recorder else []
         pretrained = None
         if self.spec.masking.strategy != "none" and self._phase() == "pretrain":
             pretrained = self.pretrain()
         self.finetune(pretrained)
+        return self.recorder.reports if self.recorder else []
 
     def pretrain(self) -> dict[str, torch.Tensor]:
         spec, budget = self.spec, self.budget
@@ -515,7 +530,7 @@ class Trial:
             metrics |= trial_cost(self.spec, wall, self.compute_seconds, self.scoring_seconds)
             metrics["cost/partition0_saved_seconds"] = self.saved_seconds
         if self.rank != 0:
-            self.session.report(metrics, None)
+            self.session.report(TrialReport.of(metrics).for_tune(), None)
             return
         # A finished trial never trains again: its last checkpoint keeps the final weights only.
         finished = bool(metrics.get("done"))
@@ -545,7 +560,14 @@ class Trial:
                 (root / gallery.name).write_bytes(gallery.read_bytes())
                 gallery.unlink()
                 gallery.parent.rmdir()
-            self.session.report(metrics, root)
+            self._send(TrialReport.of(metrics), root, root / gallery.name if gallery else None)
+
+    def _send(self, report: TrialReport, root: Path | None, gallery: Path | None = None) -> None:
+        """Rank 0: the report with its checkpoint to the session (Train, and Tune beyond it),
+        then, once the checkpoint is stored, to the recorder (MLflow, galleries, result)."""
+        self.session.report(report.for_tune(), root)
+        if self.recorder is not None:
+            self.recorder.record(report, gallery)
 
     def _restore(self, directory: Path | None) -> dict[str, Any] | None:
         self.last_report: dict[str, Any] = {}

@@ -1,16 +1,16 @@
 """One trial, independent of Tune: one `TorchTrainer.fit` that runs `trainloop.train_loop`.
 
-`run_trial(spec, report=...)` can be called from a plain script with Ray initialised, or from a
-Tune function (which passes a `report` that forwards to `ray.tune.report`). The Train controller
-runs callbacks in its own process, so a callback pushes every report onto a Ray queue and the
-calling thread drains it while `fit` runs in a background thread: reports reach `report` in the
-caller's process, in order, as they happen.
+`run_trial(spec, ...)` can be called from a plain script with Ray initialised, or from a Tune
+function. Reports take one path (`smsweep.reports`): rank 0 of the training loop logs each one
+to the trial's MLflow run itself (`tracking`), and hands it to Ray Train with its checkpoint;
+with `to_tune`, Ray's `TuneReportCallback` passes Train's reports on to Tune. The reports of the
+attempt come back as the loop's return value (`Result.return_value`).
 
 Restarting: the Train run is named `run_name` under `storage_path` (a local directory or an
 object-store URL, see `store`); calling `run_trial` again with the same name resumes after the
-last checkpoint (Ray Train V2 restores a run of the same name). Once the last report is in, this
-process writes `RESULT_FILE` beside the run: a trial that finished before a crash is replayed
-from it, not run again.
+last checkpoint (Ray Train V2 restores a run of the same name). Rank 0 writes `RESULT_FILE`
+beside the run with the last report: a trial that finished before a crash is replayed from it,
+not run again.
 
 `resources.train_workers: 0` runs the same loop in the calling process instead (no Train start-up,
 ~15 s less per trial on a small machine; one worker; checkpoints in the same place, written by
@@ -19,53 +19,48 @@ from it, not run again.
 
 from __future__ import annotations
 
-import json
 import math
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import ray
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, UserCallback
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
-from ray.util.queue import Empty, Queue
 
 from smsweep.config import SweepSpec
 from smsweep.data import Source, open_source
+from smsweep.reports import TrialReport, finished_report
 from smsweep.resources import check_fits, cluster_capacity
 from smsweep.store import Location
-
-Report = Callable[[dict[str, Any], "Location | None"], None]  # (metrics, checkpoint directory)
-RESULT_FILE = "result.json"  # a finished trial's last report, beside its Train run
-_DONE = "__fit_finished__"
+from smsweep.tracking import TrialTracking
 
 
 @dataclass
 class TrialOutcome:
-    metrics: dict[str, Any]  # the last report: final miou, iou/<class>, pixel_accuracy, ...
-    reports: list[dict[str, Any]] = field(default_factory=list)
-    checkpoints: list[str] = field(default_factory=list)  # one per report, in order
-    galleries: list[Location] = field(default_factory=list)  # partition_NNN.png, in order
+    reports: list[TrialReport] = field(default_factory=list)  # this attempt's, in order
+    checkpoint: str | None = None  # the last one stored
     trainer_fits: int = 0
     wall_seconds: float = 0.0
 
     @property
-    def checkpoint(self) -> str | None:
-        return self.checkpoints[-1] if self.checkpoints else None
+    def last(self) -> TrialReport | None:
+        return self.reports[-1] if self.reports else None
 
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """The last report as a flat dict: final miou, iou/<class>, pixel_accuracy, ..."""
+        return self.last.flat() if self.last is not None else {}
 
-class _ForwardReports(UserCallback):
-    """Runs in the Train controller: hands rank 0's metrics and the checkpoint's path (on the
-    run's storage filesystem) over."""
+    @property
+    def replayed(self) -> bool:
+        return self.last is not None and self.last.replayed
 
-    def __init__(self, queue: Queue) -> None:
-        self.queue = queue
-
-    def after_report(self, run_context, metrics, checkpoint) -> None:
-        self.queue.put((metrics[0], checkpoint.path if checkpoint is not None else None))
+    @property
+    def galleries(self) -> list[Location]:
+        """partition_NNN.png beside the run, in order."""
+        return [Location.of(r.gallery) for r in self.reports if r.gallery is not None]
 
 
 def run_trial(
@@ -73,17 +68,18 @@ def run_trial(
     *,
     storage_path: str | Path | Location,
     run_name: str,
-    report: Report | None = None,
     source: Source | None = None,
-    run_ids: dict[str, str] | None = None,
+    tracking: TrialTracking | None = None,
+    to_tune: bool = False,
     partition0_cache: str | Path | None = None,
 ) -> TrialOutcome:
     """Pretrain every partition and fine-tune, in one Ray Train fit; return what it reported.
 
-    `spec` is a resolved trial spec (no search space left to sample). `run_ids` are stored in
-    every checkpoint for the tracking layer. `partition0_cache` (a folder every worker sees):
-    partition 0 comes from there when a trial with the same partition-0 key stored it, and is
-    stored there otherwise (`smsweep.partition0`).
+    `spec` is a resolved trial spec (no search space left to sample). `tracking`: the trial's
+    MLflow run, which the loop logs into. `to_tune`: called in a Tune function, whose trial gets
+    every report. `partition0_cache` (a folder every worker sees): partition 0 comes from there
+    when a trial with the same partition-0 key stored it, and is stored there otherwise
+    (`smsweep.partition0`).
     Raises SpecError (before launching anything) when the trial cannot fit the cluster, and
     TrialFailed carrying the worker's error when the fit fails.
     """
@@ -93,30 +89,35 @@ def run_trial(
     check_fits(
         spec, *cluster_capacity(spec, ray.cluster_resources(), "the Ray cluster"), concurrent=1
     )
-    finished = finished_metrics(run_dir)
+    finished = finished_report(run_dir)
     if finished is not None:
         # A trial that completed before a crash is not run again: its result is replayed.
-        replay = {**finished, "replayed": True}
-        if report is not None:
-            report(replay, None)
-        return TrialOutcome(
-            metrics=replay, reports=[replay], wall_seconds=time.perf_counter() - started
-        )
+        replay = finished.again()
+        if to_tune:
+            from ray import tune
+
+            tune.report(replay.for_tune())
+        return TrialOutcome(reports=[replay], wall_seconds=time.perf_counter() - started)
     config = {  # what trainloop.Trial reads
         "spec": spec.model_dump(mode="json"),
         "source": source if source is not None else open_source(spec.data, seed=spec.seed),
-        "run_ids": run_ids or {},
+        "run_dir": str(run_dir),
+        "tracking": tracking,
         "started_at": started_at,
         "partition0_cache": str(partition0_cache) if partition0_cache else None,
     }
     if spec.resources.train_workers == 0:
-        return _run_here(spec, run_dir, report, config, started)
+        return _run_here(spec, run_dir, config, started, to_tune)
     resources = spec.resources
     use_gpu = resources.gpus_per_trial > 0
     per_worker = {"CPU": resources.cpus_per_worker}
     if use_gpu:
         per_worker["GPU"] = resources.gpus_per_trial / resources.train_workers
-    queue = Queue(actor_options={"num_cpus": 0})
+    callbacks = []
+    if to_tune:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        callbacks.append(TuneReportCallback())
     trainer = TorchTrainer(
         _train_loop,
         train_loop_config=config,
@@ -126,52 +127,22 @@ def run_trial(
         run_config=RunConfig(
             name=run_name,
             storage_path=str(storage),
-            callbacks=[_ForwardReports(queue)],
+            callbacks=callbacks,
             failure_config=FailureConfig(max_failures=0),  # retries belong to the sweep
             checkpoint_config=CheckpointConfig(num_to_keep=spec.tracking.keep_checkpoints),
         ),
     )
-    outcome = TrialOutcome(metrics={})
-    finished: dict[str, Any] = {}
-
-    def fit() -> None:
-        try:
-            finished["result"] = trainer.fit()
-        except BaseException as error:  # handed to the calling thread below
-            finished["error"] = error
-        finally:
-            queue.put((_DONE, None))
-
-    outcome.trainer_fits += 1
-    thread = threading.Thread(target=fit, name=f"fit-{run_name}", daemon=True)
-    thread.start()
     try:
-        while True:
-            try:
-                metrics, checkpoint = queue.get(timeout=1.0)
-            except Empty:
-                continue
-            if metrics == _DONE:
-                break
-            saved = run_dir.at(checkpoint) if checkpoint is not None else None
-            _record(outcome, metrics, saved, run_dir)
-            if report is not None:
-                report(metrics, saved)
-        thread.join()
-    finally:
-        ray.kill(queue.actor)
-    outcome.wall_seconds = time.perf_counter() - started
-    if "error" in finished:
-        raise TrialFailed(run_name, finished["error"])
-    return outcome
+        result = trainer.fit()
+    except Exception as error:
+        raise TrialFailed(run_name, error) from error
+    checkpoint = str(run_dir.at(result.checkpoint.path)) if result.checkpoint else None
+    reports = list(result.return_value or [])
+    return TrialOutcome(reports, checkpoint, 1, time.perf_counter() - started)
 
 
 def _run_here(
-    spec: SweepSpec,
-    run_dir: Location,
-    report: Report | None,
-    config: dict[str, Any],
-    started: float,
+    spec: SweepSpec, run_dir: Location, config: dict[str, Any], started: float, to_tune: bool
 ) -> TrialOutcome:
     """`train_workers: 0`: the training loop in this process, with the trial's CPUs as torch
     threads (Ray sets OMP_NUM_THREADS to the whole CPUs only: 1 for 1.5)."""
@@ -182,20 +153,21 @@ def _run_here(
 
     if not torch.cuda.is_available():
         torch.set_num_threads(max(1, math.ceil(spec.resources.cpus_per_trial)))
-    outcome = TrialOutcome(metrics={})
+    on_report = None
+    if to_tune:
+        from ray import tune
 
-    def reported(metrics: dict[str, Any], checkpoint: Location | None) -> None:
-        _record(outcome, metrics, checkpoint, run_dir)
-        if report is not None:
-            report(metrics, checkpoint)
+        def on_report(metrics: dict[str, Any], _checkpoint) -> None:
+            tune.report(metrics)
 
+    session = LocalSession(run_dir, on_report=on_report, keep=spec.tracking.keep_checkpoints)
     try:
-        session = LocalSession(run_dir, on_report=reported, keep=spec.tracking.keep_checkpoints)
-        Trial(config, session).run()
+        reports = Trial(config, session).run()
     except Exception as error:
         raise TrialFailed(run_dir.name, error) from error
-    outcome.wall_seconds = time.perf_counter() - started
-    return outcome
+    checkpoints = session.checkpoints()
+    checkpoint = str(checkpoints[-1]) if checkpoints else None
+    return TrialOutcome(reports, checkpoint, 0, time.perf_counter() - started)
 
 
 class TrialFailed(RuntimeError):
@@ -216,37 +188,9 @@ class TrialFailed(RuntimeError):
         )
 
 
-def _record(
-    outcome: TrialOutcome, metrics: dict[str, Any], checkpoint: Location | None, run_dir: Location
-) -> None:
-    """Keep a report; copy its gallery out of the checkpoint (old checkpoints are deleted) to
-    `run_dir/galleries`; the last report (`done`) goes to `run_dir/RESULT_FILE`."""
-    outcome.reports.append(metrics)
-    outcome.metrics = metrics
-    if checkpoint is not None:
-        outcome.checkpoints.append(str(checkpoint))
-        for png in checkpoint.files("partition_*.png"):
-            copy = run_dir / "galleries" / png.name
-            copy.write_bytes(png.read_bytes())
-            outcome.galleries.append(copy)
-    if metrics.get("done"):
-        (run_dir / RESULT_FILE).write_text(json.dumps({"metrics": metrics}))
-
-
-def _train_loop(config: dict[str, Any]) -> None:
+def _train_loop(config: dict[str, Any]) -> list[TrialReport]:
     """Imports the training code in the Train worker only: the trial process never loads the
     model libraries (segmentation-models-pytorch and timm take seconds to import)."""
     from smsweep.trainloop import train_loop
 
-    train_loop(config)
-
-
-def finished_metrics(run_dir: str | Path | Location) -> dict[str, Any] | None:
-    """The last report of the trial whose Train run is `run_dir`, once it has finished (from
-    its RESULT_FILE), else None."""
-    try:
-        return json.loads((Location.of(run_dir) / RESULT_FILE).read_text())["metrics"]
-    except FileNotFoundError:
-        return None
-    except (ValueError, KeyError):
-        return None  # cut off mid-write (a local file): the run itself decides what follows
+    return train_loop(config)

@@ -16,7 +16,8 @@ from mlflow.tracking import MlflowClient
 from smsweep import claim, tracking
 from smsweep.cli import main
 from smsweep.faults import ENV as FAULTS_ENV
-from smsweep.trial import RESULT_FILE, TrialFailed, run_trial
+from smsweep.reports import RESULT_FILE
+from smsweep.trial import TrialFailed, run_trial
 from tests.test_reliability import _free_port, steps
 from tests.test_sweep import _start, mlflow_runs, tiny_sweep, write_spec
 from tests.test_trial import tiny_spec
@@ -150,7 +151,7 @@ def test_a_trial_in_its_own_process_checkpoints_to_the_bucket_and_resumes_there(
         replayed = run_trial(spec, storage_path=storage, run_name="here")
     finally:
         ray.shutdown()
-    assert [r["partition"] for r in resumed.reports if r["phase"] == "pretrain"] == [2]
+    assert [r.step for r in resumed.reports if r.phase == "pretrain"] == [2]
     assert resumed.metrics["done"] and resumed.checkpoint.startswith(f"{storage}/here/checkpoint_")
     stored = keys(s3, f"{BUCKET}/trials/here")
     assert RESULT_FILE in stored and "galleries/partition_002.png" in stored, stored

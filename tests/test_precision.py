@@ -119,9 +119,8 @@ def test_under_bf16_the_scorer_forwards_in_bf16_and_its_loss_maps_are_float32():
 
 
 def test_an_in_process_trial_in_bf16_finishes_with_finite_metrics(tmp_path):
-    reports = []
     spec = tiny_spec(model={"precision": "bf16"})
-    run_in_process(spec, tmp_path, on_report=lambda metrics, _: reports.append(metrics))
+    reports = [r.flat() for r in run_in_process(spec, tmp_path)]
     assert [r["phase"] for r in reports] == ["pretrain"] * 2 + ["finetune"] * 2
     assert {r["precision"] for r in reports} == {"bf16 autocast + channels_last"}
     assert reports[1]["scored_images"] > 0  # partition 1: masks scored in bf16
@@ -144,14 +143,13 @@ def test_two_data_workers_train_exactly_as_loading_in_process(tmp_path):
     loaded by 2 worker processes: the same losses, metrics and weights, bit for bit."""
     runs = {}
     for workers in (0, 2):
-        reports = []
         spec = tiny_spec(
             masking={"strategy": "random"},
             data={"augment": True},
             resources={"data_workers": workers},
         )
         directory = tmp_path / f"workers_{workers}"
-        run_in_process(spec, directory, on_report=lambda metrics, _, r=reports: r.append(metrics))
+        reports = [r.flat() for r in run_in_process(spec, directory)]
         last = sorted(directory.glob("checkpoint_*"))[-1]
         weights = torch.load(last / STATE_FILE, weights_only=True)["model"]
         runs[workers] = (reports, weights)

@@ -125,10 +125,9 @@ def test_robust_metrics_of_a_perfect_model_follow_the_shifts():
 
 
 def test_a_trial_logs_robust_metrics_after_its_last_validation(tmp_path):
-    reports = []
     spec = validate_spec(tiny())
-    run_in_process(spec, tmp_path, on_report=lambda metrics, _: reports.append(metrics))
-    first, last = [m for m in reports if m["phase"] == "finetune"]
+    reports = run_in_process(spec, tmp_path)
+    first, last = [r.metrics for r in reports if r.phase == "finetune"]
     assert not any(key.startswith("robust/") for key in first), "only after fine-tuning"
     robust = {k: v for k, v in last.items() if k.startswith("robust/")}
     assert set(robust) == {ROBUST_PREFIX + f for f in FACTORS} | {ROBUST_MEAN}
@@ -143,9 +142,8 @@ def test_robust_search_metric_is_measured_at_every_validation(tmp_path):
         robustness={"factors": ["occlusion", "noise"]},
         search={"metric": "robust/miou_mean", "score": "best"},
     )
-    reports = []
-    run_in_process(validate_spec(raw), tmp_path, on_report=lambda m, _: reports.append(m))
-    finetune = [m for m in reports if m["phase"] == "finetune"]
+    reports = run_in_process(validate_spec(raw), tmp_path)
+    finetune = [r.metrics for r in reports if r.phase == "finetune"]
     assert all(ROBUST_MEAN in m and "best/robust/miou_mean" in m for m in finetune)
     assert finetune[-1]["best/robust/miou_mean"] == max(m[ROBUST_MEAN] for m in finetune)
     assert ROBUST_PREFIX + "blur" not in finetune[-1]  # only the factors asked for

@@ -17,10 +17,11 @@ from smsweep.config import SweepSpec
 from smsweep.data import make_splits, open_source
 from smsweep.errors import SpecError
 from smsweep.pretrain import MaskTable, derived_seed
+from smsweep.reports import RESULT_FILE
 from smsweep.scoring import ActorScorer, score_in_process
 from smsweep.spec import validate_spec
-from smsweep.trainloop import SCORING, STATE_FILE
-from smsweep.trial import RESULT_FILE, TrialFailed, run_trial
+from smsweep.trainloop import META_FILE, SCORING, STATE_FILE
+from smsweep.trial import TrialFailed, run_trial
 
 PARTITIONS = 3
 
@@ -91,12 +92,12 @@ def uninterrupted(local_ray, tmp_path_factory):
 def test_one_trial_end_to_end(uninterrupted):
     outcome, fits = uninterrupted
     assert fits == 1 and outcome.trainer_fits == 1
-    pretrain = [r for r in outcome.reports if r["phase"] == "pretrain"]
+    pretrain = [r.flat() for r in outcome.reports if r.phase == "pretrain"]
     assert [r["partition"] for r in pretrain] == list(range(PARTITIONS))
     assert "scored_by_actors" not in pretrain[0]  # partition 0: random masks, nothing to score
     assert all(r["scored_by_actors"] == 1 and r["scoring_seconds"] > 0 for r in pretrain[1:])
     assert all(r["recon_loss"] > 0 and "diag/boundary_fraction" in r for r in pretrain)
-    finetune = [r for r in outcome.reports if r["phase"] == "finetune"]
+    finetune = [r.flat() for r in outcome.reports if r.phase == "finetune"]
     assert [r["epoch"] for r in finetune] == [0, 1]
     final = outcome.metrics
     assert final["done"] and 0.0 <= final["miou"] <= 1.0
@@ -118,36 +119,31 @@ def test_a_finished_trial_is_replayed_not_run_again(uninterrupted):
     reference, _ = uninterrupted
     storage = Path(reference.checkpoint).parents[1]
     fits_before = train_controllers()
-    seen = []
-    again = run_trial(
-        tiny_spec(), storage_path=storage, run_name="whole", report=lambda m, c: seen.append(m)
-    )
+    again = run_trial(tiny_spec(), storage_path=storage, run_name="whole")
     assert train_controllers() == fits_before and again.trainer_fits == 0
-    assert seen == [again.metrics] and again.metrics["replayed"]
+    assert len(again.reports) == 1 and again.replayed and again.metrics["replayed"]
     assert again.metrics["miou"] == reference.metrics["miou"]
 
 
 @pytest.mark.slow
 def test_stopped_trial_resumes_to_the_same_weights(local_ray, uninterrupted, tmp_path):
     reference, _ = uninterrupted
-    first_attempt = []
+    spec = tiny_spec(tracking={"keep_checkpoints": 2})  # both partitions' checkpoints
     with (
         pytest.raises(TrialFailed, match="raise_after_partition=1") as failed,
         injecting(local_ray, raise_after_partition=1),
     ):
-        run_trial(
-            tiny_spec(),
-            storage_path=tmp_path,
-            run_name="stopped",
-            report=lambda metrics, checkpoint: first_attempt.append(metrics),
-        )
+        run_trial(spec, storage_path=tmp_path, run_name="stopped")
     assert not failed.value.non_finite
+    # what the first attempt reported, kept with its checkpoints (Train names them by time)
+    stored = sorted(c for c in (tmp_path / "stopped").glob("checkpoint_*") if c.is_dir())
+    first_attempt = [json.loads((c / META_FILE).read_text())["metrics"] for c in stored]
     # Determinism: same spec and seed, same partitions, masks (diagnostics) and losses.
     same = ("recon_loss", "diag/boundary_fraction", "diag/mask_share/background")
     for again, before in zip(first_attempt, reference.reports[:2], strict=True):
-        assert {k: again[k] for k in same} == {k: before[k] for k in same}
-    resumed = run_trial(tiny_spec(), storage_path=tmp_path, run_name="stopped")
-    partitions = [r["partition"] for r in resumed.reports if r["phase"] == "pretrain"]
+        assert {k: again[k] for k in same} == {k: before.metrics[k] for k in same}
+    resumed = run_trial(spec, storage_path=tmp_path, run_name="stopped")
+    partitions = [r.step for r in resumed.reports if r.phase == "pretrain"]
     assert partitions == [2], "the resumed fit must start after the last checkpoint"
     expected, got = final_weights(reference.checkpoint), final_weights(resumed.checkpoint)
     assert expected.keys() == got.keys()
@@ -167,10 +163,10 @@ def test_a_trial_with_no_train_workers_trains_in_its_own_process_and_resumes(loc
     fits_before = train_controllers()
     whole = run_trial(spec, storage_path=tmp_path, run_name="here")
     assert train_controllers() == fits_before and whole.trainer_fits == 0
-    pretrain = [r for r in whole.reports if r["phase"] == "pretrain"]
+    pretrain = [r.flat() for r in whole.reports if r.phase == "pretrain"]
     assert [r["partition"] for r in pretrain] == list(range(PARTITIONS))
     assert all(r["scored_by_actors"] == 1 for r in pretrain[1:])  # actors still score
-    assert [r["epoch"] for r in whole.reports if r["phase"] == "finetune"] == [0, 1]
+    assert [r.step for r in whole.reports if r.phase == "finetune"] == [0, 1]
     assert whole.metrics["done"] and len(whole.galleries) == PARTITIONS
     assert whole.metrics["finetune_steps"] == 6 and pretrain[-1]["pretrain_steps"] == 3
     scoring = sum(r["scoring_seconds"] for r in pretrain[1:])
@@ -187,7 +183,7 @@ def test_a_trial_with_no_train_workers_trains_in_its_own_process_and_resumes(loc
     ):
         run_trial(spec, storage_path=tmp_path, run_name="stopped")
     resumed = run_trial(spec, storage_path=tmp_path, run_name="stopped")
-    partitions = [r["partition"] for r in resumed.reports if r["phase"] == "pretrain"]
+    partitions = [r.step for r in resumed.reports if r.phase == "pretrain"]
     assert partitions == [2]
     expected, got = final_weights(whole.checkpoint), final_weights(resumed.checkpoint)
     assert all(torch.equal(expected[key], got[key]) for key in expected)
@@ -196,7 +192,7 @@ def test_a_trial_with_no_train_workers_trains_in_its_own_process_and_resumes(loc
     # Killed after its last checkpoint, before its result file: the loop reports it again.
     (tmp_path / "stopped" / RESULT_FILE).unlink()
     again = run_trial(spec, storage_path=tmp_path, run_name="stopped")
-    assert [r["phase"] for r in again.reports] == ["finetune"] and not again.checkpoints
+    assert [r.phase for r in again.reports] == ["finetune"] and again.trainer_fits == 0
     assert again.metrics["replayed"] and again.metrics["miou"] == whole.metrics["miou"]
     assert (tmp_path / "stopped" / RESULT_FILE).is_file()
 
@@ -267,7 +263,7 @@ def test_two_ddp_workers_with_in_process_scoring(local_ray, tmp_path):
         finetune={"epochs": 1},
     )
     outcome = run_trial(spec, storage_path=tmp_path, run_name="ddp")
-    pretrain = [r for r in outcome.reports if r["phase"] == "pretrain"]
+    pretrain = [r.flat() for r in outcome.reports if r.phase == "pretrain"]
     assert [r["partition"] for r in pretrain] == list(range(PARTITIONS))
     assert all(r["scored_by_actors"] == 0 for r in pretrain[1:])
     assert 0.0 <= outcome.metrics["miou"] <= 1.0
@@ -287,7 +283,7 @@ def test_scratch_baseline_starts_from_a_local_encoder_file(local_ray, tmp_path):
         finetune={"epochs": 1, "lr": 1e-12},
     )
     outcome = run_trial(spec, storage_path=tmp_path / "storage", run_name="scratch")
-    assert [r["phase"] for r in outcome.reports] == ["finetune"]
+    assert [r.phase for r in outcome.reports] == ["finetune"]
     assert outcome.metrics["transfer"] == "no pretraining"
     tuned = final_weights(outcome.checkpoint)
     conv = "encoder.conv1.weight"  # lr ~0: still the file's weights after one epoch

@@ -224,7 +224,7 @@ def measure_partition0_cache(raw: dict[str, Any]) -> dict[str, Any]:
             )
             walls.append(time.perf_counter() - start)
             reports.append(outcome.reports)
-    saved = reports[1][0].get("partition0_saved_seconds", 0.0)
+    saved = reports[1][0].metrics.get("partition0_saved_seconds", 0.0)
     return {
         "partition0_seconds": saved,
         "partition0_cache_saving": (walls[0] - walls[1]) / saved if saved else math.nan,
