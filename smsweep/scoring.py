@@ -1,12 +1,18 @@
 """Scoring a partition's patches between partitions: in-process, or by a pool of Ray actors.
 
 The unit of work is a block of at most `BLOCK` images in partition order (fewer when that gives
-every actor a block), and image i's draws come only
-from its seed (`MaskingStrategy.seeded_scores`). Actors and the in-process path run the same
-function on the same blocks, so they return the same scores, hence the same masks. Weights go
+every actor a block), and image i's draws come only from its seed
+(`MaskingStrategy.seeded_scores`). Actors and the in-process path run the same function on the
+same images, so they return the same scores, bit for bit (tests/test_trial.py), hence the same
+masks: a score depends neither on the block it is in nor on the process. Weights go
 through the object store once per partition, as NumPy arrays (which Ray hands to each actor
 without copying or unpickling); an actor loads them with its first block of the partition and
 then scores the blocks it is handed, one at a time, as it finishes the previous one.
+
+Actors start while partition 0 trains. When a partition is to be scored before any actor has
+started (partition 0 came from the cache, or trained in less time than an actor's start-up), the
+calling process scores blocks itself, on the same kind of device as the actors, until one has:
+it would otherwise sit idle, and the scores do not depend on who computed them.
 """
 
 from __future__ import annotations
@@ -72,8 +78,9 @@ def blocks(
 class Scored:
     scores: Tensor  # (n, h, w), in the order of the indices asked for
     seconds: float
-    by_actors: bool
+    by_actors: bool  # actors scored at least one block
     actor_restarts: int = 0
+    blocks_in_process: int = 0  # blocks the caller scored before the first actor started
 
 
 def score_in_process(
@@ -93,13 +100,20 @@ def score_in_process(
     return Scored(torch.cat(parts), time.perf_counter() - start, by_actors=False)
 
 
+def actor_device(spec: SweepSpec) -> torch.device:
+    """Where scoring actors compute: a GPU when they reserve one (`resources.gpus_per_actor`),
+    else the CPU (Ray leaves a GPU visible to an actor that reserved none)."""
+    return torch.device("cuda" if spec.resources.gpus_per_actor > 0 else "cpu")
+
+
 class ScoringWorker:
     """A scoring actor's state: the model architecture and strategy built from the spec, the
     source, and the weights of the current partition."""
 
     def __init__(self, spec: SweepSpec, source: Source) -> None:
+        faults.pause_for_a_kill("scoring:start")
         torch.manual_seed(0)  # architecture only: the weights arrive with `load`
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = actor_device(spec)
         self.model = build.reconstruction_model(spec).to(self.device).eval()
         model = spec.model
         self.precision = resolve_precision(
@@ -110,6 +124,9 @@ class ScoringWorker:
         self.image_size = spec.data.image_size
         self.blocks_scored = 0
         self.weights_id: str | None = None  # object id of the weights loaded
+
+    def ready(self) -> None:
+        """Nothing: a call returns once the actor has been built (imports, model)."""
 
     def score(
         self, weights: list[ray.ObjectRef], indices: list[int], seeds: list[int]
@@ -145,7 +162,8 @@ class ActorScorer:
     placement group of whoever creates them (a Train worker's group has no room for them; their
     CPUs are counted in the trial's demand by `smsweep.resources`). A block whose actor dies is
     given to a replacement actor: blocks are scored from their own seeds, so the masks do not
-    change.
+    change. Until the first actor has started, `score` scores blocks in the calling process when
+    the model is on the actors' kind of device (`actor_device`); `wait_started` waits instead.
     """
 
     def __init__(self, spec: SweepSpec, source: Source) -> None:
@@ -156,44 +174,106 @@ class ActorScorer:
             scheduling_strategy="SPREAD",
             max_restarts=0,
         )
-        self.spec, self.source_ref = spec, ray.put(source)
+        self.spec, self.source, self.source_ref = spec, source, ray.put(source)
+        self.strategy = build.masking_strategy(spec)  # for the blocks scored in this process
         # Not waited for here: actors import torch and build the model while training goes on.
-        self.actors = [
-            self.remote.remote(spec, self.source_ref) for _ in range(resources.scoring_actors)
-        ]
+        self.actors: list[ray.actor.ActorHandle] = []
+        self.starting: dict[ray.ObjectRef, int] = {}  # `ready` call -> actor slot, until it returns
+        self.restarts = 0  # actors replaced in the current `score` call
+        self.started = False  # whether any actor of the pool has started
+        for slot in range(resources.scoring_actors):
+            self.actors.append(self._start(slot))
 
-    def score(
-        self, weights: dict[str, Tensor], indices: Sequence[int], seeds: Sequence[int]
-    ) -> Scored:
+    def score(self, model: nn.Module, indices: Sequence[int], seeds: Sequence[int]) -> Scored:
+        """Scores of `indices` with `model`'s weights: by the actors, and by this process until
+        the first of them has started."""
         start = time.perf_counter()
-        weights_ref = [ray.put(as_arrays(weights))]
-        restarts = 0
+        weights_ref = [ray.put(as_arrays(model.state_dict()))]
+        stand_in = next(model.parameters()).device.type == actor_device(self.spec).type
         jobs = blocks(indices, seeds, len(self.actors))
         results: list[np.ndarray | None] = [None] * len(jobs)
-        waiting, idle = list(range(len(jobs))), list(range(len(self.actors)))
+        waiting = list(range(len(jobs)))
+        idle = [slot for slot in range(len(self.actors)) if slot not in self.starting.values()]
         running: dict[ray.ObjectRef, tuple[int, int]] = {}  # result -> (job, actor slot)
+        self.restarts = here = 0
         while waiting or running:
+            self._check_starts(idle)
             while waiting and idle:
                 job, slot = waiting.pop(0), idle.pop(0)
                 running[self.actors[slot].score.remote(weights_ref, *jobs[job])] = (job, slot)
-            [ready], _ = ray.wait(list(running), num_returns=1)
+            if waiting and stand_in and not self.started:
+                job = waiting.pop(0)
+                results[job] = self._score_here(model, *jobs[job])
+                here += 1
+                continue
+            # a result, or (with blocks waiting) an actor that has started
+            [ready], _ = ray.wait([*running, *(self.starting if waiting else ())], num_returns=1)
+            if ready not in running:
+                continue
             job, slot = running.pop(ready)
             try:
                 results[job] = ray.get(ready)
+                idle.append(slot)
             except RayActorError as error:
-                restarts += 1
-                if restarts > MAX_RESTARTS_PER_ACTOR * len(self.actors):
-                    raise RuntimeError(
-                        f"scoring actors died {restarts} times in one partition (last: {error}); "
-                        "check the actors' memory (resources.cpus_per_actor / gpus_per_actor)"
-                    ) from error
-                self.actors[slot] = self.remote.remote(self.spec, self.source_ref)
+                self._replace(slot, error)
                 waiting.insert(0, job)
-            idle.append(slot)
         scores = torch.from_numpy(np.concatenate(results))
-        return Scored(scores, time.perf_counter() - start, by_actors=True, actor_restarts=restarts)
+        return Scored(
+            scores,
+            time.perf_counter() - start,
+            by_actors=here < len(jobs),
+            actor_restarts=self.restarts,
+            blocks_in_process=here,
+        )
+
+    def wait_started(self) -> None:
+        """Wait until every actor has started (their `ready` calls returned)."""
+        self.restarts = 0
+        while self.starting:
+            ray.wait(list(self.starting), num_returns=len(self.starting))
+            self._check_starts([])
 
     def close(self) -> None:
         for actor in self.actors:
             ray.kill(actor)
-        self.actors = []
+        self.actors, self.starting = [], {}
+
+    def _start(self, slot: int) -> ray.actor.ActorHandle:
+        actor = self.remote.remote(self.spec, self.source_ref)
+        self.starting[actor.ready.remote()] = slot
+        return actor
+
+    def _check_starts(self, idle: list[int]) -> None:
+        """Moves the actors that have started since the last check to `idle`, without waiting;
+        replaces those that died starting."""
+        if not self.starting:
+            return
+        started, _ = ray.wait(list(self.starting), num_returns=len(self.starting), timeout=0)
+        for ref in started:
+            slot = self.starting.pop(ref)
+            try:
+                ray.get(ref)
+                idle.append(slot)
+                self.started = True
+            except RayActorError as error:
+                self._replace(slot, error)
+
+    def _replace(self, slot: int, error: RayActorError) -> None:
+        """A new actor in the place of the one in `slot`, which died."""
+        self.restarts += 1
+        if self.restarts > MAX_RESTARTS_PER_ACTOR * len(self.actors):
+            raise RuntimeError(
+                f"scoring actors died {self.restarts} times in one partition (last: {error}); "
+                "check the actors' memory (resources.cpus_per_actor / gpus_per_actor)"
+            ) from error
+        self.actors[slot] = self._start(slot)
+
+    def _score_here(self, model: nn.Module, indices: list[int], seeds: list[int]) -> np.ndarray:
+        """One block in this process, as an actor would score it (`ScoringWorker.score`)."""
+        device = next(model.parameters()).device
+        settings = self.spec.model
+        precision = resolve_precision(
+            settings.precision, device, channels_last=settings.channels_last
+        )
+        images = load_images(self.source, indices, self.spec.data.image_size)
+        return score_block(self.strategy, model, images, seeds, precision).numpy()

@@ -199,7 +199,8 @@ class Trial:
         scorer = None
         scores_later = strategy.needs_model and max(first, 1) < spec.pretrain.partitions
         if self.rank == 0 and spec.resources.scoring_actors and scores_later and not contrastive:
-            # The actors start while partition 0 trains; they load the pretraining source.
+            # The actors start while partition 0 trains (until one has, the trial scores
+            # blocks itself: a partition 0 from the cache); they load the pretraining source.
             scorer = ActorScorer(spec, self.pretrain_source)
         try:
             for partition in range(first, spec.pretrain.partitions):
@@ -443,7 +444,7 @@ class Trial:
         if self.rank == 0:
             seeds = [derived_seed(self.seed, SCORING, i) for i in indices]
             if scorer is not None:
-                scored = scorer.score(model.state_dict(), indices, seeds)
+                scored = scorer.score(model, indices, seeds)
             else:
                 scored = score_in_process(
                     strategy,
@@ -463,6 +464,7 @@ class Trial:
                 "scoring_seconds": scored.seconds,
                 "scored_by_actors": int(scored.by_actors),
                 "scoring_actor_restarts": scored.actor_restarts,
+                "scored_blocks_in_process": scored.blocks_in_process,
                 "scoring_ms_per_image": 1000 * scored.seconds / len(indices),
             }
         if self.world > 1:

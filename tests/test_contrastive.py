@@ -107,8 +107,7 @@ def test_a_contrastive_trial_hands_its_encoder_to_fine_tuning(tmp_path):
         masking={"strategy": "saliency", "fill": "highpass"},
         resources=IN_PROCESS,
     )
-    reports: list[dict] = []
-    run_in_process(spec, tmp_path, on_report=lambda m, c: reports.append(m))
+    reports = [r.flat() for r in run_in_process(spec, tmp_path)]
     pretrain = [r for r in reports if r["phase"] == "pretrain"]
     assert all("recon_loss" not in r and r["contrastive_loss"] > 0 for r in pretrain)
     finetune = [r for r in reports if r["phase"] == "finetune"]

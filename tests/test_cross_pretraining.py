@@ -65,26 +65,19 @@ def test_pretraining_batches_and_scoring_read_the_other_source(tmp_path):
     # Every image of the pretraining source pretrains; the fine-tuning split is as before.
     assert sorted(splits.pretrain) == list(range(30))
     assert trial_splits(validate_spec(tiny()), finetuning.inner).val == splits.val
-    reports = []
-    run_in_process(
-        spec,
-        tmp_path,
-        source=finetuning,
-        pretrain_source=pretraining,
-        on_report=lambda metrics, _: reports.append(metrics),
-    )
+    reports = run_in_process(spec, tmp_path, source=finetuning, pretrain_source=pretraining)
     # Pretraining (batches, galleries, selective scoring of partitions 1 and 2) read textures only;
     # fine-tuning and validation read the synthetic train and val images only.
     assert set(pretraining.loaded) == set(range(30))
     assert set(finetuning.loaded) <= set(splits.train) | set(splits.val)
-    assert [m["scored_images"] for m in reports if "scored_images" in m] == [
+    assert [r.metrics["scored_images"] for r in reports if "scored_images" in r.metrics] == [
         len(part) for part in splits.pretrain_partitions[1:]
     ]
     pretraining_image = pretraining.inner.load(splits.pretrain_partitions[0][0])[0]
     assert not any(
         np.array_equal(pretraining_image, finetuning.inner.load(i)[0]) for i in range(20)
     )
-    assert reports[-1]["phase"] == "finetune" and reports[-1]["done"]
+    assert reports[-1].phase == "finetune" and reports[-1].done
 
 
 def test_a_generated_pretraining_source_of_the_same_kind_draws_new_images():

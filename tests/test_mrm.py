@@ -36,8 +36,7 @@ def test_the_rebuilder_masks_the_ratio_and_learns_with_the_unet():
 
 def test_a_trial_with_mrm_exports_a_plain_unet(tmp_path):
     spec = tiny_spec(mrm={"enabled": True, "dim": 16}, resources=IN_PROCESS)
-    reports: list[dict] = []
-    run_in_process(spec, tmp_path, on_report=lambda m, c: reports.append(m))
+    reports = [r.flat() for r in run_in_process(spec, tmp_path)]
     finetune = [r for r in reports if r["phase"] == "finetune"]
     assert all(r["mrm_loss"] > 0 for r in finetune) and finetune[-1]["done"]
     final = LocalSession(tmp_path).checkpoints()[-1]

@@ -25,10 +25,7 @@ IN_PROCESS = {"scoring_actors": 0, "train_workers": 0, "cpus_per_trial": 1}
 
 def trained(spec, directory: Path, cache: Path | None) -> tuple[list[dict], dict]:
     """The reports and the final weights of a trial run in this process."""
-    reports: list[dict] = []
-    run_in_process(
-        spec, directory, on_report=lambda m, c: reports.append(m), partition0_cache=cache
-    )
+    reports = [r.flat() for r in run_in_process(spec, directory, partition0_cache=cache)]
     final = LocalSession(directory).checkpoints()[-1]
     return reports, torch.load(final.path / STATE_FILE, weights_only=True)["model"]
 

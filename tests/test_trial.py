@@ -95,7 +95,9 @@ def test_one_trial_end_to_end(uninterrupted):
     pretrain = [r.flat() for r in outcome.reports if r.phase == "pretrain"]
     assert [r["partition"] for r in pretrain] == list(range(PARTITIONS))
     assert "scored_by_actors" not in pretrain[0]  # partition 0: random masks, nothing to score
-    assert all(r["scored_by_actors"] == 1 and r["scoring_seconds"] > 0 for r in pretrain[1:])
+    # Partition 0 trains 1 step here: this process scores until an actor has started.
+    assert all(r["scoring_actors"] == 2 and r["scoring_seconds"] > 0 for r in pretrain[1:])
+    assert all(r["scored_by_actors"] or r["scored_blocks_in_process"] for r in pretrain[1:])
     assert all(r["recon_loss"] > 0 and "diag/boundary_fraction" in r for r in pretrain)
     finetune = [r.flat() for r in outcome.reports if r.phase == "finetune"]
     assert [r["epoch"] for r in finetune] == [0, 1]
@@ -165,7 +167,7 @@ def test_a_trial_with_no_train_workers_trains_in_its_own_process_and_resumes(loc
     assert train_controllers() == fits_before and whole.trainer_fits == 0
     pretrain = [r.flat() for r in whole.reports if r.phase == "pretrain"]
     assert [r["partition"] for r in pretrain] == list(range(PARTITIONS))
-    assert all(r["scored_by_actors"] == 1 for r in pretrain[1:])  # actors still score
+    assert all(r["scoring_actors"] == 2 for r in pretrain[1:])  # actors still score
     assert [r.step for r in whole.reports if r.phase == "finetune"] == [0, 1]
     assert whole.metrics["done"] and len(whole.galleries) == PARTITIONS
     assert whole.metrics["finetune_steps"] == 6 and pretrain[-1]["pretrain_steps"] == 3
@@ -212,11 +214,12 @@ def test_actor_scoring_gives_the_in_process_masks(local_ray):
     local = score_in_process(strategy, model, source, indices, seeds, spec.data.image_size)
     scorer = ActorScorer(spec, source)
     try:
-        remote = scorer.score(model.state_dict(), indices, seeds)
+        scorer.wait_started()
+        remote = scorer.score(model, indices, seeds)
     finally:
         scorer.close()
-    assert remote.by_actors and not local.by_actors
-    torch.testing.assert_close(remote.scores, local.scores, rtol=0, atol=1e-6)
+    assert remote.by_actors and remote.blocks_in_process == 0 and not local.by_actors
+    assert torch.equal(remote.scores, local.scores)  # other blocks, other processes
     as_masks = [MaskTable.from_scores(indices, s.scores, 0.5, 8) for s in (local, remote)]
     assert as_masks[0].same_as(as_masks[1])
     other = [derived_seed(spec.seed + 1, SCORING, i) for i in indices]
@@ -241,11 +244,36 @@ def test_a_scoring_actor_that_dies_is_replaced_and_the_masks_do_not_change(local
     with injecting(local_ray, actor_exit_after_blocks=0, actor_exits=2, exits_dir=str(exits)):
         scorer = ActorScorer(spec, source)
         try:
-            remote = scorer.score(model.state_dict(), indices, seeds)
+            scorer.wait_started()
+            remote = scorer.score(model, indices, seeds)
         finally:
             scorer.close()
     assert remote.actor_restarts == 2
     torch.testing.assert_close(remote.scores, local.scores, rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_until_an_actor_has_started_the_caller_scores_with_the_actors_scores(local_ray):
+    """Actors that never finish starting: every block is scored in this process, with the
+    scores the actors give (a partition 0 from the cache leaves them no time to start)."""
+    spec = tiny_spec()
+    source = open_source(spec.data, seed=spec.seed)
+    indices = list(range(len(source)))  # two blocks, one per actor
+    seeds = [derived_seed(spec.seed, SCORING, i) for i in indices]
+    torch.manual_seed(0)
+    model = build.reconstruction_model(spec)
+    local = score_in_process(
+        build.masking_strategy(spec), model, source, indices, seeds, spec.data.image_size
+    )
+    marker = local_ray.parent / "starting"
+    with injecting(local_ray, pause_at="scoring:start", marker=str(marker)):
+        scorer = ActorScorer(spec, source)
+        try:
+            here = scorer.score(model, indices, seeds)
+        finally:
+            scorer.close()
+    assert here.blocks_in_process == 2 and not here.by_actors
+    assert torch.equal(here.scores, local.scores)
 
 
 def test_a_trial_that_cannot_fit_is_refused_before_launch(local_ray, tmp_path):

@@ -8,7 +8,8 @@ One run measures, on the current machine (CUDA when available, else the CPU):
 - `scorer_vs_forward`: the scorer's time over the time of its B*K forward passes alone, on the
   same masked inputs, in eval mode without grad, split into chunks of `chunk_size` (1.0 = the
   scorer costs nothing beyond the model; how the scorer itself groups variants into forwards is
-  part of what this measures);
+  part of what this measures; on CUDA the scorer draws each chunk's masks while the previous
+  chunk's forwards run and compiles its loss map in the warm-up round, `scorer_loss_map`);
 - `train_step_vs_bare`: images/s of `pretrain.pretrain_step` (fresh RandomMasking masks each step,
   MeanFill, MS-SSIM+L1, AdamW) over images/s of a bare torch loop with the same model, loss,
   batch and optimizer and a fixed precomputed mask;

@@ -78,6 +78,9 @@ def measure_scorer(sizes: Sizes, device: torch.device) -> dict[str, Any]:
         ),
         "scorer_seconds": {name: round(rounds.median(name), 4) for name in rounds.seconds},
         "scorer_precision": str(precision),
+        # patch_loss_scores' default: compiled on CUDA (compiled in the warm-up round), eager on
+        # a CPU
+        "scorer_loss_map": "compiled" if device.type == "cuda" else "eager",
         "other_cpus_scorer": meter.others(),
     }
 

@@ -73,7 +73,7 @@ def measure_actors(sizes: Sizes) -> dict[str, Any]:
     spec = actor_spec(sizes, 1)
     source = open_source(spec.data, seed=spec.seed)
     torch.manual_seed(sizes.seed)
-    weights = build.reconstruction_model(spec).state_dict()
+    model = build.reconstruction_model(spec)
     indices = list(range(sizes.partition_images))
     seeds = [derived_seed(spec.seed, SCORING, i) for i in indices]
     calls = max(2, math.ceil(sizes.repeats / sizes.actor_cycles))  # timed calls per pool
@@ -91,14 +91,15 @@ def measure_actors(sizes: Sizes) -> dict[str, Any]:
             )
             scorer = ActorScorer(actor_spec(sizes, actors), source)
             try:
-                scorer.score(weights, indices, seeds)  # warm-up: waits for the actors to start
+                scorer.wait_started()  # else this process would score until they have
+                scorer.score(model, indices, seeds)  # warm-up: each actor loads the weights
                 pids = ray.get([actor.__ray_call__.remote(_pid) for actor in scorer.actors])
                 meter = CpuMeter([*pids, os.getpid()])
                 timed = []
                 for _ in range(calls):
                     start = time.perf_counter()
                     with meter:
-                        scores[actors] = scorer.score(weights, indices, seeds).scores
+                        scores[actors] = scorer.score(model, indices, seeds).scores
                     timed.append(time.perf_counter() - start)
                 shares = [len(range(slot, units, actors)) for slot in range(actors)]
                 forwards = []

@@ -8,11 +8,21 @@ loss along the edges of a masked patch. Full 3x3 windows did both: they reached 
 visible neighbours everywhere but at the image border (reflect padding), so border patches
 looked harder and were masked more often (0.56 against 0.45 in the interior, on noise with an
 identity model). The L1 term is per pixel, hence local already.
+
+`pixel_loss_map` is written for eager execution (in place, few buffers: on a CPU it runs on
+cache-sized groups of variants). `patch_mean_losses` is the same map, averaged per patch, in
+plain out-of-place operations, so that `torch.compile` traces it whole and fuses its ~30
+elementwise passes into a few kernels; `compiled_patch_mean_losses` compiles it once per process.
+The two agree to float32 rounding (tests/masking/test_masking_loss_map.py).
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 SSIM_C1 = 0.01**2  # (K1 * data_range)^2 with data_range 1
@@ -96,3 +106,58 @@ def _sum_within_patches(values: Tensor, patch: int, dim: int) -> tuple[Tensor, T
     count[1:] += same
     count[:-1] += same
     return total, count
+
+
+def patch_mean_losses(
+    reconstruction: Tensor,
+    target: Tensor,
+    ssim_weight: float = 1.0,
+    l1_weight: float = 1.0,
+    *,
+    patch_size: int,
+) -> Tensor:
+    """`pixel_loss_map` averaged over each patch_size x patch_size patch: (n, H/p, W/p), in
+    out-of-place operations only (what `torch.compile` fuses; slower than `pixel_loss_map` in
+    eager mode)."""
+    x, y = reconstruction, target
+    sums = [_window_sum(values, patch_size) for values in (x, y, x * x, y * y, x * y)]
+    sum_x, sum_y, sum_xx, sum_yy, sum_xy = (total for total, _ in sums)
+    count = sums[0][1]  # (H, W)
+    c1, c2 = count * count * SSIM_C1, count * count * SSIM_C2
+    product = sum_x * sum_y
+    squares = sum_x.square() + sum_y.square()
+    covariance = sum_xy * count - product  # count² · cov
+    variances = (sum_xx + sum_yy) * count - squares  # count² · (var_x + var_y)
+    ssim = (2 * product + c1) * (2 * covariance + c2) / ((squares + c1) * (variances + c2))
+    loss = ((x - y).abs() * l1_weight - ssim * ssim_weight + ssim_weight).mean(dim=1)  # (n, H, W)
+    return F.avg_pool2d(loss.unsqueeze(1), patch_size).squeeze(1)
+
+
+@functools.cache
+def compiled_patch_mean_losses() -> Callable[..., Tensor]:
+    """`patch_mean_losses` through `torch.compile`, made once per process. Each new input shape
+    compiles on its first call (a second batch size makes the batch dimension dynamic, so the
+    last, smaller chunk of a scoring call costs one more compile, once)."""
+    return torch.compile(patch_mean_losses)
+
+
+def _window_sum(values: Tensor, patch: int) -> tuple[Tensor, Tensor]:
+    """`window_sums` for one map, out of place: the 3x3 sums within patches, (n, C, H, W), and
+    the number of pixels in each, (H, W)."""
+    rows, row_count = _neighbour_sum(values, patch, dim=-1)
+    total, col_count = _neighbour_sum(rows, patch, dim=-2)
+    return total, col_count[:, None] * row_count[None, :]
+
+
+def _neighbour_sum(values: Tensor, patch: int, dim: int) -> tuple[Tensor, Tensor]:
+    """`_sum_within_patches` with padding instead of writes into slices."""
+    length = values.shape[dim]
+    position = torch.arange(length - 1, device=values.device)
+    same = (position // patch == (position + 1) // patch).to(values.dtype)  # i, i+1 one patch
+    weight = same if dim == -1 else same[:, None]
+    at_start = (1, 0) if dim == -1 else (0, 0, 1, 0)  # F.pad's (left, right, top, bottom)
+    at_end = (0, 1) if dim == -1 else (0, 0, 0, 1)
+    from_before = F.pad(values.narrow(dim, 0, length - 1) * weight, at_start)  # i gets i - 1
+    from_after = F.pad(values.narrow(dim, 1, length - 1) * weight, at_end)  # i gets i + 1
+    count = 1 + F.pad(same, (1, 0)) + F.pad(same, (0, 1))
+    return values + from_before + from_after, count

@@ -13,6 +13,12 @@ generator, `smsweep.pretrain.MaskTable.from_scores` from each image's seed), nev
 `patch_loss_scores` is a plain function of (model, images) so a Ray actor that only has the
 model weights and a list of images can run it; pass `seeds` to make each image's draws depend on
 its own seed only, so shards scored in different processes give the same scores.
+
+On a GPU the host's work hides behind the forwards it has queued: the masks of the images a
+chunk needs are drawn on the CPU as that chunk is built, so chunk i + 1's draws run while chunk
+i's forwards do (the same masks as drawing all first: each image draws from its generator in
+image order), and the loss map is one compiled function (`loss_map.compiled_patch_mean_losses`)
+instead of ~30 elementwise passes.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from smsweep.masking.base import (
     upsample_mask,
 )
 from smsweep.masking.fills import Fill
-from smsweep.masking.loss_map import pixel_loss_map
+from smsweep.masking.loss_map import compiled_patch_mean_losses, pixel_loss_map
 
 SAMPLINGS = ("random", "complementary")
 LOSS_GROUP_ELEMENTS = 2**17  # input values per loss-map call (10 variants of 3x64x64)
@@ -55,6 +61,7 @@ def patch_loss_scores(
     l1_weight: float = 1.0,
     chunk_size: int = 64,
     seeds: Sequence[int] | None = None,
+    compile_loss_map: bool | None = None,
 ) -> Tensor:
     """Per-patch reconstruction loss: images (B, C, H, W) in [0, 1] -> (B, H/p, W/p) float32.
 
@@ -62,6 +69,9 @@ def patch_loss_scores(
     seeds are given (then an image's scores do not depend on the other images in the call), else
     from `generator`, image after image. The B*K variants go through the model `chunk_size` at a
     time. A model with `takes_pixel_mask = True` (MaskedUnet) also gets the pixel mask.
+    `compile_loss_map`: the loss map through `torch.compile` (a C++ compiler on a CPU, Triton on
+    a GPU; compiled once per process and input shape); None: on CUDA only (on a CPU the eager
+    map in cache-sized groups needs no compiler and no compile time).
 
     Never-masked rule: a patch that was masked in none of the K samples (probability (1-r)^K
     with random sampling) gets the mean score of that image's patches that were masked at least
@@ -83,20 +93,20 @@ def patch_loss_scores(
         )
     generators = per_image_generators(images.shape[0], generator, seeds)
     weights = (ssim_weight, l1_weight)
+    if compile_loss_map is None:
+        compile_loss_map = images.device.type == "cuda"
     draw = dict(grid=(height, width), ratio=ratio, samples=samples, sampling=sampling)
-    per_image = getattr(fill, "draws", True)
-    drawn: list[Tensor] = []  # (K, h, w) per image, on the images' device, in the per-image path
+    drawn: list[Tensor] = []  # masks on the images' device: (K, h, w) or (n, K, h, w) each
     patch_losses: list[Tensor] = []
     with evaluating(model):
-        if per_image:
+        if getattr(fill, "draws", True):
             chunks = _filled_image_by_image(images, generators, fill, drawn, draw, chunk_size)
         else:
-            grids = to_device(sample_mask_batch(generators=generators, **draw), images.device)
-            chunks = _filled_chunk_by_chunk(images, grids, fill, chunk_size)
+            chunks = _filled_chunk_by_chunk(images, generators, fill, drawn, draw, chunk_size)
         for x, y, m in chunks:
-            patch_losses += _patch_losses(reconstruct(model, x, m), y, patch_size, weights)
-    if per_image:
-        grids = torch.stack(drawn)
+            reconstructions = reconstruct(model, x, m)
+            patch_losses += _patch_losses(reconstructions, y, patch_size, weights, compile_loss_map)
+    grids = torch.cat(drawn).view(images.shape[0], samples, height, width)
     losses = torch.cat(patch_losses).view(grids.shape)  # (B, K, h, w)
     return masked_patch_mean(losses, grids).float()
 
@@ -105,18 +115,33 @@ Chunk = tuple[Tensor, Tensor, Tensor]  # (filled inputs, targets, pixel masks) o
 
 
 def _filled_chunk_by_chunk(
-    images: Tensor, grids: Tensor, fill: Fill, chunk_size: int
+    images: Tensor,
+    generators: list[torch.Generator],
+    fill: Fill,
+    drawn: list[Tensor],
+    draw: dict[str, Any],
+    chunk_size: int,
 ) -> Iterator[Chunk]:
-    """For fills that draw nothing: all masks, (B, K, h, w) on the images' device, were drawn
-    first; each chunk of variants is built and filled in a few batched operations (on a GPU,
-    per-image steps cost more in launches than in arithmetic)."""
-    samples, patch_size = grids.shape[1], images.shape[-1] // grids.shape[-1]
-    variants = grids.flatten(0, 1)  # (B*K, h, w)
-    owner = torch.arange(len(variants), device=images.device) // samples  # variant -> image
-    for start in range(0, len(variants), chunk_size):
-        rows = slice(start, start + chunk_size)
-        pixel_mask = upsample_mask(variants[rows], patch_size)
-        target = images.index_select(0, owner[rows])
+    """For fills that draw nothing: the masks of the images whose variants a chunk holds are
+    drawn as it is built, in image order (then appended to `drawn`, (n, K, h, w) on the images'
+    device), so that on a GPU the host draws chunk i + 1's masks while chunk i's forwards run;
+    each chunk is built and filled in a few batched operations (on a GPU, per-image steps cost
+    more in launches than in arithmetic)."""
+    samples, patch_size = draw["samples"], images.shape[-1] // draw["grid"][1]
+    total, ready = len(generators) * samples, 0  # variants in all; images drawn so far
+    pending = torch.empty(0, *draw["grid"], dtype=torch.bool, device=images.device)
+    for start in range(0, total, chunk_size):
+        end = min(start + chunk_size, total)
+        needed = -(-end // samples)  # the images variants start..end-1 belong to
+        if needed > ready:
+            grids = sample_mask_batch(generators=generators[ready:needed], **draw)
+            drawn.append(to_device(grids, images.device))  # (n, K, h, w)
+            pending = torch.cat([pending, drawn[-1].flatten(0, 1)])
+            ready = needed
+        variants, pending = pending[: end - start], pending[end - start :]  # (n, h, w)
+        owner = torch.arange(start, end, device=images.device) // samples  # variant -> image
+        pixel_mask = upsample_mask(variants, patch_size)
+        target = images.index_select(0, owner)
         yield fill(target, pixel_mask), target, pixel_mask
 
 
@@ -146,13 +171,22 @@ def _filled_image_by_image(
 
 
 def _patch_losses(
-    reconstructions: Tensor, targets: Tensor, patch_size: int, weights: tuple[float, float]
+    reconstructions: Tensor,
+    targets: Tensor,
+    patch_size: int,
+    weights: tuple[float, float],
+    compiled: bool,
 ) -> list[Tensor]:
-    """Per-patch mean loss, (n, h, w) per group of variants. On the CPU the loss map's
-    intermediates (~15x the images) would not stay in the caches for a whole chunk, so it runs on
-    groups of about LOSS_GROUP_ELEMENTS input values (all 64 variants of a chunk at once took
-    twice as long on 2 cores); on a GPU a chunk is one group (fewer launches)."""
+    """Per-patch mean loss, (n, h, w) per group of variants. Compiled, a chunk is one call. In
+    eager mode on the CPU the loss map's intermediates (~15x the images) would not stay in the
+    caches for a whole chunk, so it runs on groups of about LOSS_GROUP_ELEMENTS input values (all
+    64 variants of a chunk at once took twice as long on 2 cores); on a GPU a chunk is one group
+    (fewer launches)."""
     reconstructions = reconstructions.float()  # a bf16 model's output: SSIM needs float32
+    if compiled:
+        return [
+            compiled_patch_mean_losses()(reconstructions, targets, *weights, patch_size=patch_size)
+        ]
     group = len(reconstructions)
     if reconstructions.device.type == "cpu":
         group = max(1, LOSS_GROUP_ELEMENTS // reconstructions[0].numel())

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
+import torch.nn.functional as F
 
-from smsweep.masking.loss_map import SSIM_C1, pixel_loss_map, ssim_map, window_sums
+from smsweep.masking.loss_map import (
+    SSIM_C1,
+    compiled_patch_mean_losses,
+    patch_mean_losses,
+    pixel_loss_map,
+    ssim_map,
+    window_sums,
+)
 
 
 def noise(*shape: int, seed: int) -> torch.Tensor:
@@ -62,3 +72,19 @@ def test_one_pixel_patches_compare_luminance_only(dtype):
     x, y = noise(1, 3, 4, 4, seed=10).to(dtype), noise(1, 3, 4, 4, seed=11).to(dtype)
     luminance = (2 * x * y + SSIM_C1) / (x * x + y * y + SSIM_C1)  # no variance in one pixel
     torch.testing.assert_close(ssim_map(x, y, patch_size=1), luminance)
+
+
+def test_the_out_of_place_patch_means_are_the_loss_map_s():
+    x, y = noise(3, 3, 24, 32, seed=1), noise(3, 3, 24, 32, seed=2)
+    eager = F.avg_pool2d(pixel_loss_map(x, y, 0.7, 1.3, patch_size=8).unsqueeze(1), 8)
+    means = patch_mean_losses(x, y, 0.7, 1.3, patch_size=8)
+    torch.testing.assert_close(means, eager.squeeze(1), atol=1e-6, rtol=0)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile on a CPU needs g++")
+def test_the_compiled_patch_means_are_the_loss_map_s():
+    """One small compile (about 20 s on 2 cores): what the scorer runs on a GPU."""
+    x, y = noise(2, 3, 16, 16, seed=3), noise(2, 3, 16, 16, seed=4)
+    eager = F.avg_pool2d(pixel_loss_map(x, y, 1.0, 1.0, patch_size=8).unsqueeze(1), 8)
+    compiled = compiled_patch_mean_losses()(x, y, 1.0, 1.0, patch_size=8)
+    torch.testing.assert_close(compiled, eager.squeeze(1), atol=1e-6, rtol=0)

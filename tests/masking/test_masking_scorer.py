@@ -10,9 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from smsweep.masking import RandomMasking, SelectiveMasking, patch_loss_scores, sample_masks
+from smsweep.masking.base import upsample_mask
 from smsweep.masking.fills import MeanFill, NoiseFill
 from smsweep.masking.reference import reference_patch_loss_scores
-from smsweep.masking.scorer import masked_patch_mean
+from smsweep.masking.scorer import masked_patch_mean, sample_mask_batch
 from smsweep.models import MaskedUnet
 
 
@@ -95,6 +96,31 @@ def test_only_whole_chunks_are_forwarded_except_the_last(tiny_model, fill):
     assert sizes == [4, 4, 4, 3]  # not 4, 2 (image 2's rest), ...: the rest waits for the next
     reference = patch_loss_scores(tiny_model, images, generator=seeded(0), chunk_size=64, **kwargs)
     torch.testing.assert_close(scores, reference, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("seeds", [None, [7, 8, 9, 10, 11]], ids=["generator", "seeds"])
+def test_masks_drawn_chunk_by_chunk_are_those_drawn_all_at_once(seeds):
+    """Chunks of 4 variants of K=3: each chunk draws the masks of the images it reaches into,
+    and they are the masks (and leave the generator where) one draw for all images would."""
+    seen = []
+
+    class Recording(nn.Module):
+        takes_pixel_mask = True
+
+        def forward(self, x: torch.Tensor, pixel_mask: torch.Tensor) -> torch.Tensor:
+            seen.append(pixel_mask)
+            return x
+
+    images = torch.rand(5, 3, 16, 16, generator=seeded(3))
+    draw = dict(ratio=0.5, samples=3, sampling="random")
+    generator = seeded(0)
+    common = dict(patch_size=4, fill=MeanFill(), chunk_size=4, seeds=seeds, **draw)
+    patch_loss_scores(Recording(), images, generator=generator, **common)
+    reference = seeded(0)
+    generators = [seeded(seed) for seed in seeds] if seeds else [reference] * 5
+    grids = sample_mask_batch((4, 4), generators=generators, **draw)  # (5, 3, 4, 4)
+    assert torch.equal(torch.cat(seen), upsample_mask(grids.flatten(0, 1), 4))
+    assert torch.equal(torch.rand(3, generator=generator), torch.rand(3, generator=reference))
 
 
 def test_a_fill_that_does_not_say_it_draws_nothing_is_called_per_image(tiny_model, images):
