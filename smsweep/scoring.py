@@ -270,6 +270,7 @@ class ActorScorer:
 
     def _score_here(self, model: nn.Module, indices: list[int], seeds: list[int]) -> np.ndarray:
         """One block in this process, as an actor would score it (`ScoringWorker.score`)."""
+        faults.pause_for_a_kill("scoring")
         device = next(model.parameters()).device
         settings = self.spec.model
         precision = resolve_precision(

@@ -46,9 +46,11 @@ def trial_failures(experiment_dir: Path) -> list[int]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point", ["pretrain:1", "scoring", "finetune:0"])
-def test_sigkill_at_each_point_then_resume_loses_and_repeats_nothing(point, tmp_path):
-    spec = tiny_sweep(num_samples=2)
+@pytest.mark.parametrize(
+    ("point", "in_process"), [("pretrain:1", False), ("scoring", False), ("finetune:0", True)]
+)
+def test_sigkill_at_each_point_then_resume_loses_and_repeats_nothing(point, in_process, tmp_path):
+    spec = tiny_sweep(num_samples=2, in_process=in_process)
     spec["search"]["space"]["masking.strategy"] = {"choice": ["selective", "random"]}
     marker = tmp_path / "paused"
     os.environ[FAULTS_ENV] = json.dumps({"pause_at": point, "marker": str(marker)})
@@ -78,7 +80,7 @@ def test_a_trial_that_raises_is_retried_from_its_checkpoint_in_the_same_run(
 ):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(FAULTS_ENV, json.dumps({"raise_after_partition": 0}))
-    spec = write_spec(tmp_path, tiny_sweep(num_samples=2, max_failures=1))
+    spec = write_spec(tmp_path, tiny_sweep(num_samples=2, in_process=True, max_failures=1))
     assert main(["run", str(spec), "--storage", "runs"]) == 0
     parents, children = mlflow_runs(tmp_path)
     assert len(parents) == 1 and len(children) == 2
@@ -96,7 +98,7 @@ def test_a_nan_loss_stops_its_trial_with_the_reason_and_the_sweep_goes_on(
 ):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(FAULTS_ENV, json.dumps({"nan_at_partition": 1}))
-    spec = tiny_sweep(num_samples=2, max_failures=2)
+    spec = tiny_sweep(num_samples=2, in_process=True, max_failures=2)
     spec["search"]["space"]["masking.strategy"] = {"choice": ["none", "random"]}  # none: no NaN
     del spec["search"]["space"]["masking.samples"]
     assert main(["run", str(write_spec(tmp_path, spec)), "--storage", "runs"]) == 0

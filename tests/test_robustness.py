@@ -180,6 +180,7 @@ def test_a_sweep_ranks_by_robustness_and_pretrains_across_sources(tmp_path, monk
     monkeypatch.chdir(tmp_path)
     raw = tiny_sweep(
         num_samples=2,
+        in_process=True,
         sampler="grid",
         metric="robust/miou_mean",
         space={"masking.strategy": {"choice": ["random", "selective"]}},
