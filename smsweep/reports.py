@@ -21,9 +21,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from smsweep.store import Location
+
+if TYPE_CHECKING:
+    from smsweep.tracking import TrialTracking
 
 RESULT_FILE = "result.json"  # a finished trial's last report, beside its Train run
 PRECISION_TAG = "smsweep.precision"  # a trial run's tag: e.g. "bf16 autocast + channels_last"
@@ -110,7 +113,9 @@ class Recorder:
     (local or in an object store), where galleries and RESULT_FILE go; `tracking`: the trial's
     MLflow run, or None outside a sweep."""
 
-    def __init__(self, run_dir: str | Location | None, tracking=None) -> None:
+    def __init__(
+        self, run_dir: str | Location | None, tracking: TrialTracking | None = None
+    ) -> None:
         self.run_dir = Location.of(run_dir) if run_dir is not None else None
         self.run = tracking.open() if tracking is not None else None
         self.reports: list[TrialReport] = []
