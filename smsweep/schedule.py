@@ -9,10 +9,22 @@ much less noisy score than after a constant rate (a research sweep compares such
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
+import torch
+from torch import nn
 from torch.optim import Optimizer
 
 SCHEDULES = ("constant", "cosine")
+
+
+class Optimisation(Protocol):
+    """What `optimization` reads: pretrain and finetune settings both have these."""
+
+    lr: float
+    weight_decay: float
+    warmup: float
+    schedule: str
 
 
 def lr_factor(step: int, total: int, *, warmup: float, schedule: str) -> float:
@@ -48,3 +60,19 @@ class LearningRate:
         for group in self.optimizer.param_groups:
             group["lr"] = rate
         return rate
+
+
+def optimization(
+    model: nn.Module, settings: Optimisation, total_steps: int
+) -> tuple[torch.optim.AdamW, LearningRate]:
+    """AdamW over the model's trainable parameters and its rate by step, from a phase's settings
+    (`pretrain` or `finetune`)."""
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=settings.lr,
+        weight_decay=settings.weight_decay,
+    )
+    rate = LearningRate(
+        optimizer, settings.lr, total_steps, warmup=settings.warmup, schedule=settings.schedule
+    )
+    return optimizer, rate

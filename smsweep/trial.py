@@ -31,6 +31,7 @@ from ray.train.torch import TorchTrainer
 
 from smsweep.config import SweepSpec
 from smsweep.data import Source, open_source
+from smsweep.phases.inputs import TrialInput
 from smsweep.reports import TrialReport, finished_report
 from smsweep.resources import check_fits, cluster_capacity
 from smsweep.store import Location
@@ -98,16 +99,16 @@ def run_trial(
 
             tune.report(replay.for_tune())
         return TrialOutcome(reports=[replay], wall_seconds=time.perf_counter() - started)
-    config = {  # what trainloop.Trial reads
-        "spec": spec.model_dump(mode="json"),
-        "source": source if source is not None else open_source(spec.data, seed=spec.seed),
-        "run_dir": str(run_dir),
-        "tracking": tracking,
-        "started_at": started_at,
-        "partition0_cache": str(partition0_cache) if partition0_cache else None,
-    }
+    trial = TrialInput(
+        spec=spec,
+        source=source if source is not None else open_source(spec.data, seed=spec.seed),
+        run_dir=str(run_dir),
+        tracking=tracking,
+        partition0_cache=str(partition0_cache) if partition0_cache else None,
+        started_at=started_at,
+    )
     if spec.resources.train_workers == 0:
-        return _run_here(spec, run_dir, config, started, to_tune)
+        return _run_here(spec, run_dir, trial, started, to_tune)
     resources = spec.resources
     use_gpu = resources.gpus_per_trial > 0
     per_worker = {"CPU": resources.cpus_per_worker}
@@ -120,7 +121,7 @@ def run_trial(
         callbacks.append(TuneReportCallback())
     trainer = TorchTrainer(
         _train_loop,
-        train_loop_config=config,
+        train_loop_config={"trial": trial},
         scaling_config=ScalingConfig(
             num_workers=resources.train_workers, use_gpu=use_gpu, resources_per_worker=per_worker
         ),
@@ -142,7 +143,7 @@ def run_trial(
 
 
 def _run_here(
-    spec: SweepSpec, run_dir: Location, config: dict[str, Any], started: float, to_tune: bool
+    spec: SweepSpec, run_dir: Location, trial: TrialInput, started: float, to_tune: bool
 ) -> TrialOutcome:
     """`train_workers: 0`: the training loop in this process, with the trial's CPUs as torch
     threads (Ray sets OMP_NUM_THREADS to the whole CPUs only: 1 for 1.5)."""
@@ -162,7 +163,7 @@ def _run_here(
 
     session = LocalSession(run_dir, on_report=on_report, keep=spec.tracking.keep_checkpoints)
     try:
-        reports = Trial(config, session).run()
+        reports = Trial(trial, session).run()
     except Exception as error:
         raise TrialFailed(run_dir.name, error) from error
     checkpoints = session.checkpoints()

@@ -8,9 +8,10 @@ import torch
 
 from smsweep import build, mrm
 from smsweep.errors import SpecError
+from smsweep.phases.state import STATE_FILE
 from smsweep.session import LocalSession
 from smsweep.spec import validate_spec
-from smsweep.trainloop import STATE_FILE, run_in_process
+from smsweep.trainloop import run_in_process
 from tests.test_trial import tiny_spec
 
 IN_PROCESS = {"scoring_actors": 0, "train_workers": 0, "cpus_per_trial": 1}

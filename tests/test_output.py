@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from smsweep.cli import build_parser, main
-from smsweep.trainloop import STATE_FILE
+from smsweep.phases.state import STATE_FILE
 from tests.test_sweep import REPO, tiny_sweep, write_spec
 
 ENGINE_LINE = re.compile(r"\b(INFO|WARNING)\b")

@@ -15,8 +15,9 @@ from pathlib import Path
 import torch
 
 from smsweep import faults, partition0
+from smsweep.phases.state import STATE_FILE
 from smsweep.session import LocalSession
-from smsweep.trainloop import STATE_FILE, run_in_process
+from smsweep.trainloop import run_in_process
 from tests.test_trial import tiny_spec
 
 REPO = Path(__file__).resolve().parents[1]

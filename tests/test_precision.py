@@ -14,11 +14,13 @@ from smsweep import build
 from smsweep.config import SweepSpec
 from smsweep.finetune import finetune_epoch
 from smsweep.masking.scorer import _patch_losses
+from smsweep.phases.context import loader_settings
+from smsweep.phases.state import STATE_FILE
 from smsweep.precision import FLOAT32, Precision, resolve_precision
 from smsweep.pretrain import pretrain_step
 from smsweep.scoring import score_block
 from smsweep.spec import validate_spec
-from smsweep.trainloop import STATE_FILE, loader_settings, run_in_process
+from smsweep.trainloop import run_in_process
 
 CPU = torch.device("cpu")
 BF16 = Precision(bf16_autocast=True)

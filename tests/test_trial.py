@@ -16,11 +16,13 @@ from smsweep import build, faults
 from smsweep.config import SweepSpec
 from smsweep.data import make_splits, open_source
 from smsweep.errors import SpecError
+from smsweep.phases.context import SCORING
+from smsweep.phases.state import META_FILE, STATE_FILE
 from smsweep.pretrain import MaskTable, derived_seed
 from smsweep.reports import RESULT_FILE
-from smsweep.scoring import ActorScorer, score_in_process
+from smsweep.scoring import score_in_process
+from smsweep.scoring_actors import ActorScorer
 from smsweep.spec import validate_spec
-from smsweep.trainloop import META_FILE, SCORING, STATE_FILE
 from smsweep.trial import TrialFailed, run_trial
 
 PARTITIONS = 3

@@ -13,8 +13,8 @@ One run measures, on the current machine (CUDA when available, else the CPU):
 - `train_step_vs_bare`: images/s of `pretrain.pretrain_step` (fresh RandomMasking masks each step,
   MeanFill, MS-SSIM+L1, AdamW) over images/s of a bare torch loop with the same model, loss,
   batch and optimizer and a fixed precomputed mask;
-- `actors_2_vs_1`: `scoring.ActorScorer.score` on one partition with 2 actors vs 1 (1 CPU each),
-  each pool timed after a warm-up call, so actor start-up is not timed;
+- `actors_2_vs_1`: `scoring_actors.ActorScorer.score` on one partition with 2 actors vs 1
+  (1 CPU each), each pool timed after a warm-up call, so actor start-up is not timed;
 - `trainer_fits_per_trial` and `trial_fixed_overhead_s`: one tiny real trial (`trial.run_trial`);
   fits are counted where `run_trial` starts them (tests/test_trial.py checks that count against
   the `TrainController` actors Ray Train starts, one per fit);

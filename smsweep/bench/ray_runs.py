@@ -66,9 +66,10 @@ def measure_actors(sizes: Sizes) -> dict[str, Any]:
 
     from smsweep import build
     from smsweep.data import open_source
+    from smsweep.phases.context import SCORING
     from smsweep.pretrain import derived_seed
-    from smsweep.scoring import ActorScorer, blocks
-    from smsweep.trainloop import SCORING
+    from smsweep.scoring import blocks
+    from smsweep.scoring_actors import ActorScorer
 
     spec = actor_spec(sizes, 1)
     source = open_source(spec.data, seed=spec.seed)
