@@ -75,8 +75,8 @@ def segmentation_model(spec: SweepSpec):
 
 def memory_layout(spec: SweepSpec, model: ModelT) -> ModelT:
     """`model.channels_last`: the 4-D weights in NHWC order, so every convolution (and its
-    gradient) runs in that layout; NCHW inputs are converted by the first convolution. The
-    README's Performance section has the measured difference."""
+    gradient) runs in that layout; NCHW inputs are converted by the first convolution.
+    docs/performance.md has the measured difference."""
     if spec.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model

@@ -38,7 +38,7 @@ class _Section(BaseModel):
 
 
 def _f(default: Any, doc: str, **bounds: Any) -> Any:
-    """A field with its documentation (rendered into the README's spec reference)."""
+    """A field with its documentation (rendered into docs/spec-reference.md)."""
     return Field(default, description=doc, **bounds)
 
 

@@ -1,4 +1,5 @@
-"""Test-only fault injection (README, "What survives what"); never meant for real sweeps.
+"""Test-only fault injection (docs/resuming-and-faults.md, "What survives what"); never meant
+for real sweeps.
 
 The faults live in one environment variable, SMSWEEP_TEST_FAULT, and nowhere else: no production
 signature carries them. Its value is JSON, or `@path` of a JSON file read at each check (so a

@@ -3,7 +3,7 @@
 Only the forwards are autocast: the weights and the optimizer's steps stay float32 (no `.half()`,
 and bf16 has float32's range, so no gradient scaler), and every loss and loss map is computed in
 float32 from the model's output cast back (`output.float()`), outside the autocast region. On a
-GPU the bench found a bf16 loss map slower and its SSIM unsound (README, Performance).
+GPU the bench found a bf16 loss map slower and its SSIM unsound (docs/performance.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""Render the sweep-spec reference (README) from the config models, so the docs match the code.
+"""Render the sweep-spec reference (docs/spec-reference.md) from the config models, so the docs
+match the code.
 
-python -m smsweep.specdoc      # prints the Markdown tables between the README's markers
+python -m smsweep.specdoc      # the Markdown tables between the markers of docs/spec-reference.md
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import optuna
@@ -256,17 +257,46 @@ def test_the_trivial_predictor_is_drawn_beside_the_trials():
     assert ">0.1600<" in sections["leaderboard"] or ">0.16<" in sections["leaderboard"]
 
 
+def test_the_dashboard_lives_at_the_top_level_and_every_package_ships():
+    """dashboards/ (the definition and its template) is what the checkout loads, and the wheel's
+    package list (pyproject.toml lists it: dashboards/ is mapped to smsweep.dashboards) holds
+    every package of smsweep/, so a new subpackage cannot be left out of the wheel."""
+    import tomllib
+
+    repo = Path(__file__).resolve().parents[1]
+    assert report.load_dashboard()["directory"] == repo / "dashboards"
+    assert (repo / "dashboards" / report.load_dashboard()["template"]).is_file()
+    assert not (repo / "smsweep" / "dashboards").exists()
+    setuptools = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert setuptools["package-dir"] == {"smsweep.dashboards": "dashboards"}
+    found = {
+        ".".join(init.parent.relative_to(repo).parts)
+        for init in (repo / "smsweep").rglob("__init__.py")
+    }
+    assert set(setuptools["packages"]) == found | {"smsweep.dashboards"}
+
+
 @pytest.mark.slow
 def test_a_plain_install_builds_the_report(sweep_dir, tmp_path):
-    """`pip install .` (no checkout on the path) carries the dashboard definition."""
+    """A wheel (`pip wheel .`), installed without the checkout on the path, carries the dashboard
+    definition and template of dashboards/ inside the package and builds the report of the
+    module's tiny finished sweep (the `sweep_dir` fixture) from them."""
     repo = Path(__file__).resolve().parents[1]
     wheels, site = tmp_path / "wheels", tmp_path / "site"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     build = ["wheel", str(repo), "--no-deps", "--no-build-isolation", "-w", str(wheels)]
     subprocess.run([*pip, *build], check=True, timeout=600)
     wheel = next(wheels.glob("smsweep-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        for source in (repo / "dashboards").iterdir():
+            shipped = f"smsweep/dashboards/{source.name}"
+            assert archive.read(shipped) == source.read_bytes(), shipped
+    modules = {str(m.relative_to(repo)) for m in (repo / "smsweep").rglob("*.py")}
+    assert modules <= names, sorted(modules - names)
     subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True)
     env = {**os.environ, "PYTHONPATH": str(site)}
+    (sweep_dir / report.REPORT_FILE).unlink(missing_ok=True)
     done = subprocess.run(
         [sys.executable, "-m", "smsweep", "report", str(sweep_dir)],
         cwd=tmp_path,  # not the checkout: only the installed copy can be imported
@@ -277,12 +307,20 @@ def test_a_plain_install_builds_the_report(sweep_dir, tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == str(sweep_dir / "report.html")
+    assert "<html" in (sweep_dir / "report.html").read_text()
     where = subprocess.run(
-        [sys.executable, "-c", "import smsweep; print(smsweep.__file__)"],
+        [
+            sys.executable,
+            "-c",
+            "import smsweep, smsweep.report as r; "
+            "print(smsweep.__file__); print(r.load_dashboard()['directory'])",
+        ],
         cwd=tmp_path,
         env=env,
         capture_output=True,
         text=True,
         check=True,
     )
-    assert where.stdout.startswith(str(site)), where.stdout
+    package, dashboard = where.stdout.split()
+    assert package.startswith(str(site)), package
+    assert Path(dashboard) == site / "smsweep" / "dashboards"

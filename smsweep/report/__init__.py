@@ -3,7 +3,7 @@
 `build_report(experiment_dir)` reads the sweep from MLflow (the parent run and its trial runs, via
 the URI saved in `smsweep.json`), from Tune's state on disk (trial statuses and searched values,
 the galleries under `train/`) and from the sweep's Optuna storage (the study), draws the sections
-that `smsweep/dashboards/sweep.yaml` lists with the template it names, writes
+that `dashboards/sweep.yaml` lists with the template it names, writes
 `experiment_dir/report.html` and logs it as an artifact of the sweep's parent run. The experiment
 directory may be in an object store (s3://...): the page is built here and uploaded.
 

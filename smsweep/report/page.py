@@ -1,5 +1,5 @@
-"""The page: the dashboard definition (`smsweep/dashboards/sweep.yaml`), the header, and
-rendering the sections into the template it names."""
+"""The page: the dashboard definition (`dashboards/sweep.yaml`), the header, and rendering the
+sections into the template it names."""
 
 from __future__ import annotations
 
@@ -17,19 +17,31 @@ from smsweep.report.helpers import _first_line
 from smsweep.report.load import Sweep
 from smsweep.report.sections import SECTIONS
 
-# The dashboard's definition ships inside the package (package data): every install has it.
-DASHBOARD_DIR = Path(__file__).resolve().parents[1] / "dashboards"  # smsweep/dashboards
 DASHBOARD_FILE = "sweep.yaml"
 
 
+def _dashboard_dir() -> Path:
+    """Where the dashboard's definition and template are: `dashboards/` at the top of the
+    checkout, which a wheel installs as the package `smsweep.dashboards` (pyproject.toml's
+    package-dir), so every install has it. An installed copy has it inside the package; a
+    checkout (an editable install, or the tests) has it beside the package."""
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "dashboards"
+    return installed if installed.is_dir() else package.parent / "dashboards"
+
+
+DASHBOARD_DIR = _dashboard_dir()
+
+
 def load_dashboard(directory: Path | None = None) -> dict[str, Any]:
-    """The dashboard definition (`smsweep/dashboards/sweep.yaml`): template name and sections."""
+    """The dashboard definition (`dashboards/sweep.yaml`): template name and sections."""
     directory = directory or DASHBOARD_DIR
     definition = directory / DASHBOARD_FILE
     if not definition.is_file():
         raise FileNotFoundError(
             f"the dashboard definition {definition} is missing: it ships inside the smsweep "
-            "package; reinstall smsweep (`pip install .`)"
+            "package (smsweep/dashboards, from dashboards/ in the source); reinstall smsweep "
+            "(`pip install .`)"
         )
     loaded = yaml.safe_load(definition.read_text())
     for section in loaded["sections"]:
