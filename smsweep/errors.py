@@ -6,6 +6,8 @@ message, writes nothing and exits 2. Its message must say what is wrong *and* ho
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SpecError(ValueError):
     """Invalid input from the user. The message names the problem and the fix."""
@@ -14,3 +16,10 @@ class SpecError(ValueError):
 class TrackingUnavailable(RuntimeError):
     """The MLflow store stopped answering, for longer than its client retries, while a sweep ran:
     a runtime failure (exit 1). The message names the store and how to continue the sweep."""
+
+
+def first_line(message: Any) -> str:
+    """The first line of an error or message (its type's name when it says nothing), for a
+    one-line reason."""
+    text = str(message).strip()
+    return text.splitlines()[0] if text else type(message).__name__

@@ -1,9 +1,10 @@
-"""Cross-field rules of the sweep spec: what each key allows alone is in the schema (config.py);
-what keys allow together is here, each problem said with its fix."""
+"""Cross-field rules of the sweep spec: what each key allows alone is in the schema
+(schema.py, search_schema.py); what keys allow together is here, one short function per
+subject, each problem said with its fix. `config.SweepSpec` runs them all once, at validation."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from smsweep.names import (
     FIXED_NUM_CLASSES,
@@ -13,16 +14,48 @@ from smsweep.names import (
     ROBUST_MEAN,
     ROBUST_PREFIX,
 )
+from smsweep.schema import (
+    DataConfig,
+    MaskingConfig,
+    ModelConfig,
+    MrmConfig,
+    PretrainConfig,
+    RobustnessConfig,
+)
+from smsweep.search_schema import ResourcesConfig, SearchConfig
 
-if TYPE_CHECKING:
-    from smsweep.config import DataConfig, SweepSpec
+
+class Spec(Protocol):
+    """The sections the rules read (a `config.SweepSpec`)."""
+
+    repeat: int
+    data: DataConfig
+    model: ModelConfig
+    pretrain: PretrainConfig
+    masking: MaskingConfig
+    mrm: MrmConfig
+    robustness: RobustnessConfig
+    search: SearchConfig
+    resources: ResourcesConfig
 
 
-def problems(spec: SweepSpec) -> list[str]:
+def problems(spec: Spec) -> list[str]:
     """What is wrong between the keys of a spec whose keys are each valid (empty: nothing)."""
-    data, masking, model = spec.data, spec.masking, spec.model
-    problems = []
+    return [
+        *search_problems(spec),
+        *patch_size_problems(spec),
+        *resource_problems(spec.resources),
+        *objective_problems(spec),
+        *model_problems(spec),
+        *data_problems(spec),
+        *robustness_problems(spec),
+    ]
+
+
+def search_problems(spec: Spec) -> list[str]:
+    """The scheduler, the objectives and the repeat against the search."""
     search = spec.search
+    problems: list[str] = []
     if search.scheduler == "asha" and (search.repeats > 1 or search.controls):
         problems.append(
             "search.scheduler: asha stops trials early, so the repeats of a configuration and "
@@ -55,6 +88,13 @@ def problems(spec: SweepSpec) -> list[str]:
             f"repeat {spec.repeat} is not one of the {search.repeats} repeats "
             f"(0..{search.repeats - 1}); the sweep sets it, leave it out of the spec"
         )
+    return problems
+
+
+def patch_size_problems(spec: Spec) -> list[str]:
+    """Patch sizes against the image size."""
+    data, masking = spec.data, spec.masking
+    problems: list[str] = []
     if data.image_size % masking.patch_size:
         problems.append(
             f"masking.patch_size {masking.patch_size} must divide data.image_size "
@@ -65,7 +105,12 @@ def problems(spec: SweepSpec) -> list[str]:
             f"masking.mixed.patch_size {masking.mixed.patch_size} must divide data.image_size "
             f"{data.image_size}; pick a divisor such as {divisors_hint(data.image_size)}"
         )
-    resources = spec.resources
+    return problems
+
+
+def resource_problems(resources: ResourcesConfig) -> list[str]:
+    """GPUs per Train worker, CPUs of a trial that trains itself."""
+    problems: list[str] = []
     if resources.train_workers > 1 and resources.gpus_per_trial > 0:
         per_worker = resources.gpus_per_trial / resources.train_workers
         if per_worker < 1 or per_worker != int(per_worker):
@@ -76,11 +121,18 @@ def problems(spec: SweepSpec) -> list[str]:
                 f"multiple of train_workers, e.g. {resources.train_workers}, or train_workers: 1 "
                 "to share a GPU"
             )
-    if spec.resources.train_workers == 0 and spec.resources.cpus_per_trial == 0:
+    if resources.train_workers == 0 and resources.cpus_per_trial == 0:
         problems.append(
             "resources.train_workers: 0 trains in the trial's own process, which has no CPUs: "
             "set resources.cpus_per_trial (e.g. 2 on a laptop)"
         )
+    return problems
+
+
+def objective_problems(spec: Spec) -> list[str]:
+    """Masking refresh and pretrain.objective against the strategy and fill."""
+    masking = spec.masking
+    problems: list[str] = []
     if masking.refresh == "batch" and masking.strategy in MODEL_BASED:
         problems.append(
             f"masking.refresh: batch redraws masks every batch, which only the model-free "
@@ -105,6 +157,13 @@ def problems(spec: SweepSpec) -> list[str]:
                 "pretrain.objective: contrastive masks each augmented query view as it is drawn "
                 "(a mask per partition would not match the crops); use masking.refresh: auto"
             )
+    return problems
+
+
+def model_problems(spec: Spec) -> list[str]:
+    """Stages (MRM, mask token) and strides against the encoder's depth."""
+    data, masking, model = spec.data, spec.masking, spec.model
+    problems: list[str] = []
     if spec.mrm.stage is not None and spec.mrm.stage > model.encoder_depth:
         problems.append(
             f"mrm.stage {spec.mrm.stage} is deeper than model.encoder_depth "
@@ -139,6 +198,13 @@ def problems(spec: SweepSpec) -> list[str]:
                 for key, size in sizes.items()
                 if size % stride
             ]
+    return problems
+
+
+def data_problems(spec: Spec) -> list[str]:
+    """Each data source, and the pretraining images against the partitions."""
+    data = spec.data
+    problems: list[str] = []
     problems += source_problems(data, "data")
     cross = spec.pretrain.data
     if cross is not None:
@@ -163,6 +229,13 @@ def problems(spec: SweepSpec) -> list[str]:
                 f"pretrain.partitions {spec.pretrain.partitions} exceeds the {pretrain_images} "
                 f"pretraining images; raise data.num_images or lower pretrain.partitions"
             )
+    return problems
+
+
+def robustness_problems(spec: Spec) -> list[str]:
+    """A robust/ search metric against the robustness settings."""
+    search = spec.search
+    problems: list[str] = []
     robustness = spec.robustness
     if search.metric.startswith("robust/"):
         known = [ROBUST_MEAN, *(ROBUST_PREFIX + factor for factor in robustness.factors)]

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from smsweep import build
-from smsweep.config import STRATEGIES
+from smsweep.names import STRATEGIES
 from smsweep.errors import SpecError
 from smsweep.losses import FocalFrequencyLoss, MSSSIML1Loss
 from smsweep.masking import (
@@ -182,7 +182,7 @@ def test_refresh_batch_is_refused_for_masks_scored_from_the_model(strategy):
 
 
 def test_model_based_strategies_are_the_ones_that_need_the_model():
-    from smsweep.config import MODEL_BASED
+    from smsweep.names import MODEL_BASED
     from smsweep.masking import STRATEGIES as CLASSES
 
     assert set(MODEL_BASED) == {name for name, cls in CLASSES.items() if cls.needs_model}

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from smsweep.arms import short  # noqa: F401  (the console's and the sections')
+from smsweep.errors import first_line as _first_line  # noqa: F401  (the sections')
 
 if TYPE_CHECKING:
     from smsweep.report.load import Trial
@@ -78,8 +79,3 @@ def _show(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}" if abs(value) < 10 else f"{value:.4g}"
     return str(value)
-
-
-def _first_line(message: Any) -> str:
-    text = str(message).strip()
-    return text.splitlines()[0] if text else type(message).__name__

@@ -14,8 +14,7 @@ from typing import Any
 
 from smsweep import tracking
 from smsweep.arms import CONFIGURATION, CONTROL, REPEAT, Arm
-from smsweep.errors import SpecError
-from smsweep.report.helpers import _first_line
+from smsweep.errors import SpecError, first_line
 from smsweep.settings import SETTINGS_FILE, SweepSettings
 from smsweep.stats import Verdict, judge
 from smsweep.store import Location, check_storage
@@ -85,7 +84,7 @@ def load_sweep(experiment_dir: str | Path | Location, dashboard: Mapping[str, An
     except Exception as error:  # MlflowException: the store does not hold that run
         raise SpecError(
             f"the MLflow store {uri} has no run {ids['run_id']} (the parent run of "
-            f"{experiment_dir}): {_first_line(error)}; open the report where the sweep's MLflow "
+            f"{experiment_dir}): {first_line(error)}; open the report where the sweep's MLflow "
             "store is reachable, or fix the uri in " + str(run_file)
         ) from None
     search = settings.sweep_spec().search
@@ -256,7 +255,7 @@ def _load_study(settings: SweepSettings, searched: bool) -> tuple[Any, str | Non
     except KeyError:
         return None, f"the Optuna storage {url} holds no study {name!r} yet"
     except Exception as error:
-        return None, f"the Optuna study could not be read ({_first_line(error)})"
+        return None, f"the Optuna study could not be read ({first_line(error)})"
 
 
 def ranked(trials: list[Trial], metric: str, mode: str) -> list[Trial]:

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from smsweep.arms import status_word, trial_count
-from smsweep.report.helpers import _first_line
+from smsweep.errors import first_line
 from smsweep.report.load import Sweep
 from smsweep.report.sections import SECTIONS
 
@@ -81,7 +81,7 @@ def render(sweep: Sweep, dashboard: Mapping[str, Any]) -> str:
             body = SECTIONS[section.kind](sweep, config, section.notes)
             section.body = Markup(body or "")
         except Exception as error:  # one broken section must not cost the whole page
-            section.errors.append(f"this section could not be drawn: {_first_line(error)}")
+            section.errors.append(f"this section could not be drawn: {first_line(error)}")
         sections.append(section)
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(dashboard["directory"])),
