@@ -1,7 +1,10 @@
 """Everything checked before a sweep writes anything: spec, search space, names, data, resources.
 
 `check_all` is what `validate` and `run` call first. It reads files but never writes one, so a
-failing check leaves no storage directory, no MLflow database and no stray file behind.
+failing check leaves no storage directory, no MLflow database and no stray file behind. The
+checks at the end (`check_metric`, `check_object_store`, `check_study_is_new`) need what only
+`run` has (the opened data source, the storage, the study's database); the driver makes them
+before its first write.
 """
 
 from __future__ import annotations
@@ -15,9 +18,12 @@ from smsweep.arms import short, trials_line
 from smsweep.budget import Budget, budget_warnings, trial_budget
 from smsweep.config import SweepSpec
 from smsweep.errors import SpecError
+from smsweep.names import ROBUST_MEAN, ROBUST_PREFIX
+from smsweep.reports import FINETUNE_METRICS
 from smsweep.resources import check_fits, local_capacity, trial_demand
 from smsweep.space import control_params
 from smsweep.spec import load_spec, resolve
+from smsweep.store import Location
 
 # Searched keys that change a trial's budget (the data keys through its splits).
 BUDGET_KEYS = ("pretrain.", "finetune.", "masking.strategy", "data.val_fraction", "data.label_")
@@ -172,3 +178,61 @@ def describe(checked: Checked) -> str:
         *(f"  {line}" for line in budget_lines(spec, checked.source)),
     ]
     return "\n".join(lines)
+
+
+COST_METRICS = ("cost/seconds", "cost/device_seconds", "cost/scoring_share")  # at a trial's end
+
+
+def searches(spec: SweepSpec) -> bool:
+    """Whether the sweep has a searcher, and so an Optuna study (see `tune_config`)."""
+    search = spec.search
+    return bool(search.space or search.repeats > 1 or search.controls)
+
+
+def check_study_is_new(url: str, name: str) -> None:
+    """A new sweep must not continue another sweep's study in a shared storage."""
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return  # a new file: nothing to collide with, and nothing written here
+    import optuna  # only a sweep with a study storage pays for the import
+
+    try:
+        names = optuna.study.get_all_study_names(storage=url)
+    except Exception as error:
+        raise SpecError(
+            f"search.storage {url!r} cannot be opened ({str(error).splitlines()[0]}); give an "
+            "Optuna storage URL such as sqlite:///studies.db or postgresql://host/db"
+        ) from None
+    if name in names:
+        raise SpecError(
+            f"the Optuna storage {url} already holds a study named {name!r}; choose another "
+            "--name, or continue that sweep with `python -m smsweep resume`"
+        )
+
+
+def check_object_store(spec: SweepSpec, storage: Location) -> None:
+    """What an object store as --storage cannot hold: the default sqlite Optuna study."""
+    if searches(spec) and not spec.search.storage:
+        raise SpecError(
+            f"with --storage {storage} (an object store) the Optuna study cannot live beside "
+            "the sweep (sqlite needs a filesystem); set search.storage to a database URL the "
+            "driver reaches (e.g. postgresql://host/db on a cluster, or sqlite:///optuna.db "
+            "on this machine), e.g. --set search.storage=sqlite:///optuna.db"
+        )
+
+
+def check_metric(spec: SweepSpec, class_names: tuple[str, ...]) -> None:
+    known = [*FINETUNE_METRICS, *(f"iou/{name}" for name in class_names)]
+    robustness = spec.robustness  # the rules check a robust metric against its factors
+    if robustness.enabled:
+        known += [ROBUST_MEAN, *(ROBUST_PREFIX + factor for factor in robustness.factors)]
+    if spec.search.metric not in known:
+        raise SpecError(
+            f"search.metric {spec.search.metric!r} is not reported by a trial; use one of "
+            f"{', '.join(known)}"
+        )
+    for objective in spec.search.objectives[1:]:
+        if objective.metric not in (*known, *COST_METRICS):
+            raise SpecError(
+                f"search.objectives metric {objective.metric!r} is not reported by a trial; "
+                f"use one of {', '.join((*known, *COST_METRICS))}"
+            )

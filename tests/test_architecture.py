@@ -50,13 +50,13 @@ def _is_type_checking(node: ast.If) -> bool:
     )
 
 
-def imported(path: Path, known: dict[str, Path]) -> set[str]:
+def imported(path: Path, known: dict[str, Path], *, typing_too: bool = False) -> set[str]:
     """The package's modules `path` imports at run time, at module level or inside functions
-    (imports under `if TYPE_CHECKING:` never run)."""
+    (imports under `if TYPE_CHECKING:` never run; `typing_too` counts them as well)."""
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and _is_type_checking(node):
+        if isinstance(node, ast.If) and _is_type_checking(node) and not typing_too:
             for child in node.orelse:
                 visit(child)
             return
@@ -106,9 +106,112 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_the_package_has_no_import_cycles():
+    """Not even through imports made for type annotations only (`TYPE_CHECKING`): a module
+    two others need goes below both."""
+    known = modules()
+    graph = {name: imported(path, known, typing_too=True) - {name} for name, path in known.items()}
+    assert cycles(graph) == []
+
+
+def external(path: Path) -> set[str]:
+    """Top-level names of the packages outside smsweep that `path` imports at run time."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module.split(".")[0])
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text()))
+    return found - {"smsweep"}
+
+
+def reached(start: str, graph: dict[str, set[str]]) -> set[str]:
+    """`start` and every module of the package it imports, directly or not."""
+    seen, todo = {start}, [start]
+    while todo:
+        for other in graph[todo.pop()] - seen:
+            seen.add(other)
+            todo.append(other)
+    return seen
+
+
+# The core: the method in plain torch (data, masking, models, losses, the training steps, the
+# phases of a trial, the pure scorer). The engines are adapters around it, handed in.
+CORE = (
+    "smsweep.data",
+    "smsweep.masking",
+    "smsweep.models",
+    "smsweep.losses",
+    "smsweep.build",
+    "smsweep.pretrain",
+    "smsweep.finetune",
+    "smsweep.contrastive",
+    "smsweep.mrm",
+    "smsweep.robustness",
+    "smsweep.scoring",
+    "smsweep.looks",
+    "smsweep.gallery",
+    "smsweep.schedule",
+    "smsweep.precision",
+    "smsweep.budget",
+    "smsweep.partition0",
+    "smsweep.phases",
+    "smsweep.config",
+    "smsweep.schema",
+    "smsweep.search_schema",
+    "smsweep.rules",
+)
+
+
+def core_modules(known: dict[str, Path]) -> list[str]:
+    return sorted(n for n in known if any(n == c or n.startswith(c + ".") for c in CORE))
+
+
+def test_the_core_imports_neither_ray_nor_mlflow():
     known = modules()
     graph = {name: imported(path, known) - {name} for name, path in known.items()}
-    assert cycles(graph) == []
+    assert len(core_modules(known)) > 30  # the list above still names the package's modules
+    engines = {}
+    for name in core_modules(known):
+        for module in reached(name, graph):
+            used = external(known[module]) & set(ENGINES)
+            if used:
+                engines[name] = (module, sorted(used))
+    assert engines == {}
+
+
+def test_the_engine_scan_sees_an_engine_reached_through_another_module(tmp_path):
+    a, b = tmp_path / "a.py", tmp_path / "b.py"
+    a.write_text("def f():\n    import b\n")
+    b.write_text("from ray import tune\n")
+    assert external(b) == {"ray"}
+    assert reached("a", {"a": {"b"}, "b": set()}) == {"a", "b"}
+
+
+MAX_FILE_LINES, MAX_CLASS_LINES = 400, 250
+
+
+def test_files_and_classes_stay_small_enough_to_hold_in_mind():
+    too_long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        source = path.read_text()
+        where = path.relative_to(PACKAGE.parent)
+        if len(source.splitlines()) > MAX_FILE_LINES:
+            too_long.append(f"{where}: {len(source.splitlines())} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ClassDef):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_CLASS_LINES:
+                    too_long.append(f"{where}: class {node.name}, {lines} lines")
+    assert too_long == []
 
 
 def test_the_cycle_finder_finds_a_cycle():
