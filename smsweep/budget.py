@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from smsweep import registry
 from smsweep.config import SweepSpec
 from smsweep.data.splits import Splits
 
@@ -133,7 +134,7 @@ def budget_warnings(spec: SweepSpec, budget: Budget) -> list[str]:
                 f"{MIN_PRETRAIN_STEPS} it may not change what fine-tuning reaches: raise "
                 f"{raise_key}"
             )
-        scored = spec.masking.strategy in ("selective", "saliency", "saliency_hard")
+        scored = registry.strategy(spec.masking.strategy).needs_model
         first = budget.partition_steps[0]
         if scored and len(budget.partition_steps) > 1 and first < MIN_FIRST_PARTITION_STEPS:
             warnings.append(

@@ -12,6 +12,7 @@ from typing import TypeVar
 import torch
 from torch import nn
 
+from smsweep import registry
 from smsweep.config import SweepSpec
 from smsweep.losses import WeightedLoss, build_loss
 from smsweep.masking import (
@@ -19,7 +20,6 @@ from smsweep.masking import (
     MaskingStrategy,
     RandomMasking,
     build_fill,
-    build_strategy,
 )
 from smsweep.masking.fills import Fill, ZeroFill
 from smsweep.models import MaskedUnet, build_unet
@@ -83,29 +83,10 @@ def memory_layout(spec: SweepSpec, model: ModelT) -> ModelT:
 
 
 def masking_strategy(spec: SweepSpec) -> MaskingStrategy:
-    """The strategy the spec names, with every setting it reads from `masking`."""
-    masking = spec.masking
-    if masking.strategy == "mixed":
-        return build_strategy(
-            "mixed",
-            first=(masking.patch_size, masking.ratio),
-            second=(masking.mixed.patch_size, masking.mixed.ratio),
-            second_probability=masking.mixed.probability,
-        )
-    if masking.strategy == "none":
-        return build_strategy("none", patch_size=masking.patch_size)
-    settings: dict[str, object] = {"patch_size": masking.patch_size, "ratio": masking.ratio}
-    if masking.strategy == "selective":
-        settings |= {
-            "samples": masking.samples,
-            "sampling": masking.sampling,
-            "fill": input_fill(spec),
-            "ssim_weight": masking.ssim_weight,
-            "l1_weight": masking.l1_weight,
-        }
-    elif masking.strategy in ("saliency", "saliency_hard"):
-        settings["largest_component"] = masking.largest_component
-    return build_strategy(masking.strategy, **settings)
+    """The strategy the spec names, with every setting it reads from `masking` (its class's
+    `from_spec`)."""
+    cls = registry.strategy(spec.masking.strategy).load()
+    return cls.from_spec(spec.masking, input_fill(spec))
 
 
 def mask_refresh(spec: SweepSpec) -> str:

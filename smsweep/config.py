@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import field_validator, model_validator
 
-from smsweep import rules
+from smsweep import registry, rules
 from smsweep.explain import flatten
 from smsweep.schema import (
     ContrastiveConfig,
@@ -76,6 +76,11 @@ class SweepSpec(Section):
         ge=0,
         le=99,
     )
+    plugins: tuple[str, ...] = documented(
+        (),
+        "modules that register masking strategies of your own (smsweep.registry), imported by "
+        "every process of the sweep before the rest of the spec is read",
+    )
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     pretrain: PretrainConfig = PretrainConfig()
@@ -95,6 +100,19 @@ class SweepSpec(Section):
                 f"name {name!r} must be usable as a directory name: letters, digits, '_', '.', '-'"
             )
         return name
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plugins_first(cls, raw: Any) -> Any:
+        """The strategies a spec names must be registered before `masking` is validated."""
+        if isinstance(raw, dict) and raw.get("plugins"):
+            plugins = raw["plugins"]
+            if not isinstance(plugins, list | tuple) or not all(
+                isinstance(m, str) for m in plugins
+            ):
+                raise ValueError("plugins must be a list of module names, e.g. [mypackage.masks]")
+            registry.import_plugins(plugins)
+        return raw
 
     @model_validator(mode="after")
     def _consistent(self) -> SweepSpec:

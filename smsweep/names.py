@@ -1,4 +1,5 @@
-"""The spec's vocabulary: strategies, fills, data sources, tracking schemes. Shared by the schema
+"""The spec's vocabulary: fills, data sources, tracking schemes (the masking strategies are
+`smsweep.registry`'s). Shared by the schema
 (config.py), its cross-field rules (rules.py), the search space and the builders; it imports
 nothing of the project."""
 
@@ -6,9 +7,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-Strategy = Literal["none", "random", "block", "selective", "saliency", "saliency_hard", "mixed"]
-STRATEGIES: tuple[str, ...] = Strategy.__args__
-MODEL_BASED = ("selective", "saliency", "saliency_hard")  # masks scored once per partition
 FILLS = ("mean", "zero", "noise", "blur", "highpass", "token")
 SOURCES = ("synthetic", "textures", "folder", "voc", "cityscapes")
 GENERATED_SOURCES = ("synthetic", "textures")  # made from the seed: no path, `num_images` counts

@@ -20,9 +20,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from smsweep import registry
 from smsweep.config import ResourcesConfig, SweepSpec
 from smsweep.errors import SpecError
-from smsweep.names import MODEL_BASED
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def trial_cost(
     - `cost/scoring_share`: the share of its compute seconds spent scoring masks."""
     demand = trial_demand(spec.resources)
     cpus, gpus = demand.cpus, demand.gpus
-    scores = spec.masking.strategy in MODEL_BASED and spec.pretrain.partitions > 1
+    scores = registry.strategy(spec.masking.strategy).needs_model and spec.pretrain.partitions > 1
     if not scores:
         cpus -= spec.resources.scoring_actors * spec.resources.cpus_per_actor
         gpus -= spec.resources.scoring_actors * spec.resources.gpus_per_actor

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from smsweep import registry
 from smsweep.names import (
     FIXED_NUM_CLASSES,
     GENERATED_CLASSES,
     GENERATED_SOURCES,
-    MODEL_BASED,
     ROBUST_MEAN,
     ROBUST_PREFIX,
 )
@@ -133,19 +133,21 @@ def objective_problems(spec: Spec) -> list[str]:
     """Masking refresh and pretrain.objective against the strategy and fill."""
     masking = spec.masking
     problems: list[str] = []
-    if masking.refresh == "batch" and masking.strategy in MODEL_BASED:
+    entry = registry.strategy(masking.strategy)
+    if masking.refresh != "auto" and masking.refresh not in entry.refresh:
+        allowed = [name for name, e in registry.STRATEGIES.items() if masking.refresh in e.refresh]
         problems.append(
-            f"masking.refresh: batch redraws masks every batch, which only the model-free "
-            f"strategies (random, block, mixed) do; {masking.strategy} masks are computed once per "
-            "partition from the previous partition's model: use refresh auto or partition"
+            f"masking.refresh: {masking.refresh} is not one of {masking.strategy}'s refresh "
+            f"modes ({', '.join(entry.refresh)}); {', '.join(allowed)} allow it, else use "
+            "refresh: auto"
         )
-    if spec.pretrain.objective == "contrastive":
-        if masking.strategy == "selective":
-            problems.append(
-                "pretrain.objective: contrastive has no reconstruction loss to score patches "
-                "with, so masking.strategy: selective cannot be used; use random, block, mixed, "
-                "saliency or saliency_hard"
-            )
+    objective = spec.pretrain.objective
+    if objective not in entry.objectives:
+        problems.append(
+            f"masking.strategy: {masking.strategy} cannot mask for pretrain.objective: "
+            f"{objective}; use one of {', '.join(registry.for_objective(objective))}"
+        )
+    if objective == "contrastive":
         if masking.fill == "token" or masking.token_stage is not None:
             problems.append(
                 "pretrain.objective: contrastive feeds the encoder directly, without the "

@@ -10,14 +10,15 @@ spec is cheap and has no side effects.
 
 from __future__ import annotations
 
+import difflib
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from smsweep import registry
 from smsweep.names import (
     FACTORS,
     Factor,
-    Strategy,
 )
 
 
@@ -181,7 +182,11 @@ class MixedConfig(Section):
 
 
 class MaskingConfig(Section):
-    strategy: Strategy = documented("random", "how patches are chosen (see Strategies)")
+    strategy: str = documented(
+        "random",
+        "how patches are chosen (see Strategies)",
+        json_schema_extra={"choices": "masking strategies"},
+    )
     ratio: float = documented(
         0.5, "r: fraction of patches masked; exactly round(r*N) per image", gt=0, lt=1
     )
@@ -214,6 +219,19 @@ class MaskingConfig(Section):
         True, "saliency: keep only the largest foreground component"
     )
     mixed: MixedConfig = MixedConfig()
+
+    @field_validator("strategy")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        if name not in registry.STRATEGIES:
+            near = difflib.get_close_matches(name, registry.names(), n=1)
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            raise ValueError(
+                f"{name!r} is not a masking strategy{hint}; choose one of: "
+                f"{', '.join(registry.names())} (a strategy of your own: list its module under "
+                "plugins)"
+            )
+        return name
 
 
 class FinetuneConfig(Section):

@@ -22,11 +22,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from smsweep import registry
 from smsweep.config import SweepSpec
 from smsweep.distribution import Distribution
 from smsweep.errors import SpecError
 from smsweep.explain import explain, set_dotted
-from smsweep.names import STRATEGIES
 
 SEARCHABLE_SECTIONS = ("data", "model", "pretrain", "masking", "finetune", "mrm")
 _MAX_COMBINATIONS = 4096  # above this, values are checked one key at a time
@@ -248,12 +248,12 @@ def check_controls(spec: SweepSpec) -> None:
     """Raise SpecError unless every control has its own name, sets existing keys and gives a
     valid trial."""
     for control in spec.search.controls:
-        if isinstance(control, str) and control not in STRATEGIES:
-            near = difflib.get_close_matches(control, STRATEGIES, n=1)
+        if isinstance(control, str) and control not in registry.STRATEGIES:
+            near = difflib.get_close_matches(control, registry.names(), n=1)
             hint = f"did you mean {near[0]}? " if near else ""
             raise SpecError(
                 f"search.controls `{control}` is not a masking strategy; {hint}name one of "
-                f"{', '.join(STRATEGIES)}, or give {{name: ..., set: {{key: value}}}}"
+                f"{', '.join(registry.names())}, or give {{name: ..., set: {{key: value}}}}"
             )
     names = [c if isinstance(c, str) else c.name for c in spec.search.controls]
     doubled = sorted({name for name in names if names.count(name) > 1})

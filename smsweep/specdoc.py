@@ -10,6 +10,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel
 
+from smsweep import registry
 from smsweep.config import SweepSpec
 
 
@@ -23,7 +24,24 @@ def reference_markdown() -> str:
     for name, field in SweepSpec.model_fields.items():
         if _is_model(field.annotation):
             blocks.extend(_section(name, field.annotation))
+    blocks.append(strategies_markdown())
     return "\n\n".join(blocks) + "\n"
+
+
+def strategies_markdown() -> str:
+    """The masking strategies as `smsweep.registry` holds them (plugins' ones included)."""
+    rows = [
+        "**masking strategies** (`masking.strategy`)",
+        "",
+        "| strategy | what it masks | masks from the model | objectives | masking.refresh |",
+        "|---|---|---|---|---|",
+    ]
+    for name, entry in registry.STRATEGIES.items():
+        rows.append(
+            f"| `{name}` | {entry.summary} | {'yes' if entry.needs_model else 'no'} | "
+            f"{', '.join(entry.objectives)} | auto, {', '.join(entry.refresh)} |"
+        )
+    return "\n".join(rows)
 
 
 def _section(prefix: str, model: type[BaseModel]) -> list[str]:
@@ -61,6 +79,8 @@ def _default(field: Any) -> str:
 
 
 def _legal(field: Any) -> str:
+    if (field.json_schema_extra or {}).get("choices") == "masking strategies":
+        return ", ".join(f"`{name}`" for name in registry.names())
     annotation = field.annotation
     args = getattr(annotation, "__args__", None)
     if get_origin(annotation) is tuple and args and get_origin(args[0]) is Literal:

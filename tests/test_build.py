@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from smsweep import build
-from smsweep.names import STRATEGIES
 from smsweep.errors import SpecError
 from smsweep.losses import FocalFrequencyLoss, MSSSIML1Loss
 from smsweep.masking import (
@@ -26,6 +25,7 @@ from smsweep.masking import (
 )
 from smsweep.masking.fills import MeanFill, NoiseFill, ZeroFill
 from smsweep.models import MaskedUnet
+from smsweep.registry import STRATEGIES
 from smsweep.spec import load_spec
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "sweeps" / "quickstart.yaml"
@@ -177,12 +177,15 @@ def test_mask_refresh(strategy, refresh, expected):
 
 @pytest.mark.parametrize("strategy", ["selective", "saliency", "saliency_hard"])
 def test_refresh_batch_is_refused_for_masks_scored_from_the_model(strategy):
-    with pytest.raises(SpecError, match="only the model-free strategies"):
+    with pytest.raises(SpecError, match=f"not one of {strategy}'s refresh modes"):
         spec_with(f"masking.strategy={strategy}", "masking.refresh=batch")
 
 
-def test_model_based_strategies_are_the_ones_that_need_the_model():
-    from smsweep.names import MODEL_BASED
+def test_the_registry_says_which_strategies_need_the_model_and_its_classes_agree():
+    from smsweep import registry
     from smsweep.masking import STRATEGIES as CLASSES
 
-    assert set(MODEL_BASED) == {name for name, cls in CLASSES.items() if cls.needs_model}
+    assert registry.model_based() == ["selective", "saliency", "saliency_hard"]
+    for name, cls in CLASSES.items():
+        assert cls.name == name  # the entry builds the class that carries its name
+        assert registry.strategy(name).needs_model == (name in registry.model_based())

@@ -117,7 +117,10 @@ def test_a_contrastive_trial_hands_its_encoder_to_fine_tuning(tmp_path):
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"masking": {"strategy": "selective"}}, "selective cannot be used"),
+        (
+            {"masking": {"strategy": "selective"}},
+            "selective cannot mask for pretrain.objective",
+        ),
         ({"masking": {"fill": "token"}}, "without the reconstruction model's mask token"),
         ({"masking": {"refresh": "partition"}}, "use masking.refresh: auto"),
     ],

@@ -2,11 +2,14 @@
 
 Every strategy turns images (and, where it needs one, the model) into per-patch scores; the mask
 is the top round(ratio * N) patches, returned as a `PatchMask`. `STRATEGIES` maps the names used
-in sweep specs to classes; inside the library pass strategy objects, not names.
+in sweep specs (`smsweep.registry`) to classes; inside the library pass strategy objects, not
+names.
 """
 
 import inspect
+from collections.abc import Iterator, Mapping
 
+from smsweep import registry
 from smsweep.errors import SpecError
 from smsweep.masking._block import BlockMasking
 from smsweep.masking._mixed import MixedMasking
@@ -27,26 +30,30 @@ from smsweep.masking.diagnostics import mask_diagnostics
 from smsweep.masking.fills import FILLS, Fill, build_fill
 from smsweep.masking.scorer import patch_loss_scores, sample_masks
 
-STRATEGIES: dict[str, type[MaskingStrategy]] = {
-    cls.name: cls
-    for cls in (
-        NoMasking,
-        RandomMasking,
-        BlockMasking,
-        SelectiveMasking,
-        SaliencyMasking,
-        HardSaliencyMasking,
-        MixedMasking,
-    )
-}
+
+class _Classes(Mapping):
+    """Name -> strategy class, read from `smsweep.registry` at each use (so a strategy
+    registered by a plugin is here too)."""
+
+    def __getitem__(self, name: str) -> type[MaskingStrategy]:
+        if name not in registry.STRATEGIES:
+            raise KeyError(name)
+        return registry.STRATEGIES[name].load()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(registry.names())
+
+    def __len__(self) -> int:
+        return len(registry.STRATEGIES)
+
+
+STRATEGIES: Mapping[str, type[MaskingStrategy]] = _Classes()
 
 
 def build_strategy(name: str, **kwargs: object) -> MaskingStrategy:
     """The strategy registered as `name` (the YAML boundary); kwargs go to its constructor."""
-    if name not in STRATEGIES:
-        raise SpecError(
-            f"unknown masking strategy {name!r}; valid strategies: {sorted(STRATEGIES)}"
-        )
+    if name not in registry.STRATEGIES:
+        raise SpecError(f"unknown masking strategy {name!r}; valid strategies: {registry.names()}")
     cls = STRATEGIES[name]
     valid = sorted(inspect.signature(cls).parameters)
     unknown = sorted(set(kwargs) - set(valid))

@@ -18,6 +18,14 @@ class MixedMasking(MaskingStrategy):
 
     name = "mixed"
 
+    @classmethod
+    def from_spec(cls, masking, fill) -> MixedMasking:
+        return cls(
+            first=(masking.patch_size, masking.ratio),
+            second=(masking.mixed.patch_size, masking.mixed.ratio),
+            second_probability=masking.mixed.probability,
+        )
+
     def __init__(
         self,
         first: Sequence[float] = (16, 0.5),

@@ -13,6 +13,10 @@ class NoMasking(MaskingStrategy):
 
     name = "none"
 
+    @classmethod
+    def from_spec(cls, masking, fill) -> NoMasking:
+        return cls(patch_size=masking.patch_size)
+
     def __init__(self, patch_size: int = 16) -> None:
         self.patch_size = check_patch_size(patch_size)
         self.ratio = 0.0

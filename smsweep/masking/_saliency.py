@@ -34,8 +34,11 @@ class SaliencyMasking(MaskingStrategy):
     """Masked patches split between foreground and background in proportion to their areas."""
 
     name = "saliency"
-    needs_model = True
     hard = False
+
+    @classmethod
+    def from_spec(cls, masking, fill) -> SaliencyMasking:
+        return cls(masking.patch_size, masking.ratio, masking.largest_component)
 
     def __init__(
         self, patch_size: int = 16, ratio: float = 0.5, largest_component: bool = True

@@ -30,8 +30,19 @@ class SelectiveMasking(MaskingStrategy):
     """
 
     name = "selective"
-    needs_model = True
     scores_can_tie = True  # the never-masked rule gives those patches one score
+
+    @classmethod
+    def from_spec(cls, masking, fill) -> SelectiveMasking:
+        return cls(
+            masking.patch_size,
+            masking.ratio,
+            samples=masking.samples,
+            sampling=masking.sampling,
+            fill=fill,
+            ssim_weight=masking.ssim_weight,
+            l1_weight=masking.l1_weight,
+        )
 
     def __init__(
         self,

@@ -18,11 +18,12 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from smsweep import registry
 from smsweep.errors import SpecError
 
 
@@ -148,10 +149,12 @@ class MaskingStrategy(ABC):
     - `seeded_scores(images, seeds, model)` once per partition by the pipeline, for strategies
       whose masks are computed from the previous partition's model (in-process or by actors).
 
-    A subclass sets `name`, `needs_model` and implements `scores`. Strategies hold only plain
-    values (and fills), so they pickle: Ray ships them to workers and actors. `patch_size` and
-    `ratio` exist on single-config strategies; `configs` on all (mixed has two). `generator`
-    is a CPU torch.Generator; draws are moved to the images' device.
+    A subclass sets `name` (its entry in `smsweep.registry` says what it can do, e.g.
+    `needs_model`), implements `scores`, and builds itself from the spec in `from_spec`.
+    Strategies hold only plain values (and fills), so they pickle: Ray ships them to workers
+    and actors. `patch_size` and `ratio` exist on single-config strategies; `configs` on all
+    (mixed has two). `generator` is a CPU torch.Generator; draws are moved to the images'
+    device.
 
     Ties: a subclass whose scores can tie sets `scores_can_tie = True` (selective: its
     never-masked rule gives several patches one score); `__call__` then breaks ties at random
@@ -162,12 +165,22 @@ class MaskingStrategy(ABC):
     """
 
     name: ClassVar[str]
-    needs_model: ClassVar[bool] = False
     scores_can_tie: ClassVar[bool] = False
 
     def __init__(self, patch_size: int = 16, ratio: float = 0.5) -> None:
         self.patch_size = check_patch_size(patch_size)
         self.ratio = check_ratio(ratio)
+
+    @classmethod
+    def from_spec(cls, masking: Any, fill: Any) -> MaskingStrategy:
+        """The strategy with every setting it reads from the spec's `masking` section; `fill`
+        is the input fill (for strategies that reconstruct masked images themselves)."""
+        return cls(masking.patch_size, masking.ratio)
+
+    @property
+    def needs_model(self) -> bool:
+        """Masks scored from the model after the previous partition (the registry says)."""
+        return registry.strategy(self.name).needs_model
 
     @property
     def configs(self) -> tuple[tuple[int, float], ...]:

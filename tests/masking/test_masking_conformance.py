@@ -10,6 +10,7 @@ import pickle
 import pytest
 import torch
 
+from smsweep import registry
 from smsweep.errors import SpecError
 from smsweep.masking import STRATEGIES, PatchMask, build_strategy, mask_count, top_k_mask
 from smsweep.masking.base import random_tie_keys
@@ -92,7 +93,7 @@ def test_model_mode_is_restored(name, images, tiny_model):
         assert tiny_model.training is training
 
 
-@pytest.mark.parametrize("name", [n for n, cls in STRATEGIES.items() if cls.needs_model])
+@pytest.mark.parametrize("name", registry.model_based())
 def test_model_strategies_ask_for_the_model(name, images):
     with pytest.raises(ValueError, match="needs the model"):
         STRATEGIES[name]()(images, seeded(0))
