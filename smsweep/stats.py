@@ -257,7 +257,7 @@ class Verdict:
             runner_up = self.best_vs_runner_up is not None and pairs > 1
             how.append(
                 f"each corrected for picking the best out of {self.picked_from}"
-                + f" (the runner-up as one of {pairs} pairs)" * runner_up
+                + f", the runner-up as one of {pairs} pairs" * runner_up
             )
         corrected = f"; {', '.join(how)}" if how else ""
         return (

@@ -4,6 +4,7 @@ out by hand or against SciPy."""
 from __future__ import annotations
 
 import math
+import statistics
 
 import numpy as np
 import pytest
@@ -193,3 +194,29 @@ def test_a_configuration_picked_beforehand_is_judged_without_the_picking_factor(
     )
     with pytest.raises(ValueError, match="name one of a, b"):
         judge(_runs(table), "miou", picked="c")
+
+
+def test_the_pareto_front_uses_blocked_means_and_marks_dominance_inside_the_intervals():
+    from smsweep.stats import pareto
+
+    seed = [0.0, 0.05, -0.05, 0.02]
+    rows = []
+    for key, miou, cost, jitter in [
+        ("fast", 0.40, 10.0, [0.0, 0.001, -0.001, 0.0]),  # clearly cheapest
+        ("good", 0.50, 20.0, [0.0, 0.002, -0.001, -0.001]),  # clearly best
+        ("near", 0.499, 20.01, [0.03, -0.03, 0.02, -0.02]),  # dominated by good, within noise
+        ("poor", 0.30, 30.0, [0.0, 0.001, 0.0, -0.001]),  # dominated beyond the intervals
+    ]:
+        for repeat, (s, j) in enumerate(zip(seed, jitter, strict=True)):
+            if key == "good" and repeat == 2:
+                continue  # a failed repeat on the bad seed: the blocked mean is not lifted
+            rows.append((key, key, {"miou": miou + s + j, "cost": cost + j}, repeat))
+    points = {p.key: p for p in pareto(rows, ["miou", "cost"], ["max", "min"])}
+    assert {k for k, p in points.items() if p.on_front} == {"fast", "good"}
+    plain = statistics.fmean(r[2]["miou"] for r in rows if r[0] == "good")  # 0.524
+    assert abs(points["good"].means[0] - 0.50) < abs(plain - 0.50) / 3
+    assert points["near"].uncertain and not points["poor"].uncertain
+    assert points["good"].uncertain  # near may be as good within the intervals
+    assert not points["fast"].uncertain
+    unpaired = pareto([row[:3] for row in rows], ["miou", "cost"], ["max", "min"])
+    assert {p.uncertain for p in unpaired} == {None}
