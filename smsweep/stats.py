@@ -188,6 +188,7 @@ class Verdict:
     picked_from: int = 0  # configurations the best was picked from (1: chosen beforehand)
     alpha: float = power.ALPHA  # the family-wise error rate
     residual_sd: float = math.nan  # one score's sd around the arm + seed fit
+    picked: str | None = None  # the configuration chosen before these repeats (`judge`)
 
     @property
     def best(self) -> ArmScores | None:
@@ -210,8 +211,10 @@ class Verdict:
         count = len(self.controls)
         against = ["the runner-up"] if self.best_vs_runner_up is not None else []
         against += [f"{count} control{'s' * (count != 1)}"] if count else []
-        if self.picked_from == 1:
+        if self.picked is not None:
             picked = "a configuration chosen before these repeats"
+        elif self.picked_from == 1:
+            picked = "the one configuration"
         else:
             plural = "s" * (self.picked_from != 1)
             picked = f"the best of {self.picked_from} configuration{plural}"
@@ -376,6 +379,7 @@ def judge(
         1 if picked else len(scored),
         alpha,
         float(found.residual_sd[0]),
+        picked,
     )
 
 
