@@ -132,6 +132,11 @@ def test_judge_ranks_by_mean_and_pairs_by_repeat():
         "(98.8% interval), n=3."
     )
     assert "winner's curse" in sentences[3]
+    judged = verdict.best_vs_controls["none"]
+    test = scipy_stats.ttest_rel([0.50, 0.52, 0.40], [0.40, 0.43, 0.31])
+    assert judged.p_value == pytest.approx(test.pvalue, rel=1e-9)
+    low, high = test.confidence_interval(confidence_level=1 - judged.level)
+    assert (judged.difference.low, judged.difference.high) == pytest.approx((low, high))
     assert verdict.mlflow_metrics()["best_vs_control/none"] == pytest.approx(versus.difference.mean)
     assert verdict.mlflow_metrics()["best_vs_control/none/n"] == 3
     assert "differ by more than seed noise" in verdict.noise
