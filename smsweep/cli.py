@@ -111,6 +111,20 @@ def build_parser() -> argparse.ArgumentParser:
         "path", help="the experiment directory STORAGE/NAME (a path or s3://BUCKET/PREFIX/NAME)"
     )
 
+    plan = commands.add_parser(
+        "plan", help="repeats per arm (and their cost) to find an effect with 80%% power"
+    )
+    plan.add_argument(
+        "path", help="the experiment directory STORAGE/NAME (a path or s3://BUCKET/PREFIX/NAME)"
+    )
+    plan.add_argument(
+        "--effect",
+        type=float,
+        nargs="+",
+        required=True,
+        help="the effect(s) to find, in points of the ranked metric (2: 0.02 of mIoU)",
+    )
+
     bench = commands.add_parser("bench", help="measure the scorer, train step and actor scaling")
     add_bench_arguments(bench)
 
@@ -220,6 +234,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         from smsweep.report import main as report_main
 
         return report_main(args.path)
+    if args.command == "plan":
+        from smsweep.plan import plan_command
+
+        print(plan_command(args.path, [effect / 100 for effect in args.effect]))
+        return EXIT_OK
     if args.command == "data":
         from smsweep.data.export import synth_command
 

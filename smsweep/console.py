@@ -204,19 +204,22 @@ def leaderboard(
 
 
 def arms_table(verdict: Verdict) -> str:
-    """The configurations (best mean first) and the controls: runs, mean with its 95 % interval
-    over repeats, the paired difference with every control, and what the arm runs."""
+    """The configurations (best seed-blocked mean first) and the controls: runs, mean with its
+    95 % interval over repeats, the seed-blocked mean (what the ranking uses: a failed repeat
+    does not move it), the paired difference with every control (95 %, uncorrected; the
+    sentences below are corrected for the family), and what the arm runs."""
     controls = [arm.control or "" for arm in verdict.controls]
     arms = verdict.configurations + verdict.controls
     keys = [f"control {arm.control}" if arm.control is not None else arm.key for arm in arms]
     width = max([len("arm"), *map(len, keys)]) + 2
     columns = [f"vs {name}, points" for name in controls]
     widths = [max(len(column) + 2, 22) for column in columns]
-    head = f"{'arm':<{width}}{'runs':>4}  {verdict.metric + ' mean [95% CI]':<24}"
+    head = f"{'arm':<{width}}{'runs':>4}  {verdict.metric + ' mean [95% CI]':<24}{'blocked':<9}"
     head += "".join(f"{column:<{w}}" for column, w in zip(columns, widths, strict=True))
     lines = [head + "what"]
     for key, arm in zip(keys, arms, strict=True):
-        line = f"{key:<{width}}{len(arm.values):>4}  {arm.interval.show():<24}"
+        blocked = f"{arm.blocked:.3f}" if arm.blocked == arm.blocked else "-"  # NaN: no score
+        line = f"{key:<{width}}{len(arm.values):>4}  {arm.interval.show():<24}{blocked:<9}"
         for control, w in zip(controls, widths, strict=True):
             found = verdict.vs_controls.get((arm.key, control))
             line += f"{found.difference.show_points() if found else '-':<{w}}"
@@ -233,5 +236,6 @@ def pareto_lines(front: Sequence[ParetoPoint], metrics: Sequence[str], modes: Se
         values = "  ".join(
             f"{metric} {value:.4g}" for metric, value in zip(metrics, point.means, strict=True)
         )
-        lines.append(f"  {point.key:<16}{values}  ({point.runs} runs) {point.label}")
+        doubt = " [within the intervals]" if point.uncertain else ""
+        lines.append(f"  {point.key:<16}{values}  ({point.runs} runs){doubt} {point.label}")
     return "\n".join(lines)

@@ -120,7 +120,7 @@ def pareto_points(search, rows: list[dict[str, Any]]) -> list[ParetoPoint]:
     """The arms on the objectives' plane (empty for a single-objective sweep)."""
     if not search.objectives:
         return []
-    measured = [(row["arm"].key, row["arm"].label, row) for row in rows]
+    measured = [(row["arm"].key, row["arm"].label, row, row["arm"].repeat) for row in rows]
     return pareto(measured, search.objective_metrics, search.objective_modes)
 
 

@@ -192,7 +192,8 @@ def test_a_sweep_with_repeats_and_a_control(tmp_path, monkeypatch, capsys):
     assert "Best vs control none: " in out and "Best vs runner-up: " in out
     parent = parents[0].data
     assert parent.metrics["best_configuration"] == pytest.approx(best.interval.mean)
-    difference = verdict.vs_controls[(best.key, "none")].difference
+    # the verdict's comparison, its interval drawn at the family's level
+    difference = verdict.best_vs_controls["none"].difference
     assert parent.metrics["best_vs_control/none"] == pytest.approx(difference.mean)
     assert parent.metrics["best_vs_control/none/low"] == pytest.approx(difference.low)
     assert parent.metrics["best_vs_control/none/n"] == 2
@@ -200,6 +201,13 @@ def test_a_sweep_with_repeats_and_a_control(tmp_path, monkeypatch, capsys):
     page = (tmp_path / "runs" / "tiny" / "report.html").read_text()
     assert "Configurations and controls" in page
     assert f"{100 * difference.mean:+.1f}" in page
+    assert "Planning (80% power for the best against a control" in page
+    # the planner reads the same sweep directory
+    assert main(["plan", str(tmp_path / "runs" / "tiny"), "--effect", "2", "5"]) == 0
+    planned = capsys.readouterr().out.splitlines()
+    assert planned[0].startswith("tiny: a paired difference of two arms has sd ")
+    assert planned[1].startswith("  2.0 points: ") and planned[2].startswith("  5.0 points: ")
+    assert "of device time" in planned[1]
 
 
 def test_the_repeat_index_is_the_one_tune_sets():

@@ -50,8 +50,11 @@ def test_arms_table_shows_intervals_and_the_difference_with_each_control():
         for repeat, value in enumerate(values)
     ]
     lines = arms_table(judge(runs, "miou")).splitlines()
-    assert lines[0] == "arm           runs  miou mean [95% CI]      vs none, points       what"
-    assert lines[1].split()[:4] == ["config-1", "3", "0.497", "[0.434,"]
+    assert lines[0] == (
+        "arm           runs  miou mean [95% CI]      blocked  vs none, points       what"
+    )
+    assert lines[1].split()[:5] == ["config-1", "3", "0.497", "[0.434,", "0.559]"]
+    assert lines[1].split()[5] == "0.497"  # the seed-blocked mean: no repeat is missing
     assert "+4.7 [" in lines[1] and lines[1].endswith("strategy=random")
     assert lines[2].split()[:3] == ["control", "none", "3"] and " - " in lines[2]
     columns = [line.index("3") for line in lines[1:]]  # the runs column lines up

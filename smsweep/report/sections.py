@@ -109,7 +109,7 @@ def _arms(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
         notes.append("No trials yet.")
         return ""
     controls = [arm.control or "" for arm in verdict.controls]
-    head = ["arm", "runs", "scored", f"{verdict.metric} mean [95% CI]"]
+    head = ["arm", "runs", "scored", f"{verdict.metric} mean [95% CI]", "seed-blocked mean"]
     head += [f"Δ vs {name}, points [95% CI]" for name in controls]
     head += [f"MDE vs {name}, points" for name in controls]
     rows = []
@@ -117,6 +117,7 @@ def _arms(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
     for arm in verdict.configurations + verdict.controls:
         cells = [(arm.name, False), (str(arm.runs), True), (str(len(arm.values)), True)]
         cells.append((arm.interval.show() if arm.values else "–", True))
+        cells.append((f"{arm.blocked:.3f}" if _finite(arm.blocked) is not None else "–", True))
         found = [verdict.vs_controls.get((arm.key, name)) for name in controls]
         cells += [(c.difference.show_points() if c else "–", True) for c in found]
         for comparison in found:
@@ -125,8 +126,20 @@ def _arms(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
         rows.append((cells, best is not None and arm.key == best.key))
     table = _table(head, rows)
     sentences = verdict.sentences() + ([verdict.noise] if verdict.noise else [])
+    sentences += _plan_sentence(sweep)
     said = "".join(f"<li>{html.escape(sentence)}</li>" for sentence in sentences)
     return f'{table}<ul class="verdict">{said}</ul>'
+
+
+def _plan_sentence(sweep: Sweep) -> list[str]:
+    """The planner's line (`smsweep plan`), where the sweep's seed noise is known."""
+    from smsweep.errors import SpecError
+    from smsweep.plan import REPORT_EFFECTS, plan_sentence, sweep_plans
+
+    try:
+        return [plan_sentence(sweep_plans(sweep, REPORT_EFFECTS))]
+    except SpecError:  # fewer than 2 repeats: the sentences above already say so
+        return []
 
 
 def _pareto(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
@@ -145,7 +158,11 @@ def _pareto(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
         return ""
     metrics = [sweep.metric, *(o["metric"] for o in objectives[1:])]
     modes = [o["mode"] for o in objectives]
-    rows = [(t.arm.key, t.arm.label, t.metrics) for t in sweep.trials if t.run_id is not None]
+    rows = [
+        (t.arm.key, t.arm.label, t.metrics, t.arm.repeat)
+        for t in sweep.trials
+        if t.run_id is not None
+    ]
     points = pareto(rows, metrics, modes)
     if not points:
         notes.append(f"No finished trial has all of {', '.join(metrics)} yet.")
@@ -169,15 +186,18 @@ def _pareto(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
     head = [
         "arm",
         "runs",
-        *(f"{metric} ({mode}), mean" for metric, mode in zip(metrics, modes, strict=True)),
+        *(
+            f"{metric} ({mode}), seed-blocked mean"
+            for metric, mode in zip(metrics, modes, strict=True)
+        ),
     ]
     table = _table(
-        [*head, "what it runs"],
+        [*head, "on the front", "what it runs"],
         [
             (
                 [(p.key, False), (str(p.runs), True)]
                 + [(f"{value:.4g}", True) for value in p.means]
-                + [(p.label, False)],
+                + [(_front_words(p.uncertain), False), (p.label, False)],
                 False,
             )
             for p in points
@@ -185,6 +205,14 @@ def _pareto(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
         ],
     )
     return _plot(figure, config) + table
+
+
+def _front_words(uncertain: bool | None) -> str:
+    if uncertain is None:
+        return "no intervals (fewer than 2 shared repeats)"
+    return (
+        "within the intervals: another arm may dominate it" if uncertain else "beyond the intervals"
+    )
 
 
 def _by_category(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
