@@ -1,5 +1,6 @@
 """The page's sections: one builder per `kind` in the dashboard definition, each returning the
-section's HTML (a plotly figure, a table, images) or "" with a note."""
+section's HTML (a plotly figure, a table, images) or "" with a note. The charts are here; the
+tables (leaderboard, arms and verdict, Pareto front) in `tables`."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from smsweep.arms import status_word
 from smsweep.names import FACTORS, ROBUST_MEAN, ROBUST_PREFIX
 from smsweep.report.helpers import (
     _describe,
@@ -27,192 +27,8 @@ from smsweep.report.helpers import (
     short,
 )
 from smsweep.report.load import Sweep
-
-Notes = list[str]
-# What the trivial predictor (the majority class everywhere) scores on each trial's validation
-# split: the floor a trial has to clear before its number says anything.
-FLOOR_COLUMNS = ("pixel_accuracy", "floor/miou", "floor/pixel_accuracy")
-FLOOR_LABEL = "trivial predictor (majority class)"
-
-
-def _floor_line(figure: Any, sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> None:
-    """A dashed line at the mean floor (`config["floor"]`, e.g. floor/miou) of the trials."""
-    name = config.get("floor")
-    values = [t.metrics[name] for t in sweep.trials if _is_number(t.metrics.get(name))]
-    if not name or not values:
-        return
-    level = sum(values) / len(values)
-    figure.add_hline(
-        y=level,
-        line_dash="dash",
-        line_color="#888",
-        annotation_text=f"{FLOOR_LABEL}: {level:.3f}",
-        annotation_position="bottom right",
-    )
-    if max(values) - min(values) > 0.005:
-        notes.append(
-            f"The trials' {name} ranges {min(values):.3f}-{max(values):.3f} (their validation "
-            "splits differ); the line is its mean."
-        )
-
-
-def _leaderboard(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
-    if not sweep.trials:
-        notes.append("No trials yet.")
-        return ""
-    metrics = [sweep.metric] + [m for m in ("miou",) if m != sweep.metric]
-    metrics += [m for m in FLOOR_COLUMNS if any(m in t.metrics for t in sweep.trials)]
-    # Arm and repeat columns where a sweep has repeats or controls (see Seeds and controls).
-    arms = any(t.arm.control is not None or t.arm.repeat for t in sweep.trials)
-    head = ["#", "trial", "status", *(["arm", "repeat"] if arms else []), *sweep.space, *metrics]
-    rows = []
-    for number, trial in enumerate(sweep.trials, start=1):
-        cells = [(str(number), True), (trial.trial_id, False), (status_word(trial.status), False)]
-        arm = trial.arm
-        if arms:
-            cells += [
-                (f"control {arm.control}" if arm.control is not None else arm.key, False),
-                (str(arm.repeat + 1), True),
-            ]
-        cells += [
-            (_show(trial.searched.get(key)), _is_number(trial.searched.get(key)))
-            for key in sweep.space
-        ]
-        cells += [(_show(trial.metrics.get(m)), True) for m in metrics]
-        rows.append((cells, trial.trial_id == sweep.best_trial))
-    return _table(head, rows)
-
-
-Cells = list[tuple[str, bool]]  # (text, numeric)
-
-
-def _table(head: list[str], rows: list[tuple[Cells, bool]]) -> str:
-    """A leaderboard-styled table; rows: (cells, highlighted)."""
-    marks = {True: ' class="best"', False: ""}
-    body = "".join(
-        f"<tr{marks[marked]}>"
-        + "".join(f"<td{' class=num' * num}>{html.escape(text)}</td>" for text, num in cells)
-        + "</tr>"
-        for cells, marked in rows
-    )
-    header = "".join(f"<th>{html.escape(name)}</th>" for name in head)
-    return (
-        f'<table class="leaderboard"><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>'
-    )
-
-
-def _arms(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
-    """Every configuration (best mean first) and control: runs, mean with its 95 % interval over
-    the repeats, the paired difference with each control, and the verdict in sentences."""
-    verdict = sweep.verdict
-    if verdict is None or not (verdict.configurations or verdict.controls):
-        notes.append("No trials yet.")
-        return ""
-    controls = [arm.control or "" for arm in verdict.controls]
-    head = ["arm", "runs", "scored", f"{verdict.metric} mean [95% CI]", "seed-blocked mean"]
-    head += [f"Δ vs {name}, points [95% CI]" for name in controls]
-    head += [f"MDE vs {name}, points" for name in controls]
-    rows = []
-    best = verdict.best
-    for arm in verdict.configurations + verdict.controls:
-        cells = [(arm.name, False), (str(arm.runs), True), (str(len(arm.values)), True)]
-        cells.append((arm.interval.show() if arm.values else "–", True))
-        cells.append((f"{arm.blocked:.3f}" if _finite(arm.blocked) is not None else "–", True))
-        found = [verdict.vs_controls.get((arm.key, name)) for name in controls]
-        cells += [(c.difference.show_points() if c else "–", True) for c in found]
-        for comparison in found:
-            mde = comparison.mde if comparison is not None else float("nan")
-            cells.append((f"{100 * mde:.1f}" if _finite(mde) is not None else "–", True))
-        rows.append((cells, best is not None and arm.key == best.key))
-    table = _table(head, rows)
-    sentences = verdict.sentences() + ([verdict.noise] if verdict.noise else [])
-    sentences += _plan_sentence(sweep)
-    said = "".join(f"<li>{html.escape(sentence)}</li>" for sentence in sentences)
-    return f'{table}<ul class="verdict">{said}</ul>'
-
-
-def _plan_sentence(sweep: Sweep) -> list[str]:
-    """The planner's line (`smsweep plan`), where the sweep's seed noise is known."""
-    from smsweep.errors import SpecError
-    from smsweep.plan import REPORT_EFFECTS, plan_sentence, sweep_plans
-
-    try:
-        return [plan_sentence(sweep_plans(sweep, REPORT_EFFECTS))]
-    except SpecError:  # fewer than 2 repeats: the sentences above already say so
-        return []
-
-
-def _pareto(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
-    """The arms on the plane of the first two objectives (means over their runs), the Pareto
-    front joined by a line, and a table of the arms on the front."""
-    import plotly.graph_objects as go
-
-    from smsweep.stats import pareto
-
-    objectives = sweep.spec.get("search", {}).get("objectives") or []
-    if len(objectives) < 2:
-        notes.append(
-            "A single-objective sweep: set search.objectives (e.g. miou max and "
-            "cost/device_seconds min) for a Pareto front."
-        )
-        return ""
-    metrics = [sweep.metric, *(o["metric"] for o in objectives[1:])]
-    modes = [o["mode"] for o in objectives]
-    rows = [
-        (t.arm.key, t.arm.label, t.metrics, t.arm.repeat)
-        for t in sweep.trials
-        if t.run_id is not None
-    ]
-    points = pareto(rows, metrics, modes)
-    if not points:
-        notes.append(f"No finished trial has all of {', '.join(metrics)} yet.")
-        return ""
-    figure = go.Figure()
-    for on_front, name in ((False, "dominated"), (True, "Pareto front")):
-        members = sorted((p for p in points if p.on_front == on_front), key=lambda p: p.means[1])
-        figure.add_trace(
-            go.Scatter(
-                x=[p.means[1] for p in members],
-                y=[p.means[0] for p in members],
-                text=[f"{p.key}: {p.label} ({p.runs} runs)" for p in members],
-                name=name,
-                mode="lines+markers" if on_front else "markers",
-                marker={"size": 12 if on_front else 9, "opacity": 0.9},
-                hovertemplate=f"%{{text}}<br>{metrics[1]} %{{x:.4g}}<br>{metrics[0]} %{{y:.4f}}"
-                "<extra></extra>",
-            )
-        )
-    figure.update_layout(xaxis_title=f"{metrics[1]} ({modes[1]})", yaxis_title=metrics[0])
-    head = [
-        "arm",
-        "runs",
-        *(
-            f"{metric} ({mode}), seed-blocked mean"
-            for metric, mode in zip(metrics, modes, strict=True)
-        ),
-    ]
-    table = _table(
-        [*head, "on the front", "what it runs"],
-        [
-            (
-                [(p.key, False), (str(p.runs), True)]
-                + [(f"{value:.4g}", True) for value in p.means]
-                + [(_front_words(p.uncertain), False), (p.label, False)],
-                False,
-            )
-            for p in points
-            if p.on_front
-        ],
-    )
-    return _plot(figure, config) + table
-
-
-def _front_words(uncertain: bool | None) -> str:
-    if uncertain is None:
-        return "no intervals (fewer than 2 shared repeats)"
-    return (
-        "within the intervals: another arm may dominate it" if uncertain else "beyond the intervals"
-    )
+from smsweep.report.sections_base import Notes, floor_line
+from smsweep.report.tables import arms_table, html_table, leaderboard, pareto_table
 
 
 def _by_category(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
@@ -237,7 +53,7 @@ def _by_category(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
             )
         )
     figure.update_layout(xaxis_title=x, yaxis_title=y, showlegend=False)
-    _floor_line(figure, sweep, config, notes)
+    floor_line(figure, sweep, config, notes)
     return _plot(figure, config)
 
 
@@ -265,7 +81,7 @@ def _scatter(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
             )
         )
     figure.update_layout(xaxis_title=x, yaxis_title=y, legend_title_text=color or "")
-    _floor_line(figure, sweep, config, notes)
+    floor_line(figure, sweep, config, notes)
     if len({p[0] for p in points}) == 1:
         notes.append(f"Every trial has the same {x}: nothing to compare along it.")
     return _plot(figure, config)
@@ -413,7 +229,7 @@ def _robustness(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
         cells += [(_show(value), True) for value in (clean, *values, mean)]
         cells.append((f"{drop:.1f}" if drop is not None else "–", True))
         rows.append((cells, trial.trial_id == sweep.best_trial))
-    return _table(head, rows)
+    return html_table(head, rows)
 
 
 def _curves(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
@@ -443,7 +259,7 @@ def _curves(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
         xaxis_dtick=1,
         legend_title_text="trial",
     )
-    _floor_line(figure, sweep, config, notes)
+    floor_line(figure, sweep, config, notes)
     return _plot(figure, config)
 
 
@@ -468,9 +284,9 @@ def _gallery_section(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> s
 
 
 SECTIONS: dict[str, Callable[[Sweep, Mapping[str, Any], Notes], str]] = {
-    "leaderboard": _leaderboard,
-    "arms": _arms,
-    "pareto": _pareto,
+    "leaderboard": leaderboard,
+    "arms": arms_table,
+    "pareto": pareto_table,
     "by_category": _by_category,
     "scatter": _scatter,
     "heatmap": _heatmap,
