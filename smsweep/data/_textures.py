@@ -24,12 +24,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from smsweep.data.generated import remembered
-from smsweep.errors import SpecError
+from smsweep.data.generated import GeneratedSource
 
 if TYPE_CHECKING:
     from smsweep.config import DataConfig
-    from smsweep.data.base import Split
 
 BACKGROUND = "background_blotches"
 COMMON_TEXTURES = (
@@ -130,26 +128,12 @@ TEXTURES: dict[str, Texture] = {
 
 
 @dataclass(frozen=True)
-class TexturesSource:
+class TexturesSource(GeneratedSource):
     """`num_images` texture mosaics of `image_size` pixels with `num_classes` classes (2..8)."""
 
-    num_images: int
-    image_size: int
-    num_classes: int = 5
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not MIN_CLASSES <= self.num_classes <= MAX_CLASSES:
-            raise SpecError(
-                f"data.num_classes {self.num_classes} is out of range for the "
-                f"textures source; use {MIN_CLASSES}..{MAX_CLASSES}"
-            )
-        if self.num_images < 1:
-            raise SpecError(f"data.num_images is {self.num_images}; use at least 1")
-        if self.image_size < 16:
-            raise SpecError(f"data.image_size is {self.image_size}; use at least 16")
-        if self.seed < 0:
-            raise SpecError(f"seed is {self.seed}; use a non-negative integer")
+    kind = "textures"
+    prefix = "texture"
+    min_classes, max_classes = MIN_CLASSES, MAX_CLASSES
 
     @property
     def has_rare(self) -> bool:
@@ -161,34 +145,7 @@ class TexturesSource:
             return (BACKGROUND, COMMON_TEXTURES[0])
         return (BACKGROUND, *COMMON_TEXTURES[: self.num_classes - 2], RARE_TEXTURE)
 
-    def __len__(self) -> int:
-        return self.num_images
-
-    def has_mask(self, i: int) -> bool:
-        return True
-
-    def name(self, i: int) -> str:
-        return f"texture_{i:07d}"
-
-    def official_split(self, i: int) -> Split | None:
-        return None
-
-    def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Image i (read-only arrays), generated once per process (`generated.remembered`)."""
-        key = (
-            type(self).__name__,
-            self.num_images,
-            self.image_size,
-            self.num_classes,
-            self.seed,
-            i,
-        )
-        return remembered(key, lambda: self._generate(i))
-
-    def _generate(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        if not 0 <= i < self.num_images:
-            raise IndexError(f"image {i} is out of range for {self.num_images} texture images")
-        rng = np.random.default_rng((self.seed, i))
+    def _make(self, i: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         size = self.image_size
         common = self.num_classes - 2 if self.has_rare else 1
         mask = _region_map(rng, size, common)
