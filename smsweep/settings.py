@@ -2,13 +2,11 @@
 runs or resumes a sweep, its trials and the report.
 
 `run` writes them once; `resume` needs nothing else; every trial gets them; the report reads
-them. One model, validated where it is read, instead of a dictionary that each reader
-re-parses with its own defaults.
+them. One model, validated once where it is read (the spec with it, plugins imported first),
+instead of a dictionary that each reader re-parses with its own defaults.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -22,7 +20,7 @@ SETTINGS_FILE = "smsweep.json"
 class SweepSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    spec: dict[str, Any]  # the resolved spec as JSON (search space included)
+    spec: SweepSpec  # the spec as the sweep runs it (search space included)
     name: str  # the sweep's name: its directory, its Optuna study
     experiment_dir: str  # STORAGE/NAME: a directory or an object-store URL
     mlflow_uri: str  # absolute: a resume may run from another directory
@@ -37,12 +35,6 @@ class SweepSettings(BaseModel):
     def study(self) -> tuple[str, str] | None:
         """(storage URL, study name) of the sweep's Optuna study, if it has one."""
         return (self.optuna_storage, self.name) if self.optuna_storage else None
-
-    def sweep_spec(self) -> SweepSpec:
-        """The spec, validated (it was valid when the sweep started)."""
-        from smsweep.spec import validate_spec
-
-        return validate_spec(self.spec, source=str(self.directory / SETTINGS_FILE))
 
     def write(self) -> None:
         (self.directory / SETTINGS_FILE).write_text(self.model_dump_json(indent=1))

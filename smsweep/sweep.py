@@ -82,7 +82,7 @@ def run_sweep(
     # sqlite:///relative.db made absolute: `resume` may run from another directory.
     study = tracking.absolute_uri(spec.search.storage) if spec.search.storage else None
     settings = SweepSettings(
-        spec=spec.model_dump(mode="json"),
+        spec=spec,
         name=name,
         experiment_dir=str(experiment_dir),
         mlflow_uri=uri,
@@ -137,7 +137,7 @@ def _launch(
     output = output or Output()
     if not output.verbose:
         quiet_engines()
-    spec = settings.sweep_spec()
+    spec = settings.spec
     experiment_dir = settings.directory
     uri = settings.mlflow_uri
     tracking.check_reachable(uri)

@@ -30,7 +30,7 @@ def tune_trial(
     from smsweep.trial import TrialFailed, run_trial  # Ray Train: in the trial process only
 
     arm = Arm.of(config)
-    base = settings.sweep_spec()
+    base = settings.spec
     spec = resolve(base, {**arm.params, "repeat": arm.repeat})
     context = tune.get_context()
     trial_id = context.get_trial_id()

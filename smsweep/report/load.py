@@ -87,14 +87,14 @@ def load_sweep(experiment_dir: str | Path | Location, dashboard: Mapping[str, An
             f"{experiment_dir}): {first_line(error)}; open the report where the sweep's MLflow "
             "store is reachable, or fix the uri in " + str(run_file)
         ) from None
-    search = settings.sweep_spec().search
+    search = settings.spec.search
     sweep = Sweep(
         name=settings.name,
         experiment_dir=directory,
         mlflow_uri=uri,
         experiment=settings.experiment,
         run_id=ids["run_id"],
-        spec=settings.spec,
+        spec=settings.spec.model_dump(mode="json"),
         metric=search.score_metric,
         mode=search.mode,
         space=list(search.space),
