@@ -93,11 +93,6 @@ def short(params: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
-def trial_count(num_samples: int, controls: int, repeats: int) -> int:
-    """Tune trials of a sweep: every configuration and every control, `repeats` times each."""
-    return (num_samples + controls) * repeats
-
-
 def trials_line(search: Any) -> str:
     """`2 configurations x 3 repeats + 1 control x 3 = 9 trials`, or `4 trials` (`search`: the
     spec's search section)."""
@@ -113,11 +108,6 @@ def trials_line(search: Any) -> str:
         if search.repeats > 1:
             line += f" x {search.repeats}"
     return f"{line} = {total} trials"
-
-
-def score_key(metric: str, score: str) -> str:
-    """The metric a trial is ranked by: `metric` (its last validation) or `best/<metric>`."""
-    return metric if score == "last" else f"best/{metric}"
 
 
 def score_label(metric: str, score: str) -> str:

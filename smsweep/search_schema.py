@@ -8,10 +8,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, field_validator, model_validator
 
-from smsweep.arms import score_key, trial_count
 from smsweep.distribution import Distribution
 from smsweep.names import MLFLOW_SCHEMES
 from smsweep.schema import Section, documented
+
+
+def trial_count(num_samples: int, controls: int, repeats: int) -> int:
+    """Tune trials of a sweep: every configuration and every control, `repeats` times each."""
+    return (num_samples + controls) * repeats
+
+
+def score_key(metric: str, score: str) -> str:
+    """The metric a trial is ranked by: `metric` (its last validation) or `best/<metric>`."""
+    return metric if score == "last" else f"best/{metric}"
 
 
 class ControlArm(Section):

@@ -17,9 +17,10 @@ import pytest
 from ray.tune.search import SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
-from smsweep.arms import CONFIGURATION, CONTROL, REPEAT, TRIAL_INDEX, Arm, trial_count
+from smsweep.arms import CONFIGURATION, CONTROL, REPEAT, TRIAL_INDEX, Arm
 from smsweep.cli import main
 from smsweep.errors import SpecError
+from smsweep.search_schema import trial_count
 from smsweep.searcher import Arms, DefineByRun
 from smsweep.space import Distribution, control_params
 from smsweep.spec import validate_spec

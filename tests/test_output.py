@@ -85,7 +85,8 @@ def test_verbose_shows_the_engines_lines_and_quiet_hides_the_phases(tmp_path):
 
 
 def test_score_best_ranks_by_the_best_validation(tmp_path):
-    from smsweep.arms import score_key, score_label
+    from smsweep.arms import score_label
+    from smsweep.search_schema import score_key
 
     assert score_key("miou", "best") == "best/miou" and score_key("miou", "last") == "miou"
     assert score_label("miou", "best") == "miou (best validation)"

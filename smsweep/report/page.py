@@ -12,10 +12,11 @@ from typing import Any
 
 import yaml
 
-from smsweep.arms import status_word, trial_count
+from smsweep.arms import status_word
 from smsweep.errors import first_line
 from smsweep.report.load import Sweep
 from smsweep.report.sections import SECTIONS
+from smsweep.search_schema import trial_count
 
 DASHBOARD_FILE = "sweep.yaml"
 
