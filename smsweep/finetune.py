@@ -70,10 +70,12 @@ def finetune_epoch(
     first_step: int = 0,
     precision: Precision = FLOAT32,
     auxiliary: list[float] | None = None,
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> float:
-    """One pass of cross-entropy training (255 ignored), stopped after `max_steps` steps when
-    given; returns the mean loss per image. learning_rate(step) sets the rate before each step,
-    steps numbered from `first_step`. The forwards run in `precision`, the loss in float32.
+    """One pass of training with `loss_fn` (default: cross-entropy; 255 ignored), stopped after
+    `max_steps` steps when given; returns the mean loss per image. learning_rate(step) sets the
+    rate before each step, steps numbered from `first_step`. The forwards run in `precision`,
+    the loss in float32.
     A model that returns (logits, auxiliary loss) in training (`mrm.WithRebuilder`) has that
     loss added; `auxiliary` then collects its value at every step."""
     model.train()
@@ -86,7 +88,10 @@ def finetune_epoch(
         with precision.context(images.device):
             output = model(images)  # (B, classes, H, W), or with an auxiliary loss
         logits, extra = output if isinstance(output, tuple) else (output, None)
-        loss = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX)
+        if loss_fn is None:
+            loss = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX)
+        else:
+            loss = loss_fn(logits.float(), labels)
         if extra is not None:
             loss = loss + extra.float()
             if auxiliary is not None:

@@ -16,6 +16,7 @@ from smsweep.names import (
 )
 from smsweep.schema import (
     DataConfig,
+    FinetuneConfig,
     MaskingConfig,
     ModelConfig,
     MrmConfig,
@@ -33,6 +34,7 @@ class Spec(Protocol):
     model: ModelConfig
     pretrain: PretrainConfig
     masking: MaskingConfig
+    finetune: FinetuneConfig
     mrm: MrmConfig
     robustness: RobustnessConfig
     search: SearchConfig
@@ -166,6 +168,12 @@ def model_problems(spec: Spec) -> list[str]:
     """Stages (MRM, mask token) and strides against the encoder's depth."""
     data, masking, model = spec.data, spec.masking, spec.model
     problems: list[str] = []
+    finetune = spec.finetune
+    if finetune.loss == "lovasz" and finetune.class_weights != "none":
+        problems.append(
+            "finetune.loss: lovasz takes no class weights (the Lovasz-softmax averages over "
+            "classes already); use finetune.class_weights: none, or loss ce, ce_dice or focal"
+        )
     if spec.mrm.stage is not None and spec.mrm.stage > model.encoder_depth:
         problems.append(
             f"mrm.stage {spec.mrm.stage} is deeper than model.encoder_depth "

@@ -266,6 +266,16 @@ class FinetuneConfig(Section):
         "before each validation, recompute the BatchNorm statistics over the train split (no "
         "augmentation) instead of the running average of the last steps: less noisy scores",
     )
+    loss: Literal["ce", "ce_dice", "focal", "lovasz"] = documented(
+        "ce",
+        "the segmentation loss (segmentation-models-pytorch's losses): cross-entropy, "
+        "cross-entropy + Dice, focal, or Lovasz-softmax",
+    )
+    class_weights: Literal["none", "inverse_frequency"] = documented(
+        "none",
+        "per-class loss weights: none, or the inverse of each class's pixel share in the "
+        "labelled train split (mean 1 over the classes present; rare classes weigh more)",
+    )
 
     @model_validator(mode="after")
     def _one_budget(self) -> FinetuneConfig:

@@ -168,6 +168,8 @@ CORE = (
     "smsweep.schema",
     "smsweep.search_schema",
     "smsweep.rules",
+    "smsweep.registry",
+    "smsweep.segloss",
 )
 
 

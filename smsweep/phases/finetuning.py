@@ -30,6 +30,7 @@ from smsweep.finetune import (
 from smsweep.phases.context import FINETUNE, FINETUNE_SHUFFLE, HEAD, TrialContext
 from smsweep.phases.state import Checkpoints, TrialState
 from smsweep.schedule import LearningRate, optimization
+from smsweep.segloss import SegmentationLoss, inverse_frequency, segmentation_loss
 
 
 class Session(Protocol):
@@ -66,6 +67,7 @@ class Finetuning:
             seed=trial.seeded(FINETUNE),
         )
         floor: dict[str, float] = {}
+        loss = segmentation_loss(spec.finetune.loss, self._class_weights())
         search = spec.search
         best = state.best_score if state.phase == "finetune" else None
         for evaluation in range(first, budget.finetune_evaluations):
@@ -75,7 +77,7 @@ class Finetuning:
             metrics: dict[str, Any] = {"phase": "finetune", "epoch": evaluation}
             auxiliary: list[float] = []
             metrics["finetune_loss"] = self._steps(
-                trained, train, optimizer, learning_rate, done, steps, auxiliary
+                trained, train, optimizer, learning_rate, done, steps, auxiliary, loss
             )
             if auxiliary:  # MRM: the weighted feature-reconstruction part of finetune_loss
                 metrics["mrm_loss"] = sum(auxiliary) / max(1, len(auxiliary))
@@ -128,6 +130,7 @@ class Finetuning:
         first_step: int,
         steps: int,
         auxiliary: list[float] | None = None,
+        loss: SegmentationLoss | None = None,
     ) -> float:
         """`steps` fine-tuning steps from `first_step` on, pass after pass over `train` (each
         pass its own seeded order and augmentation); returns the mean loss per image.
@@ -152,6 +155,7 @@ class Finetuning:
                 first_step=first_step,
                 precision=trial.precision,
                 auxiliary=auxiliary,
+                loss_fn=loss,
             )
             total, images = total + loss * count, images + count
             first_step += len(batches)
@@ -175,7 +179,17 @@ class Finetuning:
 
     def _floor(self, val_counts: torch.Tensor) -> dict[str, float]:
         """`floor/miou` and `floor/pixel_accuracy`: what a model that learned nothing scores."""
+        return trivial_metrics(val_counts, self._train_counts(), self.trial.source.class_names)
+
+    def _train_counts(self) -> torch.Tensor:
+        """Pixels of each class in the labelled train split (as validated: no augmentation)."""
         trial = self.trial
         labels = (mask for _, mask in trial.labelled(trial.splits.train))
-        counts = label_counts(labels, trial.spec.data.num_classes)
-        return trivial_metrics(val_counts, counts, trial.source.class_names)
+        return label_counts(labels, trial.spec.data.num_classes)
+
+    def _class_weights(self) -> torch.Tensor | None:
+        """`finetune.class_weights`: None, or the inverse frequency of the train split's
+        classes."""
+        if self.trial.spec.finetune.class_weights == "none":
+            return None
+        return inverse_frequency(self._train_counts())

@@ -1,0 +1,82 @@
+"""Fine-tuning losses and class weights (`finetune.loss`, `finetune.class_weights`): every loss,
+weighted or not, trains a real tiny U-Net; the weights follow the train split's class shares."""
+
+from __future__ import annotations
+
+from typing import get_args
+
+import pytest
+import torch
+
+from smsweep import build
+from smsweep.errors import SpecError
+from smsweep.schema import FinetuneConfig
+from smsweep.segloss import LOSSES, inverse_frequency, segmentation_loss
+from smsweep.spec import validate_spec
+from smsweep.trainloop import run_in_process
+from tests.test_trial import tiny_spec
+
+
+def test_the_schema_offers_exactly_the_losses_there_are():
+    assert set(get_args(FinetuneConfig.model_fields["loss"].annotation)) == set(LOSSES)
+
+
+def test_inverse_frequency_weighs_a_rare_class_up_and_an_absent_one_at_zero():
+    weights = inverse_frequency([900, 90, 10, 0])
+    assert weights[3] == 0 and weights[2] > weights[1] > weights[0]
+    assert weights[:3].mean().item() == pytest.approx(1.0)
+    assert weights[2] / weights[0] == pytest.approx(90.0)
+
+
+def _batch():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 3, 32, 32, generator=generator)
+    labels = torch.zeros(2, 32, 32, dtype=torch.long)
+    labels[:, 8:16, 8:16] = 1
+    labels[:, 20:24, 20:24] = 3  # rare
+    labels[0, :2] = 255  # ignored
+    return images, labels
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "inverse_frequency"])
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_each_loss_trains_a_tiny_unet(name, weighted):
+    if name == "lovasz" and weighted:
+        with pytest.raises(ValueError, match="no class weights"):
+            segmentation_loss(name, torch.ones(4))
+        return
+    torch.manual_seed(0)
+    model = build.segmentation_model(tiny_spec())
+    images, labels = _batch()
+    counts = torch.bincount(labels[labels != 255].flatten(), minlength=4)
+    loss_fn = segmentation_loss(name, inverse_frequency(counts) if weighted else None)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(8):
+        loss = loss_fn(model(images).float(), labels)
+        assert loss.dim() == 0 and torch.isfinite(loss)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    assert losses[-1] < losses[0], losses
+
+
+def test_lovasz_with_class_weights_is_refused_with_the_fix():
+    with pytest.raises(SpecError, match="lovasz takes no class weights"):
+        validate_spec({"finetune": {"loss": "lovasz", "class_weights": "inverse_frequency"}})
+
+
+def test_a_trial_fine_tunes_with_a_weighted_dice_loss(tmp_path):
+    spec = tiny_spec(
+        masking={"strategy": "none"},
+        finetune={"loss": "ce_dice", "class_weights": "inverse_frequency"},
+        resources={"scoring_actors": 0, "train_workers": 0},
+    )
+    reports = [r.flat() for r in run_in_process(spec, tmp_path)]
+    assert reports[-1]["done"] and 0.0 <= reports[-1]["miou"] <= 1.0
+    plain = tiny_spec(
+        masking={"strategy": "none"}, resources={"scoring_actors": 0, "train_workers": 0}
+    )
+    unweighted = [r.flat() for r in run_in_process(plain, tmp_path / "plain")]
+    assert reports[0]["finetune_loss"] != unweighted[0]["finetune_loss"]  # the loss took effect
