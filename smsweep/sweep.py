@@ -33,7 +33,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from smsweep import claim, cluster, mlflow_store, partition0, tracking
+from smsweep import claim, cluster, mlflow_store, partition0, signals, tracking
 from smsweep.arms import Arm, score_label, trials_line
 from smsweep.checks import budget_lines, trial_budgets
 from smsweep.config import SweepSpec
@@ -182,6 +182,7 @@ def _launch(
         source = open_source(spec.data, seed=spec.seed)  # data errors before Ray starts
     _check_metric(spec, source.class_names)
     where = cluster.connect(address, verbose=output.verbose)
+    signals.install(echo)  # after ray.init, which installs Ray's own SIGTERM handler
     held = None
     try:
         check_fits(spec, *cluster_capacity(spec, ray.cluster_resources(), where))
@@ -218,6 +219,7 @@ def _launch(
         try:
             ray.shutdown()
         finally:
+            signals.uninstall()
             if held is not None:
                 held.release()
 
@@ -288,7 +290,7 @@ def _fit(
         )
     summary = SweepSummary(experiment_dir, settings.mlflow_uri)
     summary.rows = _ranked(rows, search.score_metric, search.mode)
-    summary.interrupted = closer.interrupted(total)
+    summary.interrupted = closer.interrupted(total) or signals.received()
     summary.trial_ids = set(closer.statuses)
     summary.outage = closer.outage
     return summary
