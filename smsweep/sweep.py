@@ -33,7 +33,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from smsweep import claim, cluster, mlflow_store, partition0, signals, tracking
+from smsweep import claim, cluster, integrity, mlflow_store, partition0, signals, tracking
 from smsweep.arms import Arm, score_label, trials_line
 from smsweep.checks import budget_lines, trial_budgets
 from smsweep.config import SweepSpec
@@ -159,6 +159,9 @@ def resume_sweep(
         return SweepSummary(experiment_dir, done.get("mlflow_uri", ""), already_finished=True)
     claim.check_free(experiment_dir)  # taken for real once everything is checked
     settings = SweepSettings.read(experiment_dir)
+    if not experiment_dir.remote:  # name what a lost node or a full disk cut short
+        cache = experiment_dir.parent.path / partition0.CACHE_DIR
+        integrity.scan(experiment_dir.path, cache, echo)
     return _launch(settings, address=address, restore=True, echo=echo, output=output)
 
 

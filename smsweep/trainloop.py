@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from smsweep import build, faults, looks, mrm, partition0, robustness
+from smsweep import build, faults, integrity, looks, mrm, partition0, robustness
 from smsweep.budget import trial_budget
 from smsweep.config import ResourcesConfig, SweepSpec
 from smsweep.contrastive import Contrastive, frozen_saliency, train_partition_contrastive
@@ -558,6 +558,7 @@ class Trial:
                 "metrics": metrics,  # the last one tells a restarted trial that it is done
             }
             (root / META_FILE).write_text(json.dumps(meta))
+            integrity.seal(root, (STATE_FILE, META_FILE))  # a reader can tell it is whole
             if gallery is not None:
                 (root / gallery.name).write_bytes(gallery.read_bytes())
                 gallery.unlink()
@@ -567,13 +568,23 @@ class Trial:
     def _send(self, report: TrialReport, root: Path | None, gallery: Path | None = None) -> None:
         """Rank 0: the report with its checkpoint to the session (Train, and Tune beyond it),
         then, once the checkpoint is stored, to the recorder (MLflow, galleries, result)."""
+        if self.logged_through is not None and integrity.position(report.flat()) <= (
+            self.logged_through
+        ):
+            report = report.again()  # MLflow has it: logged before a damaged checkpoint
         self.session.report(report.for_tune(), root)
         if self.recorder is not None:
             self.recorder.record(report, gallery)
 
     def _restore(self, directory: Path | None) -> dict[str, Any] | None:
         self.last_report: dict[str, Any] = {}
+        self.logged_through: integrity.Position | None = None
         if directory is None:
+            return None
+        damaged = integrity.damaged(Path(directory), (STATE_FILE, META_FILE))
+        if damaged:  # cut short (a lost node, a full disk): never load half a model
+            self.logged_through = integrity.logged_through(Path(directory) / META_FILE)
+            integrity.warn(damaged, "the trial starts again from the beginning")
             return None
         meta = Path(directory) / META_FILE
         if meta.is_file():

@@ -4,6 +4,7 @@ before `resume`, and kill -9 + resume of a sweep of some dozens of trials."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from smsweep import claim, signals
+from smsweep.faults import ENV as FAULTS_ENV
+from tests.test_reliability import steps
 from tests.test_sweep import _check_complete, _start, _wait_for, mlflow_runs, tiny_sweep, write_spec
 
 
@@ -48,3 +51,51 @@ def test_sigterm_stops_the_driver_within_the_grace_period_with_143_and_resume_fi
     output, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, output[-3000:]
     _check_complete(tmp_path, 3)
+
+
+def _killed_at(tmp_path: Path, point: str, spec: dict) -> None:
+    """Run the sweep until a trial reaches `point`, then kill -9 the driver and all of Ray."""
+    marker = tmp_path / "paused"
+    os.environ[FAULTS_ENV] = json.dumps({"pause_at": point, "marker": str(marker)})
+    try:
+        sweep = _start(["run", str(write_spec(tmp_path, spec)), "--storage", "runs"], tmp_path)
+    finally:
+        del os.environ[FAULTS_ENV]
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert sweep.poll() is None, sweep.stdout.read()[-3000:]
+        assert time.monotonic() < deadline, f"the sweep never reached {point}"
+        time.sleep(0.5)
+    os.killpg(sweep.pid, signal.SIGKILL)
+    sweep.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_truncated_checkpoints_and_cache_entries_are_named_and_cost_no_trial(tmp_path):
+    """Every state.pt of a stopped sweep cut to half, as a lost node or a full disk leaves it:
+    `resume` names each, the trial starts again (logging nothing twice), the cache entry is
+    trained again and replaced, and every trial finishes once."""
+    _killed_at(tmp_path, "pretrain:1", tiny_sweep(num_samples=2, in_process=True))
+    damaged = sorted(
+        path for path in (tmp_path / "runs").rglob("state.pt") if "/." not in str(path)
+    )
+    assert {path.parts[-4] for path in damaged} >= {"train", "runs"}, damaged  # both kinds
+    halves = {}
+    for path in damaged:
+        data = path.read_bytes()
+        halves[path] = len(data) // 2
+        path.write_bytes(data[: halves[path]])
+    resumed = _start(["resume", str(tmp_path / "runs" / "tiny")], tmp_path)
+    output, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, output[-3000:]
+    for path in damaged:
+        assert f"damaged file {path}" in output, output[-3000:]
+    _check_complete(tmp_path, 2)
+    for run in mlflow_runs(tmp_path)[1]:  # every partition and epoch logged exactly once
+        assert steps(tmp_path, run, "recon_loss") == [0, 1]
+        assert steps(tmp_path, run, "miou") == [0, 1]
+    for entry in (tmp_path / "runs" / "partition0").iterdir():
+        assert not entry.name.startswith("."), "nothing left aside"
+    for path in damaged:
+        if "partition0" in path.parts:  # replaced by a whole entry
+            assert path.stat().st_size > halves[path]
