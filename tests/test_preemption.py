@@ -23,19 +23,11 @@ def _no_run_running(tmp_path: Path) -> None:
     assert "RUNNING" not in {run.info.status for run in parents + children}
 
 
-def _second_trial_running(tmp_path: Path, sweep) -> None:
-    _wait_for(sweep, "finished", timeout=300)  # the first trial is done
-    deadline = time.monotonic() + 120
-    while len(mlflow_runs(tmp_path)[1]) < 2:  # and the second is training
-        assert time.monotonic() < deadline, "the second trial never opened its run"
-        time.sleep(0.5)
-
-
 @pytest.mark.slow
 def test_sigterm_stops_the_driver_within_the_grace_period_with_143_and_resume_finishes(tmp_path):
-    spec = write_spec(tmp_path, tiny_sweep(num_samples=3, in_process=True))
+    spec = write_spec(tmp_path, tiny_sweep(num_samples=2, in_process=True))
     sweep = _start(["run", str(spec), "--storage", "runs"], tmp_path)
-    _second_trial_running(tmp_path, sweep)
+    _wait_for(sweep, "partition 1/2", timeout=300)  # the first trial pretrains
     sent = time.monotonic()
     os.kill(sweep.pid, signal.SIGTERM)  # the driver only, as a scheduler signals its process
     output, _ = sweep.communicate(timeout=120)
@@ -50,7 +42,7 @@ def test_sigterm_stops_the_driver_within_the_grace_period_with_143_and_resume_fi
     resumed = _start(["resume", str(experiment)], tmp_path)
     output, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, output[-3000:]
-    _check_complete(tmp_path, 3)
+    _check_complete(tmp_path, 2)
 
 
 def _killed_at(tmp_path: Path, point: str, spec: dict) -> None:
@@ -99,3 +91,35 @@ def test_truncated_checkpoints_and_cache_entries_are_named_and_cost_no_trial(tmp
     for path in damaged:
         if "partition0" in path.parts:  # replaced by a whole entry
             assert path.stat().st_size > halves[path]
+
+
+def long_sweep(num_samples: int) -> dict:
+    """Trials of a few optimizer steps, two at a time in their own processes, no actors."""
+    spec = tiny_sweep(num_samples=num_samples, in_process=True, max_concurrent=2)
+    spec["search"]["space"] = {"masking.ratio": {"uniform": [0.3, 0.7]}}
+    spec["masking"] = {"strategy": "random", "patch_size": 8}
+    spec["finetune"]["epochs"] = 1
+    spec["resources"] |= {"cpus_per_trial": 1, "scoring_actors": 0}
+    return spec
+
+
+@pytest.mark.slow
+def test_kill_9_in_a_sweep_of_dozens_of_trials_then_resume_runs_each_once(tmp_path):
+    trials = 20
+    spec = write_spec(tmp_path, long_sweep(trials))
+    sweep = _start(["run", str(spec), "--storage", "runs", "--quiet"], tmp_path)
+    experiment = tmp_path / "runs" / "tiny"
+    deadline = time.monotonic() + 400
+    while len(list(experiment.glob("train/*/result.json"))) < trials // 2:
+        assert sweep.poll() is None, sweep.stdout.read()[-3000:]
+        assert time.monotonic() < deadline, "half the trials never finished"
+        time.sleep(0.5)
+    os.killpg(sweep.pid, signal.SIGKILL)
+    sweep.wait(timeout=60)
+    resumed = _start(["resume", str(experiment), "--quiet"], tmp_path)
+    output, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, output[-3000:]
+    _check_complete(tmp_path, trials)
+    for run in mlflow_runs(tmp_path)[1]:  # nothing logged twice
+        assert steps(tmp_path, run, "recon_loss") == [0, 1]
+        assert steps(tmp_path, run, "miou") == [0]
