@@ -14,3 +14,14 @@ class SpecError(ValueError):
 class TrackingUnavailable(RuntimeError):
     """The MLflow store stopped answering, for longer than its client retries, while a sweep ran:
     a runtime failure (exit 1). The message names the store and how to continue the sweep."""
+
+
+def one_line(error: BaseException) -> str:
+    """A failed trial's reason in one line: the innermost cause that Ray (RayTaskError.cause)
+    or the trial (TrialFailed.cause) carries, as `Type: first line`."""
+    seen = {id(error)}
+    while isinstance(getattr(error, "cause", None), BaseException) and id(error.cause) not in seen:
+        error = error.cause
+        seen.add(id(error))
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")[:200]

@@ -48,7 +48,7 @@ from smsweep.console import (
     say,
 )
 from smsweep.data import Source, open_source
-from smsweep.errors import SpecError, TrackingUnavailable
+from smsweep.errors import SpecError, TrackingUnavailable, one_line
 from smsweep.names import ROBUST_MEAN, ROBUST_PREFIX
 from smsweep.reports import FINETUNE_METRICS
 from smsweep.resources import check_fits, cluster_capacity
@@ -287,8 +287,10 @@ def _fit(
         elif status == "TERMINATED" and _stopped_early(result.metrics or {}):
             status = "STOPPED_EARLY"  # by ASHA
         arm = Arm.of(result.config or {})
+        reason = {"reason": one_line(result.error)} if result.error is not None else {}
         rows.append(
             {"trial_id": trial_id, "status": status, "params": arm.params, "arm": arm}
+            | reason
             | {k: v for k, v in (result.metrics or {}).items() if k in shown}
         )
     summary = SweepSummary(experiment_dir, settings.mlflow_uri)

@@ -53,3 +53,14 @@ def test_every_exception_copies_and_pickles_with_its_message_and_cause():
     assert failed.non_finite and str(failed.cause) == "pretraining loss is nan"
     held = pickle.loads(pickle.dumps(examples()[-2]))
     assert held.holder.pid == 123 and "choose another --name" in str(held)
+
+
+def test_a_failed_trials_reason_is_one_line_and_names_the_real_cause():
+    from smsweep.console import leaderboard
+
+    worker = ValueError("checkpoint /runs/x was written for a different trial config\nmore")
+    failed = pickle.loads(pickle.dumps(trial.TrialFailed("trial_1", worker)))
+    reason = errors.one_line(failed)
+    assert reason == "ValueError: checkpoint /runs/x was written for a different trial config"
+    row = {"trial_id": "trial_1", "status": "ERROR", "params": {}, "reason": reason}
+    assert f"failed: {reason}" in leaderboard([row], "miou")

@@ -123,8 +123,8 @@ def main() -> int:
         return 0
     root = args.out or Path(tempfile.mkdtemp(prefix="long_sweep_"))
     print(
-        "trials  finished  sweep_s  overhead_s/trial  rss_warm_MB  rss_end_MB  fds_warm  "
-        "fds_end  report_s  report_MB"
+        "trials  finished  sweep_s  overhead_s/trial  rss_warm_MB  rss_last_MB  rss_end_MB  "
+        "fds_warm  fds_last  report_s  report_MB"
     )
     for trials in args.trials:
         directory = root / f"n{trials}"
