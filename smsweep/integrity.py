@@ -85,18 +85,28 @@ def logged_through(meta: Path) -> Position | None:
 
 def scan(experiment_dir: Path, cache: Path | None, echo: Callable[[str], None]) -> int:
     """Name in the console every damaged checkpoint, cache entry and result file of a sweep on
-    a filesystem; returns how many. What happens to each is the readers' (see the module)."""
+    a filesystem, with what follows for each; returns how many."""
     found = 0
-    for state in sorted(Path(experiment_dir).glob("train/*/**/state.pt")):
-        for path in damaged(state.parent, (state.name, "meta.json")):
-            echo(f"warning: damaged file {path}: its trial starts again from the beginning")
+    for run_dir in sorted(Path(experiment_dir).glob("train/*/")):
+        finished = _whole_result(run_dir / "result.json")
+        if finished is False:
+            echo(
+                f"warning: damaged file {run_dir / 'result.json'}: its trial's last checkpoint "
+                "is used instead"
+            )
             found += 1
-    for result in sorted(Path(experiment_dir).glob("train/*/result.json")):
-        try:
-            json.loads(result.read_text())["metrics"]
-        except (OSError, ValueError, KeyError, TypeError):
-            echo(f"warning: damaged file {result}: its trial's last checkpoint is used instead")
-            found += 1
+        # checkpoint_NNNNNN (in-process trials) or checkpoint_<time> (Ray Train): oldest first
+        states = sorted(run_dir.glob("**/checkpoint_*/state.pt"))
+        for state in states:
+            if finished:
+                what = "not read: its trial has finished"
+            elif state == states[-1]:
+                what = "its trial starts again from the beginning"
+            else:
+                what = "an older checkpoint, not read"
+            for path in damaged(state.parent, (state.name, "meta.json")):
+                echo(f"warning: damaged file {path}: {what}")
+                found += 1
     if cache is not None and cache.is_dir():
         for entry in sorted(cache.iterdir()):
             if entry.is_dir() and not entry.name.startswith("."):
@@ -107,6 +117,17 @@ def scan(experiment_dir: Path, cache: Path | None, echo: Callable[[str], None]) 
                     )
                     found += 1
     return found
+
+
+def _whole_result(path: Path) -> bool | None:
+    """Whether a trial's result file is whole; None when there is none."""
+    try:
+        json.loads(path.read_text())["metrics"]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return True
 
 
 def _digest(path: Path) -> str:
