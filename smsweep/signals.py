@@ -34,8 +34,10 @@ def received() -> bool:
     return bool(_STATE["received"])
 
 
-def install(echo: Callable[[str], None], grace_s: float = GRACE_S) -> None:
-    """Handle SIGTERM as an orderly stop from now on (main thread only; call after ray.init)."""
+def install(echo: Callable[[str], None], resume_hint: str = "", grace_s: float = GRACE_S) -> None:
+    """Handle SIGTERM as an orderly stop from now on (main thread only; call after ray.init).
+    `resume_hint`: the line that says how to continue, printed when the signal comes outside
+    Tune's run (within it, the sweep's summary says so)."""
     if threading.current_thread() is not threading.main_thread():
         return  # signal handlers belong to the main thread; a library caller keeps its own
 
@@ -53,10 +55,12 @@ def install(echo: Callable[[str], None], grace_s: float = GRACE_S) -> None:
         watchdog.daemon = True
         watchdog.start()
         interrupt = signal.getsignal(signal.SIGINT)  # Tune's while it runs, else Python's
-        if callable(interrupt):
+        if callable(interrupt) and interrupt is not signal.default_int_handler:
             interrupt(signal.SIGINT, frame)
-        else:
-            raise KeyboardInterrupt
+            return
+        if resume_hint:
+            _say(echo, resume_hint)
+        raise KeyboardInterrupt
 
     _STATE["received"] = False
     _STATE["previous"] = signal.signal(signal.SIGTERM, on_sigterm)

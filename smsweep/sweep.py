@@ -185,7 +185,8 @@ def _launch(
         source = open_source(spec.data, seed=spec.seed)  # data errors before Ray starts
     _check_metric(spec, source.class_names)
     where = cluster.connect(address, verbose=output.verbose)
-    signals.install(echo)  # after ray.init, which installs Ray's own SIGTERM handler
+    # after ray.init, which installs Ray's own SIGTERM handler
+    signals.install(echo, f"stopped: continue with `python -m smsweep resume {experiment_dir}`")
     held = None
     try:
         check_fits(spec, *cluster_capacity(spec, ray.cluster_resources(), where))

@@ -13,7 +13,7 @@ from tests.test_sweep import REPO
 SCRIPT = """
 import os, signal, sys, time
 from smsweep import signals
-signals.install(print, grace_s={grace})
+signals.install(print, "continue with: resume DIR", grace_s={grace})
 try:
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(5)
@@ -47,3 +47,4 @@ def test_a_stop_that_outlasts_the_grace_period_is_cut_short_with_143():
 def test_a_stop_within_the_grace_period_ends_as_its_caller_decides():
     code, out, _ = _run(30, "")
     assert code == 0 and "ended normally" in out
+    assert "continue with: resume DIR\nstopping\n" in out
