@@ -23,10 +23,11 @@ import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process ended by it
 GRACE_S = 25.0  # the orderly stop's limit: inside Kubernetes' default 30 s, with room to spare
-_STATE: dict[str, object] = {"received": False, "previous": None}
+_STATE: dict[str, Any] = {"received": False, "installed": False, "previous": None}
 
 
 def received() -> bool:
@@ -64,14 +65,15 @@ def install(echo: Callable[[str], None], resume_hint: str = "", grace_s: float =
 
     _STATE["received"] = False
     _STATE["previous"] = signal.signal(signal.SIGTERM, on_sigterm)
+    _STATE["installed"] = True
 
 
 def uninstall() -> None:
-    """Give SIGTERM back to whatever handled it before `install` (for a caller that goes on)."""
-    previous = _STATE["previous"]
-    if previous is not None and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, previous)
-        _STATE["previous"] = None
+    """Give SIGTERM back to the Python handler it had before `install`, or to the default (Ray's
+    own handler, set from C, is gone with Ray), for a caller that goes on."""
+    if _STATE["installed"] and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _STATE["previous"] or signal.SIG_DFL)
+        _STATE["installed"], _STATE["previous"] = False, None
 
 
 def _overdue(echo: Callable[[str], None], grace_s: float) -> None:

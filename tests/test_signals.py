@@ -4,10 +4,12 @@ short with 143."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
 
+from smsweep import signals
 from tests.test_sweep import REPO
 
 SCRIPT = """
@@ -48,3 +50,11 @@ def test_a_stop_within_the_grace_period_ends_as_its_caller_decides():
     code, out, _ = _run(30, "")
     assert code == 0 and "ended normally" in out
     assert "continue with: resume DIR\nstopping\n" in out
+
+
+def test_uninstall_gives_sigterm_back():
+    before = signal.getsignal(signal.SIGTERM)
+    signals.install(print)
+    assert signal.getsignal(signal.SIGTERM) is not before
+    signals.uninstall()
+    assert signal.getsignal(signal.SIGTERM) in (before, signal.SIG_DFL)
