@@ -63,7 +63,11 @@ class Held(SpecError):
 
     def __init__(self, directory: Location, holder: Holder, also: str = "") -> None:
         self.directory, self.holder = directory, holder
-        super().__init__(
+        super().__init__(directory, holder, also)  # the constructor's own: copies and pickles
+
+    def __str__(self) -> str:
+        directory, holder, also = self.args
+        return (
             f"{directory} is in use by a running sweep driver ({holder.describe()}); wait for "
             f"it to end, or stop it (Ctrl-C) and continue with `python -m smsweep resume "
             f"{directory}`" + (f"; or {also}" if also else "")

@@ -1,7 +1,8 @@
 """`python -m smsweep`: parse the command line and call the library; nothing else lives here.
 
 Exit codes: 0 ok; 1 a runtime failure; 2 invalid input (a message that says what is wrong and how to
-fix it, no traceback, nothing written); 130 interrupted.
+fix it, no traceback, nothing written); 130 interrupted (Ctrl-C); 143 stopped by SIGTERM (a
+scheduler's preemption, see `signals`).
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ DESCRIPTION = (
 )
 EPILOG = (
     "start with: python -m smsweep validate sweeps/quickstart.yaml, then run it. Exit codes: "
-    "0 ok, 1 a runtime failure, 2 invalid input (nothing written), 130 interrupted."
+    "0 ok, 1 a runtime failure, 2 invalid input (nothing written), 130 interrupted, 143 stopped "
+    "by SIGTERM."
 )
 
 
@@ -178,13 +180,20 @@ def _add_set(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from smsweep import signals
+
     args = build_parser().parse_args(argv)
     try:
-        return _dispatch(args)
+        code = _dispatch(args)
+        # a sweep stopped by SIGTERM says so, whether Tune stopped it or it had just finished
+        return signals.EXIT_TERMINATED if signals.received() else code
     except SpecError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID
     except KeyboardInterrupt:
+        if signals.received():
+            print("stopped by SIGTERM", file=sys.stderr)
+            return signals.EXIT_TERMINATED
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except TrackingUnavailable as error:  # a runtime failure whose message says what to do

@@ -192,6 +192,7 @@ def leaderboard(
             f"{row['trial_id']:<14}{status_word(row['status']):<15}{shown(row.get(metric)):>10}"
             f"{shown(row.get('pixel_accuracy')):>11}  "
             + (row["arm"].describe(repeats) if "arm" in row else short(row["params"]))
+            + (f"  failed: {row['reason']}" if row.get("reason") else "")
         )
     floor = next((row for row in rows if isinstance(row.get("floor/miou"), float)), None)
     if floor is not None:

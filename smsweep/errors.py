@@ -23,3 +23,14 @@ def first_line(message: Any) -> str:
     one-line reason."""
     text = str(message).strip()
     return text.splitlines()[0] if text else type(message).__name__
+
+
+def one_line(error: BaseException) -> str:
+    """A failed trial's reason in one line: the innermost cause that Ray (RayTaskError.cause)
+    or the trial (TrialFailed.cause) carries, as `Type: first line`."""
+    seen = {id(error)}
+    while isinstance(getattr(error, "cause", None), BaseException) and id(error.cause) not in seen:
+        error = error.cause
+        seen.add(id(error))
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")[:200]

@@ -38,11 +38,11 @@ def active() -> dict[str, Any]:
 
 
 def pause_for_a_kill(point: str) -> None:
-    """At `pause_at == point`, touch `marker` and wait to be killed, so that a test can kill a
-    sweep at an exact point."""
+    """At `pause_at == point`, write `marker` (the point and this process's pid) and wait to
+    be killed, so that a test can kill a sweep, or the trial's own process, at an exact point."""
     faults = active()
     if faults.get("pause_at") == point:
-        Path(faults["marker"]).write_text(point)
+        Path(faults["marker"]).write_text(f"{point} {os.getpid()}")
         time.sleep(3600)
 
 

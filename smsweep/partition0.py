@@ -10,7 +10,8 @@ with the same weights as without the cache (tests/test_partition0.py).
 An entry is written under a temporary name and renamed into place, so a reader sees a whole entry
 or none, and a kill during the write leaves only a temporary folder that nothing reads. Trials
 that miss at the same time each train partition 0 and try to store it: the first rename wins, the
-others drop their copy. Entries are read with `torch.load(weights_only=True)`.
+others drop their copy. Entries are read with `torch.load(weights_only=True)`, once their seal
+(`integrity`) says they are whole; a damaged entry is a miss, trained again and replaced.
 
 Only single-worker trials use the cache (with DDP every rank has its own random state).
 """
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from smsweep import faults
+from smsweep import faults, integrity
 from smsweep.config import SweepSpec
 
 # torch is imported where it is used: the sweep's driver names the cache folder without it.
@@ -74,6 +75,12 @@ def load(cache: Path, name: str) -> Entry | None:
     import torch
 
     entry = cache / name
+    if not entry.is_dir():
+        return None
+    damaged = integrity.damaged(entry, (STATE, META))
+    if damaged:
+        integrity.warn(damaged, "a miss: partition 0 is trained again and the entry replaced")
+        return None
     try:
         meta = json.loads((entry / META).read_text())
         state = torch.load(entry / STATE, map_location="cpu", weights_only=True)
@@ -86,21 +93,30 @@ def store(cache: Path, name: str, entry: Entry) -> bool:
     """Store `entry` as `name` unless it is there already; True when this call stored it."""
     import torch
 
-    if (cache / name).is_dir():
+    target = cache / name
+    replaced = target.is_dir() and bool(integrity.damaged(target, (STATE, META)))
+    if target.is_dir() and not replaced:
         return False
     cache.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".writing-", dir=cache))
+    aside = None
     try:
         torch.save(entry.state, staging / STATE)
         meta = {"losses": entry.losses, "seconds": entry.seconds}
         (staging / META).write_text(json.dumps(meta))
+        integrity.seal(staging, (STATE, META))
         faults.pause_for_a_kill("partition0:store")
-        os.rename(staging, cache / name)  # atomic; fails when another trial stored it first
+        if replaced:  # a damaged entry moves aside (atomic), so the rename below can land
+            aside = Path(tempfile.mkdtemp(prefix=".damaged-", dir=cache)) / name
+            os.rename(target, aside)
+        os.rename(staging, target)  # atomic; fails when another trial stored it first
         return True
     except OSError:
         return False
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if aside is not None:
+            shutil.rmtree(aside.parent, ignore_errors=True)
 
 
 class CachedPartition:

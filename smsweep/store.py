@@ -178,7 +178,10 @@ class Location:
         """Write the file whole (an object appears whole; a local file's parents are made)."""
         if not self.remote:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_bytes(data)
+            # written aside and renamed over: a kill or a full disk never leaves half a file
+            staging = self.path.with_name(f".{self.path.name}.{os.getpid()}.writing")
+            staging.write_bytes(data)
+            os.replace(staging, self.path)
             return
         filesystem, key = _open(self.url)
         with filesystem.open_output_stream(key) as stream:

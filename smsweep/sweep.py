@@ -28,7 +28,7 @@ from typing import Any
 import ray
 from ray import tune
 
-from smsweep import claim, cluster, mlflow_store, tracking
+from smsweep import claim, cluster, integrity, mlflow_store, partition0, signals, tracking
 from smsweep.arms import Arm, trials_line
 from smsweep.callbacks import CloseRuns, Relay, stopped_early
 from smsweep.checks import (
@@ -41,7 +41,7 @@ from smsweep.checks import (
 from smsweep.config import SweepSpec
 from smsweep.console import Echo, Output, Progress, quiet_engines, say
 from smsweep.data import Source, open_source
-from smsweep.errors import SpecError, TrackingUnavailable
+from smsweep.errors import SpecError, TrackingUnavailable, one_line
 from smsweep.reports import FINETUNE_METRICS
 from smsweep.resources import check_fits, cluster_capacity
 from smsweep.settings import SETTINGS_FILE, SweepSettings
@@ -122,6 +122,9 @@ def resume_sweep(
         return SweepSummary(experiment_dir, done.get("mlflow_uri", ""), already_finished=True)
     claim.check_free(experiment_dir)  # taken for real once everything is checked
     settings = SweepSettings.read(experiment_dir)
+    if not experiment_dir.remote:  # name what a lost node or a full disk cut short
+        cache = experiment_dir.parent.path / partition0.CACHE_DIR
+        integrity.scan(experiment_dir.path, cache, echo)
     return _launch(settings, address=address, restore=True, echo=echo, output=output)
 
 
@@ -145,6 +148,8 @@ def _launch(
         source = open_source(spec.data, seed=spec.seed)  # data errors before Ray starts
     check_metric(spec, source.class_names)
     where = cluster.connect(address, verbose=output.verbose)
+    # after ray.init, which installs Ray's own SIGTERM handler
+    signals.install(echo, f"stopped: continue with `python -m smsweep resume {experiment_dir}`")
     held = None
     try:
         check_fits(spec, *cluster_capacity(spec, ray.cluster_resources(), where))
@@ -181,6 +186,7 @@ def _launch(
         try:
             ray.shutdown()
         finally:
+            signals.uninstall()
             if held is not None:
                 held.release()
 
@@ -243,13 +249,15 @@ def _fit(
         elif status == "TERMINATED" and stopped_early(result.metrics or {}):
             status = "STOPPED_EARLY"  # by ASHA
         arm = Arm.of(result.config or {})
+        reason = {"reason": one_line(result.error)} if result.error is not None else {}
         rows.append(
             {"trial_id": trial_id, "status": status, "params": arm.params, "arm": arm}
+            | reason
             | {k: v for k, v in (result.metrics or {}).items() if k in shown}
         )
     summary = SweepSummary(experiment_dir, settings.mlflow_uri)
     summary.rows = ranked(rows, search.score_metric, search.mode)
-    summary.interrupted = closer.interrupted(total)
+    summary.interrupted = closer.interrupted(total) or signals.received()
     summary.trial_ids = set(closer.statuses)
     summary.outage = closer.outage
     return summary

@@ -177,7 +177,11 @@ class TrialFailed(RuntimeError):
     def __init__(self, run_name: str, error: BaseException) -> None:
         failures = getattr(error, "worker_failures", None) or {}
         self.cause = next(iter(failures.values()), error)
-        super().__init__(f"trial {run_name} failed: {error}")
+        # args are the constructor's own: Ray and Tune copy and pickle the exception
+        super().__init__(run_name, error)
+
+    def __str__(self) -> str:
+        return f"trial {self.args[0]} failed: {self.args[1]}"
 
     @property
     def non_finite(self) -> bool:

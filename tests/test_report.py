@@ -324,3 +324,13 @@ def test_a_plain_install_builds_the_report(sweep_dir, tmp_path):
     package, dashboard = where.stdout.split()
     assert package.startswith(str(site)), package
     assert Path(dashboard) == site / "smsweep" / "dashboards"
+
+
+def test_a_long_sweep_folds_its_leaderboard_and_says_a_tie_at_the_top_is_one():
+    trials = [_trial(f"t{i}", "random", 0.5, 0.25 if i < 3 else 0.1) for i in range(45)]
+    page = report.render(_sweep(trials), report.load_dashboard())
+    board = _sections(page)["leaderboard"]
+    assert board.index("<details><summary>the other 25 trials</summary>") > board.index(">t19<")
+    assert "a tie: 3 trials at miou 0.2500 (t0, t1, t2); first: t0" in page
+    alone = report.render(_sweep(trials[2:]), report.load_dashboard())
+    assert "a tie" not in alone and "<details><summary>the other" in alone

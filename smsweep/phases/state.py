@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import nn
 
-from smsweep import mrm
+from smsweep import integrity, mrm
 from smsweep.config import SweepSpec
 from smsweep.reports import TrialReport
 from smsweep.resources import trial_cost
@@ -97,12 +97,19 @@ class Checkpoints:
         self.spec, self.session, self.recorder = spec, session, recorder
         self.attempt_started = attempt_started  # wall clock, in the trial's process
         self.started = time.perf_counter()
+        # the last report MLflow has, when the checkpoint to resume from was damaged
+        self.logged_through: integrity.Position | None = None
 
     def restore(self, directory: Path | None, run_ids: dict[str, str]) -> TrialState:
         """The state of the checkpoint in `directory`, or a fresh one (None)."""
         if directory is None:
             return TrialState(run_ids=run_ids)
         directory = Path(directory)
+        damaged = integrity.damaged(directory, (STATE_FILE, META_FILE))
+        if damaged:  # cut short (a lost node, a full disk): never load half a model
+            self.logged_through = integrity.logged_through(directory / META_FILE)
+            integrity.warn(damaged, "the trial starts again from the beginning")
+            return TrialState(run_ids=run_ids)
         last_report: dict[str, Any] = {}
         if (directory / META_FILE).is_file():
             last_report = json.loads((directory / META_FILE).read_text())["metrics"]
@@ -173,6 +180,7 @@ class Checkpoints:
                 "metrics": metrics,  # the last one tells a restarted trial that it is done
             }
             (root / META_FILE).write_text(json.dumps(meta))
+            integrity.seal(root, (STATE_FILE, META_FILE))  # a reader can tell it is whole
             if gallery is not None:
                 (root / gallery.name).write_bytes(gallery.read_bytes())
                 gallery.unlink()
@@ -183,6 +191,9 @@ class Checkpoints:
     def send(self, report: TrialReport, root: Path | None, gallery: Path | None = None) -> None:
         """Rank 0: the report with its checkpoint to the session, then, once the checkpoint is
         stored, to the recorder."""
+        logged = self.logged_through
+        if logged is not None and integrity.position(report.flat()) <= logged:
+            report = report.again()  # MLflow has it: logged before a damaged checkpoint
         self.session.report(report.for_tune(), root)
         if self.recorder is not None:
             self.recorder.record(report, gallery)

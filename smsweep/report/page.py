@@ -118,6 +118,11 @@ def _header(sweep: Sweep) -> dict[str, Any]:
         if best is not None and value is not None
         else "no finished trial yet"
     )
+    tied = [t.trial_id for t in sweep.trials if value is not None and _ties(t, sweep, value)]
+    if len(tied) > 1:  # "best" alone would pick one of equals at random
+        best_line = f"a tie: {len(tied)} trials at {sweep.metric} {value:.4f} (" + (
+            ", ".join(tied[:5]) + (", ..." if len(tied) > 5 else "") + f"); first: {best_line}"
+        )
     top = sweep.verdict.best if sweep.verdict is not None else None
     if top is not None and top.interval.n >= 2:
         best_line = (
@@ -134,3 +139,9 @@ def _header(sweep: Sweep) -> dict[str, Any]:
         "best_line": best_line,
         "spec_yaml": yaml.safe_dump(sweep.spec, sort_keys=False),
     }
+
+
+def _ties(trial: Any, sweep: Sweep, value: float) -> bool:
+    """The trial's score equals the best one as shown (4 decimals)."""
+    score = trial.metrics.get(sweep.metric)
+    return isinstance(score, (int, float)) and round(score, 4) == round(value, 4)

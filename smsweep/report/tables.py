@@ -44,7 +44,19 @@ def leaderboard(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
         ]
         cells += [(_show(trial.metrics.get(m)), True) for m in metrics]
         rows.append((cells, trial.trial_id == sweep.best_trial))
-    return html_table(head, rows)
+    if len(rows) <= LEADERBOARD_ROWS:
+        return html_table(head, rows)
+    # a long sweep: the top stays in view, the rest folds (the page opens on what matters)
+    rest = len(rows) - LEADERBOARD_ROWS
+    return (
+        html_table(head, rows[:LEADERBOARD_ROWS])
+        + f"<details><summary>the other {rest} trials</summary>"
+        + html_table(head, rows[LEADERBOARD_ROWS:])
+        + "</details>"
+    )
+
+
+LEADERBOARD_ROWS = 20  # shown unfolded
 
 
 def html_table(head: list[str], rows: list[tuple[Cells, bool]]) -> str:
