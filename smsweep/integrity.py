@@ -95,8 +95,9 @@ def scan(experiment_dir: Path, cache: Path | None, echo: Callable[[str], None]) 
                 "is used instead"
             )
             found += 1
-        # checkpoint_NNNNNN (in-process trials) or checkpoint_<time> (Ray Train): oldest first
-        states = sorted(run_dir.glob("**/checkpoint_*/state.pt"))
+        # our own files, wherever Train or the in-process session put their folders; the
+        # order they were written in (the last one is what the trial would resume from)
+        states = sorted(run_dir.glob("**/state.pt"), key=lambda path: path.stat().st_mtime)
         for state in states:
             if finished:
                 what = "not read: its trial has finished"
