@@ -271,6 +271,15 @@ class FinetuneConfig(Section):
         "the segmentation loss (segmentation-models-pytorch's losses): cross-entropy, "
         "cross-entropy + Dice, focal, or Lovasz-softmax",
     )
+    rare_class_sampling: float | None = documented(
+        None,
+        "DAFormer's rare-class sampling: each step's images are drawn by first drawing a class "
+        "with probability softmax((1 - its pixel share) / T), then an image holding it; the "
+        "value is T (the paper's 0.01; smaller favours rare classes more); null: every pass a "
+        "permutation of the train split",
+        gt=0,
+        le=10,
+    )
     class_weights: Literal["none", "inverse_frequency"] = documented(
         "none",
         "per-class loss weights: none, or the inverse of each class's pixel share in the "

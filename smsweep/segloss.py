@@ -1,5 +1,6 @@
-"""The fine-tuning losses (`finetune.loss`), from segmentation-models-pytorch's `smp.losses`, and
-the per-class weights (`finetune.class_weights`) that make a rare class count.
+"""What makes a rare class count while fine-tuning: the losses (`finetune.loss`, from
+segmentation-models-pytorch's `smp.losses`), the per-class weights (`finetune.class_weights`) and
+rare-class sampling of the labelled images (`finetune.rare_class_sampling`, as DAFormer does).
 
 Every loss takes (logits (B, C, H, W), labels (B, H, W) with 255 ignored) and returns a scalar
 in float32. Cross-entropy is `torch.nn.functional.cross_entropy` (what smp's own soft variant
@@ -8,6 +9,7 @@ reduces to without smoothing), so `ce` without weights trains exactly as before.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import segmentation_models_pytorch as smp
@@ -73,3 +75,24 @@ def inverse_frequency(pixel_counts: Sequence[int] | Tensor) -> Tensor:
     weights[present] = counts[present].sum() / counts[present]
     weights[present] /= weights[present].mean()
     return weights.float()
+
+
+def rare_class_order(
+    presence: Tensor, shares: Tensor, temperature: float, generator: torch.Generator
+) -> Tensor:
+    """A pass of len(presence) image positions, drawn with replacement as DAFormer samples:
+    a class c with probability softmax((1 - shares[c]) / temperature) over the classes some
+    image holds, then uniformly an image that holds c. presence: (N, C) bool, image i holds
+    class c; shares: (C,) each class's pixel share. Seeded by `generator` alone."""
+    held = presence.any(dim=0)
+    logits = (1.0 - shares.double()) / temperature
+    logits[~held] = -math.inf
+    class_probability = torch.softmax(logits, dim=0)
+    classes = torch.multinomial(class_probability, len(presence), True, generator=generator)
+    order = torch.empty(len(presence), dtype=torch.int64)
+    for c in classes.unique().tolist():
+        where = (classes == c).nonzero().flatten()
+        holders = presence[:, c].nonzero().flatten()
+        picks = torch.randint(len(holders), (len(where),), generator=generator)
+        order[where] = holders[picks]
+    return order

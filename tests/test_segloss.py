@@ -11,7 +11,7 @@ import torch
 from smsweep import build
 from smsweep.errors import SpecError
 from smsweep.schema import FinetuneConfig
-from smsweep.segloss import LOSSES, inverse_frequency, segmentation_loss
+from smsweep.segloss import LOSSES, inverse_frequency, rare_class_order, segmentation_loss
 from smsweep.spec import validate_spec
 from smsweep.trainloop import run_in_process
 from tests.test_trial import tiny_spec
@@ -80,3 +80,38 @@ def test_a_trial_fine_tunes_with_a_weighted_dice_loss(tmp_path):
     )
     unweighted = [r.flat() for r in run_in_process(plain, tmp_path / "plain")]
     assert reports[0]["finetune_loss"] != unweighted[0]["finetune_loss"]  # the loss took effect
+
+
+def test_rare_class_sampling_draws_the_images_of_a_rare_class_more_often():
+    presence = torch.zeros(100, 3, dtype=torch.bool)
+    presence[:, 0] = True  # background everywhere
+    presence[:50, 1] = True
+    presence[99, 2] = True  # one image holds the rare class
+    shares = torch.tensor([0.7, 0.299, 0.001])
+    draws = torch.cat(
+        [
+            rare_class_order(presence, shares, 0.01, torch.Generator().manual_seed(s))
+            for s in range(20)
+        ]
+    )
+    assert draws.min() >= 0 and draws.max() < 100 and len(draws) == 2000
+    assert (
+        draws == 99
+    ).float().mean() > 0.9  # one image in a hundred: its class dominates at T=0.01
+    again = rare_class_order(presence, shares, 0.01, torch.Generator().manual_seed(3))
+    assert torch.equal(
+        again, rare_class_order(presence, shares, 0.01, torch.Generator().manual_seed(3))
+    )
+    # a large temperature samples the classes almost evenly
+    flat = rare_class_order(presence, shares, 10.0, torch.Generator().manual_seed(0))
+    assert (flat == 99).float().mean() < 0.5
+
+
+def test_a_trial_fine_tunes_with_rare_class_sampling(tmp_path):
+    spec = tiny_spec(
+        masking={"strategy": "none"},
+        finetune={"rare_class_sampling": 0.01},
+        resources={"scoring_actors": 0, "train_workers": 0},
+    )
+    reports = [r.flat() for r in run_in_process(spec, tmp_path)]
+    assert reports[-1]["done"] and 0.0 <= reports[-1]["miou"] <= 1.0

@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from smsweep import build, faults, mrm, robustness
+from smsweep.data import IGNORE_INDEX
 from smsweep.data.datasets import SegmentationDataset
 from smsweep.data.transforms import finetune_transform
 from smsweep.finetune import (
@@ -30,7 +31,12 @@ from smsweep.finetune import (
 from smsweep.phases.context import FINETUNE, FINETUNE_SHUFFLE, HEAD, TrialContext
 from smsweep.phases.state import Checkpoints, TrialState
 from smsweep.schedule import LearningRate, optimization
-from smsweep.segloss import SegmentationLoss, inverse_frequency, segmentation_loss
+from smsweep.segloss import (
+    SegmentationLoss,
+    inverse_frequency,
+    rare_class_order,
+    segmentation_loss,
+)
 
 
 class Session(Protocol):
@@ -42,6 +48,7 @@ class Finetuning:
 
     def __init__(self, trial: TrialContext, checkpoints: Checkpoints, session: Session) -> None:
         self.trial, self.checkpoints, self.session = trial, checkpoints, session
+        self.sampling: tuple[torch.Tensor, torch.Tensor, float] | None = None
 
     def run(self, state: TrialState, pretrained: dict[str, torch.Tensor] | None) -> None:
         trial, spec, budget = self.trial, self.trial.spec, self.trial.budget
@@ -68,6 +75,7 @@ class Finetuning:
         )
         floor: dict[str, float] = {}
         loss = segmentation_loss(spec.finetune.loss, self._class_weights())
+        self.sampling = self._rare_class_sampling()  # once: every pass draws from it
         search = spec.search
         best = state.best_score if state.phase == "finetune" else None
         for evaluation in range(first, budget.finetune_evaluations):
@@ -137,9 +145,14 @@ class Finetuning:
         `auxiliary` collects each step's auxiliary loss (MRM's), when the model has one."""
         trial = self.trial
 
+        sampling = self.sampling
+
         def order(pass_index: int) -> torch.Tensor:
             seed = trial.seeded(FINETUNE_SHUFFLE, pass_index)
-            return torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+            generator = torch.Generator().manual_seed(seed)
+            if sampling is not None:
+                return rare_class_order(*sampling, generator)
+            return torch.randperm(len(train), generator=generator)
 
         total, images = 0.0, 0
         size = trial.spec.finetune.batch_size
@@ -186,6 +199,23 @@ class Finetuning:
         trial = self.trial
         labels = (mask for _, mask in trial.labelled(trial.splits.train))
         return label_counts(labels, trial.spec.data.num_classes)
+
+    def _rare_class_sampling(self) -> tuple[torch.Tensor, torch.Tensor, float] | None:
+        """(presence (N, C), pixel shares (C,), T) of this rank's train images, for
+        `finetune.rare_class_sampling`; None when it is off."""
+        trial = self.trial
+        temperature = trial.spec.finetune.rare_class_sampling
+        if temperature is None:
+            return None
+        classes = trial.spec.data.num_classes
+        presence, counts = [], torch.zeros(classes, dtype=torch.int64)
+        for _, masks in trial.labelled(trial.shard(trial.splits.train)):  # (B, H, W)
+            for mask in masks:
+                held = torch.bincount(mask[mask != IGNORE_INDEX].flatten(), minlength=classes)
+                presence.append(held[:classes] > 0)
+                counts += held[:classes]
+        shares = counts.double() / max(1, int(counts.sum()))
+        return torch.stack(presence), shares, temperature
 
     def _class_weights(self) -> torch.Tensor | None:
         """`finetune.class_weights`: None, or the inverse frequency of the train split's
