@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from ray import tune
 
 from smsweep import mlflow_store, tracking
-from smsweep.console import Echo
 
 STOPPED_EARLY_TAG = "smsweep.stopped_early"  # a trial run's tag: ASHA stopped it
 
@@ -54,7 +54,7 @@ class CloseRuns(tune.Callback):
     call here failed), the sweep stops as Ctrl-C stops it: Tune handles SIGUSR1 like SIGINT,
     stopping the trials and saving its state for `resume`. `outage` says why."""
 
-    def __init__(self, sweep_run: tracking.SweepRun, echo: Echo) -> None:
+    def __init__(self, sweep_run: tracking.SweepRun, echo: Callable[[str], None]) -> None:
         self.sweep_run, self.echo = sweep_run, echo
         self.statuses: dict[str, str] = {}  # trial id -> Tune status, for every trial
         self.ids: dict[str, str] = {}  # trial directory -> trial id

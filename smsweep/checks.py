@@ -183,12 +183,6 @@ def describe(checked: Checked) -> str:
 COST_METRICS = ("cost/seconds", "cost/device_seconds", "cost/scoring_share")  # at a trial's end
 
 
-def searches(spec: SweepSpec) -> bool:
-    """Whether the sweep has a searcher, and so an Optuna study (see `tune_config`)."""
-    search = spec.search
-    return bool(search.space or search.repeats > 1 or search.controls)
-
-
 def check_study_is_new(url: str, name: str) -> None:
     """A new sweep must not continue another sweep's study in a shared storage."""
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
@@ -211,7 +205,7 @@ def check_study_is_new(url: str, name: str) -> None:
 
 def check_object_store(spec: SweepSpec, storage: Location) -> None:
     """What an object store as --storage cannot hold: the default sqlite Optuna study."""
-    if searches(spec) and not spec.search.storage:
+    if spec.search.searches and not spec.search.storage:
         raise SpecError(
             f"with --storage {storage} (an object store) the Optuna study cannot live beside "
             "the sweep (sqlite needs a filesystem); set search.storage to a database URL the "

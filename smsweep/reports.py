@@ -5,10 +5,10 @@ of the training loop sends it on once its checkpoint is stored:
 
 - to Ray Train with the checkpoint (`ray.train.report`), as `TrialReport.for_tune()`; in a sweep
   the Train run's `TuneReportCallback` hands it to Tune (console, scheduler, searcher);
-- to the trial's MLflow run, straight from the loop (`Recorder`): the numbers at the partition
-  or evaluation as step, the partition's gallery, the precision as a tag. Entries MLflow does
-  not take wait in the trial's pending file (`tracking.RunLog`), which the trial's process logs
-  before it ends the run;
+- to the trial's MLflow run, straight from the loop (`recorder.Recorder`): the numbers at the
+  partition or evaluation as step, the partition's gallery, the precision as a tag. Entries
+  MLflow does not take wait in the trial's pending file (`tracking.RunLog`), which the trial's
+  process logs before it ends the run;
 - the last one (`done`) to RESULT_FILE beside the Train run: a trial that finished is replayed
   from it, not run again.
 
@@ -18,15 +18,8 @@ Train), so `trial.run_trial` hands them to a caller outside Tune.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
-
-from smsweep.store import Location
-
-if TYPE_CHECKING:
-    from smsweep.tracking import TrialTracking
+from typing import Any, Literal
 
 RESULT_FILE = "result.json"  # a finished trial's last report, beside its Train run
 PRECISION_TAG = "smsweep.precision"  # a trial run's tag: e.g. "bf16 autocast + channels_last"
@@ -106,50 +99,3 @@ class TrialReport:
 
     def again(self) -> TrialReport:
         return replace(self, replayed=True, gallery=None)
-
-
-class Recorder:
-    """Rank 0's end of the report path (see the module doc). `run_dir`: the trial's Train run
-    (local or in an object store), where galleries and RESULT_FILE go; `tracking`: the trial's
-    MLflow run, or None outside a sweep."""
-
-    def __init__(
-        self, run_dir: str | Location | None, tracking: TrialTracking | None = None
-    ) -> None:
-        self.run_dir = Location.of(run_dir) if run_dir is not None else None
-        self.run = tracking.open() if tracking is not None else None
-        self.reports: list[TrialReport] = []
-
-    def record(self, report: TrialReport, gallery: Path | None = None) -> None:
-        """After the report's checkpoint is stored. The gallery is copied beside the run (the
-        checkpoint holding it is deleted in time; a pending entry may still need it)."""
-        copies = []
-        if gallery is not None and self.run_dir is not None:
-            copy = self.run_dir / "galleries" / gallery.name
-            copy.write_bytes(gallery.read_bytes())
-            copies.append(copy)
-            report = replace(report, gallery=str(copy))
-        self.reports.append(report)
-        if self.run is not None and not report.replayed:
-            self.run.log(
-                report.for_mlflow(),
-                step=report.step,
-                artifacts=copies,
-                artifact_path="galleries",
-                tags={PRECISION_TAG: report.precision} if report.precision else {},
-            )
-        if report.done and self.run_dir is not None:
-            (self.run_dir / RESULT_FILE).write_text(json.dumps({"metrics": report.flat()}))
-
-
-def finished_report(run_dir: str | Path | Location) -> TrialReport | None:
-    """The last report of the trial whose Train run is `run_dir`, once it has finished (from
-    its RESULT_FILE), else None."""
-    try:
-        return TrialReport.of(
-            json.loads((Location.of(run_dir) / RESULT_FILE).read_text())["metrics"]
-        )
-    except FileNotFoundError:
-        return None
-    except (ValueError, KeyError):
-        return None  # cut off mid-write (a local file): the run itself decides what follows

@@ -132,6 +132,12 @@ class SearchConfig(Section):
         return score_key(self.metric, self.score)
 
     @property
+    def searches(self) -> bool:
+        """Whether the sweep has a searcher, and so an Optuna study: a space to sample, repeats
+        or controls."""
+        return bool(self.space or self.repeats > 1 or self.controls)
+
+    @property
     def trials(self) -> int:
         """Tune trials of the sweep: every configuration and control, `repeats` times each."""
         return trial_count(self.num_samples, len(self.controls), self.repeats)

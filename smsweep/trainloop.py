@@ -30,7 +30,8 @@ from smsweep.phases.objectives import objective
 from smsweep.phases.pretraining import Pretraining
 from smsweep.phases.state import Checkpoints, TrialState
 from smsweep.precision import resolve_precision
-from smsweep.reports import Recorder, TrialReport
+from smsweep.recorder import Recorder
+from smsweep.reports import TrialReport
 from smsweep.scoring import InProcessScorer
 from smsweep.session import RayTrainSession, Session
 

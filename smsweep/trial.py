@@ -32,7 +32,8 @@ from ray.train.torch import TorchTrainer
 from smsweep.config import SweepSpec
 from smsweep.data import Source, open_source
 from smsweep.phases.inputs import TrialInput
-from smsweep.reports import TrialReport, finished_report
+from smsweep.recorder import finished_report
+from smsweep.reports import TrialReport
 from smsweep.resources import check_fits, cluster_capacity
 from smsweep.store import Location
 from smsweep.tracking import TrialTracking

@@ -8,7 +8,6 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from smsweep.checks import searches
 from smsweep.config import SweepSpec
 from smsweep.searcher import Arms, DefineByRun
 from smsweep.space import control_params, grid_points
@@ -24,7 +23,7 @@ def tune_config(
     time axis); `study`: (storage URL, name) of the Optuna study."""
     search = spec.search
     searcher = None
-    if searches(spec):
+    if spec.search.searches:
         strategies = search.space.get("masking.strategy")
         points = []
         if strategies is not None and strategies.choice is not None and not strategies.when:

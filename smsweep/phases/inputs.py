@@ -8,13 +8,18 @@ loading the model libraries.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from smsweep.config import SweepSpec
 from smsweep.data import Source
 
-if TYPE_CHECKING:
-    from smsweep.tracking import TrialTracking
+
+class Tracking(Protocol):
+    """The trial's MLflow runs (`tracking.TrialTracking`): what the checkpoints keep of them;
+    the recorder opens the run."""
+
+    sweep_run_id: str
+    run_id: str
 
 
 @dataclass(frozen=True)
@@ -29,7 +34,7 @@ class TrialInput:
     spec: SweepSpec
     source: Source
     run_dir: str | None = None
-    tracking: TrialTracking | None = None
+    tracking: Tracking | None = None
     partition0_cache: str | None = None
     pretrain_source: Source | None = None
     started_at: float | None = None
