@@ -12,7 +12,7 @@ configurations and `search.controls`, from the trials' tags). Runs are paired by
 `repeat`): the same seeds in every arm. For each arm: the number of paired seeds, each metric's
 mean with its 95 % interval, and for each control the paired difference with its interval and
 the protocol's minimum detectable effect (2 x the std of the paired differences), then the
-verdict sentences. The numbers are `smsweep.stats.judge`, the ones a sweep prints and logs.
+verdict sentences. The numbers are `smsweep.verdict.stats.judge`, the ones a sweep prints and logs.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import math
 
 from mlflow.tracking import MlflowClient
 
-from smsweep.arms import CONFIGURATION, CONTROL
-from smsweep.stats import ArmRun, Verdict, judge
+from smsweep.verdict.arms import CONFIGURATION, CONTROL
+from smsweep.verdict.stats import ArmRun, Verdict, judge
 
 DEFAULT_METRICS = ["miou", "pixel_accuracy", "floor/miou", "iou/rare_star"]
 

@@ -14,16 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from smsweep.arms import short, trials_line
-from smsweep.budget import Budget, budget_warnings, trial_budget
-from smsweep.config import SweepSpec
+from smsweep.engines.store import Location
 from smsweep.errors import SpecError
-from smsweep.names import ROBUST_MEAN, ROBUST_PREFIX
-from smsweep.reports import FINETUNE_METRICS
-from smsweep.resources import check_fits, local_capacity, trial_demand
-from smsweep.space import control_params
-from smsweep.spec import load_spec, resolve
-from smsweep.store import Location
+from smsweep.spec.config import SweepSpec
+from smsweep.spec.load import load_spec, resolve
+from smsweep.spec.names import ROBUST_MEAN, ROBUST_PREFIX
+from smsweep.spec.space import control_params
+from smsweep.trial.budget import Budget, budget_warnings, trial_budget
+from smsweep.trial.reports import FINETUNE_METRICS
+from smsweep.trial.resources import check_fits, local_capacity, trial_demand
+from smsweep.verdict.arms import short, trials_line
 
 # Searched keys that change a trial's budget (the data keys through its splits).
 BUDGET_KEYS = ("pretrain.", "finetune.", "masking.strategy", "data.val_fraction", "data.label_")
@@ -34,7 +34,7 @@ _MAX_BUDGETS = 256
 class Checked:
     spec: SweepSpec
     source: Any  # the opened data source
-    splits: Any  # smsweep.data.splits.Splits
+    splits: Any  # smsweep.method.data.splits.Splits
     concurrency: int
 
 
@@ -44,8 +44,8 @@ def check_all(
     """Validate everything; `capacity` (CPUs, GPUs) defaults to this machine's."""
     spec = load_spec(spec_path, overrides)
     check_names(spec)
-    from smsweep.data import open_source
-    from smsweep.data.pretraining import trial_splits
+    from smsweep.method.data import open_source
+    from smsweep.method.data.pretraining import trial_splits
 
     source = open_source(spec.data, seed=spec.seed)
     splits = trial_splits(spec, source)
@@ -66,7 +66,7 @@ def check_names(spec: SweepSpec) -> None:
     """Names that live in registries outside the spec: the encoder, the losses, weight files."""
     import segmentation_models_pytorch as smp
 
-    from smsweep.losses import LOSSES
+    from smsweep.method.losses import LOSSES
 
     encoders = sorted(smp.encoders.get_encoder_names())
     searched = spec.search.space.get("model.encoder")
@@ -102,7 +102,7 @@ def trial_budgets(spec: SweepSpec, source: Any) -> list[Budget]:
     the searched values that change it (at most a few hundred)."""
     import itertools
 
-    from smsweep.data.pretraining import trial_splits
+    from smsweep.method.data.pretraining import trial_splits
 
     searched = {
         key: dist.values_to_check()
@@ -183,12 +183,6 @@ def describe(checked: Checked) -> str:
 COST_METRICS = ("cost/seconds", "cost/device_seconds", "cost/scoring_share")  # at a trial's end
 
 
-def searches(spec: SweepSpec) -> bool:
-    """Whether the sweep has a searcher, and so an Optuna study (see `tune_config`)."""
-    search = spec.search
-    return bool(search.space or search.repeats > 1 or search.controls)
-
-
 def check_study_is_new(url: str, name: str) -> None:
     """A new sweep must not continue another sweep's study in a shared storage."""
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
@@ -211,7 +205,7 @@ def check_study_is_new(url: str, name: str) -> None:
 
 def check_object_store(spec: SweepSpec, storage: Location) -> None:
     """What an object store as --storage cannot hold: the default sqlite Optuna study."""
-    if searches(spec) and not spec.search.storage:
+    if spec.search.searches and not spec.search.storage:
         raise SpecError(
             f"with --storage {storage} (an object store) the Optuna study cannot live beside "
             "the sweep (sqlite needs a filesystem); set search.storage to a database URL the "

@@ -161,7 +161,7 @@ def _add_output(parser: argparse.ArgumentParser) -> None:
 
 
 def _output(args: argparse.Namespace):
-    from smsweep.console import Output
+    from smsweep.report.console import Output
 
     return Output(
         quiet=args.quiet, verbose=args.verbose, live=not args.quiet and sys.stdout.isatty()
@@ -180,7 +180,7 @@ def _add_set(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from smsweep import signals
+    from smsweep.engines import signals
 
     args = build_parser().parse_args(argv)
     try:
@@ -244,12 +244,12 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return report_main(args.path)
     if args.command == "plan":
-        from smsweep.plan import plan_command
+        from smsweep.report.plan import plan_command
 
         print(plan_command(args.path, [effect / 100 for effect in args.effect]))
         return EXIT_OK
     if args.command == "data":
-        from smsweep.data.export import synth_command
+        from smsweep.method.data.export import synth_command
 
         written = synth_command(
             args.out,

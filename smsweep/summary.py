@@ -9,13 +9,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from smsweep import tracking
-from smsweep.arms import score_label
-from smsweep.config import SweepSpec
-from smsweep.console import Echo, arms_table, leaderboard, pareto_lines
-from smsweep.stats import ParetoPoint, Verdict, judge, pareto
-from smsweep.store import Location
-from smsweep.tuning import close_stale_study_trials
+from smsweep.engines import tracking
+from smsweep.engines.store import Location
+from smsweep.engines.tuning import close_stale_study_trials
+from smsweep.report.console import Echo, arms_table, leaderboard, pareto_lines
+from smsweep.spec.config import SweepSpec
+from smsweep.verdict.arms import score_label
+from smsweep.verdict.stats import ParetoPoint, Verdict, judge, pareto
 
 FINISHED_FILE = "finished.json"  # written when a sweep has run every trial: `resume` stops there
 

@@ -28,9 +28,6 @@ from typing import Any
 import ray
 from ray import tune
 
-from smsweep import claim, cluster, integrity, mlflow_store, partition0, signals, tracking
-from smsweep.arms import Arm, trials_line
-from smsweep.callbacks import CloseRuns, Relay, stopped_early
 from smsweep.checks import (
     budget_lines,
     check_metric,
@@ -38,17 +35,21 @@ from smsweep.checks import (
     check_study_is_new,
     trial_budgets,
 )
-from smsweep.config import SweepSpec
-from smsweep.console import Echo, Output, Progress, quiet_engines, say
-from smsweep.data import Source, open_source
+from smsweep.engines import claim, cluster, mlflow_store, signals, tracking
+from smsweep.engines.callbacks import CloseRuns, Relay, stopped_early
+from smsweep.engines.settings import SETTINGS_FILE, SweepSettings
+from smsweep.engines.store import Location, check_storage
+from smsweep.engines.trial_entry import tune_trial
+from smsweep.engines.tuning import default_study, trial_process_gpus, tune_config
 from smsweep.errors import SpecError, TrackingUnavailable, one_line
-from smsweep.reports import FINETUNE_METRICS
-from smsweep.resources import check_fits, cluster_capacity
-from smsweep.settings import SETTINGS_FILE, SweepSettings
-from smsweep.store import Location, check_storage
+from smsweep.method.data import Source, open_source
+from smsweep.report.console import Echo, Output, Progress, quiet_engines, say
+from smsweep.spec.config import SweepSpec
 from smsweep.summary import FINISHED_FILE, PARTITION0_SAVED, SweepSummary, finish, ranked
-from smsweep.trial_entry import tune_trial
-from smsweep.tuning import default_study, trial_process_gpus, tune_config
+from smsweep.trial import integrity, partition0
+from smsweep.trial.reports import FINETUNE_METRICS
+from smsweep.trial.resources import check_fits, cluster_capacity
+from smsweep.verdict.arms import Arm, trials_line
 
 FLOOR_METRICS = ("floor/miou", "floor/pixel_accuracy")  # shown under the leaderboard
 # What a leaderboard row keeps: the scores, the floor, and how far the trial got.

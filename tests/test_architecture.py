@@ -144,34 +144,13 @@ def reached(start: str, graph: dict[str, set[str]]) -> set[str]:
     return seen
 
 
-# The core: the method in plain torch (data, masking, models, losses, the training steps, the
-# phases of a trial, the pure scorer). The engines are adapters around it, handed in.
-CORE = (
-    "smsweep.data",
-    "smsweep.masking",
-    "smsweep.models",
-    "smsweep.losses",
-    "smsweep.build",
-    "smsweep.pretrain",
-    "smsweep.finetune",
-    "smsweep.contrastive",
-    "smsweep.mrm",
-    "smsweep.robustness",
-    "smsweep.scoring",
-    "smsweep.looks",
-    "smsweep.gallery",
-    "smsweep.schedule",
-    "smsweep.precision",
-    "smsweep.budget",
-    "smsweep.partition0",
-    "smsweep.phases",
-    "smsweep.config",
-    "smsweep.schema",
-    "smsweep.search_schema",
-    "smsweep.rules",
-    "smsweep.registry",
-    "smsweep.segloss",
-)
+# The core: the spec, the method in plain torch (data, masking, models, losses, the training
+# steps, the pure scorer) and the trial's phases. The engines are adapters around it, handed in.
+CORE = ("smsweep.spec", "smsweep.method", "smsweep.trial")
+# The layers, lowest first: a module imports only its own layer and those below it. errors and
+# faults (test seams) sit below all; the driver (cli, sweep, checks, summary) and the bench above.
+LAYERS = ("spec", "method", "trial", "verdict", "engines", "report")
+BASE = ("smsweep", "smsweep.errors", "smsweep.faults")
 
 
 def core_modules(known: dict[str, Path]) -> list[str]:
@@ -181,7 +160,7 @@ def core_modules(known: dict[str, Path]) -> list[str]:
 def test_the_core_imports_neither_ray_nor_mlflow():
     known = modules()
     graph = {name: imported(path, known) - {name} for name, path in known.items()}
-    assert len(core_modules(known)) > 30  # the list above still names the package's modules
+    assert len(core_modules(known)) > 40  # the three packages hold the core's modules
     engines = {}
     for name in core_modules(known):
         for module in reached(name, graph):
@@ -271,3 +250,29 @@ def test_the_scan_sees_what_it_forbids(tmp_path):
         "experiment_state",
         "pickle.load",
     }
+
+
+def layer(module: str) -> int:
+    """The module's layer (its index in LAYERS); -1 for the base, len(LAYERS) for the driver."""
+    if module in BASE:
+        return -1
+    part = module.split(".")[1]
+    return LAYERS.index(part) if part in LAYERS else len(LAYERS)
+
+
+def test_each_layer_imports_only_the_layers_below_it():
+    """`ls smsweep` shows how a sweep flows (spec, method, trial, verdict, engines, report, then
+    the driver); counting type-only imports, no module reaches up."""
+    known = modules()
+    assert {path.parent.name for path in known.values()} >= {*LAYERS, "smsweep"}
+    upward = []
+    for name, path in sorted(known.items()):
+        for other in imported(path, known, typing_too=True):
+            if layer(other) > layer(name):
+                upward.append(f"{name} -> {other}")
+    assert upward == []
+
+
+def test_the_layer_check_sees_an_upward_import():
+    assert layer("smsweep.spec.config") < layer("smsweep.method.build") < layer("smsweep.sweep")
+    assert layer("smsweep.errors") < layer("smsweep.spec.config")

@@ -17,14 +17,14 @@ import pytest
 from ray.tune.search import SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
-from smsweep.arms import CONFIGURATION, CONTROL, REPEAT, TRIAL_INDEX, Arm
 from smsweep.cli import main
+from smsweep.engines.searcher import Arms, DefineByRun
 from smsweep.errors import SpecError
-from smsweep.search_schema import trial_count
-from smsweep.searcher import Arms, DefineByRun
-from smsweep.space import Distribution, control_params
-from smsweep.spec import validate_spec
-from smsweep.stats import ArmRun, judge
+from smsweep.spec.load import validate_spec
+from smsweep.spec.search_schema import trial_count
+from smsweep.spec.space import Distribution, control_params
+from smsweep.verdict.arms import CONFIGURATION, CONTROL, REPEAT, TRIAL_INDEX, Arm
+from smsweep.verdict.stats import ArmRun, judge
 from tests.test_sweep import _start, _wait_for, mlflow_runs, tiny_sweep, write_spec
 
 

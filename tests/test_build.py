@@ -1,4 +1,4 @@
-"""smsweep.build: spec names -> strategies, fills, token stages, models and losses.
+"""smsweep.method.build: spec names -> strategies, fills, token stages, models and losses.
 
 Specs come from sweeps/quickstart.yaml with `KEY=VALUE` overrides (as `--set` does); the models
 are real (small) U-Nets run on 32x32 CPU inputs.
@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from smsweep import build
 from smsweep.errors import SpecError
-from smsweep.losses import FocalFrequencyLoss, MSSSIML1Loss
-from smsweep.masking import (
+from smsweep.method import build
+from smsweep.method.losses import FocalFrequencyLoss, MSSSIML1Loss
+from smsweep.method.masking import (
     BlockMasking,
     HardSaliencyMasking,
     MixedMasking,
@@ -23,10 +23,10 @@ from smsweep.masking import (
     SaliencyMasking,
     SelectiveMasking,
 )
-from smsweep.masking.fills import MeanFill, NoiseFill, ZeroFill
-from smsweep.models import MaskedUnet
-from smsweep.registry import STRATEGIES
-from smsweep.spec import load_spec
+from smsweep.method.masking.fills import MeanFill, NoiseFill, ZeroFill
+from smsweep.method.models import MaskedUnet
+from smsweep.spec.load import load_spec
+from smsweep.spec.registry import STRATEGIES
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "sweeps" / "quickstart.yaml"
 EXPECTED_CLASS = {
@@ -182,8 +182,8 @@ def test_refresh_batch_is_refused_for_masks_scored_from_the_model(strategy):
 
 
 def test_the_registry_says_which_strategies_need_the_model_and_its_classes_agree():
-    from smsweep import registry
-    from smsweep.masking import STRATEGIES as CLASSES
+    from smsweep.method.masking import STRATEGIES as CLASSES
+    from smsweep.spec import registry
 
     assert registry.model_based() == ["selective", "saliency", "saliency_hard"]
     for name, cls in CLASSES.items():

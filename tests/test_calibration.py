@@ -10,9 +10,9 @@ import math
 import numpy as np
 import pytest
 
-from smsweep.family import decide
-from smsweep.power import power, repeats_for
-from smsweep.stats import ArmRun, judge
+from smsweep.verdict.family import decide
+from smsweep.verdict.power import power, repeats_for
+from smsweep.verdict.stats import ArmRun, judge
 
 SWEEPS = 3000
 NOISE = 0.02  # one score's own noise: 2 points of mIoU

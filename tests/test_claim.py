@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from smsweep import claim
+from smsweep.engines import claim
 
 
 def _write_claim(directory: Path, **fields) -> Path:

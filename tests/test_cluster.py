@@ -16,11 +16,11 @@ import ray
 from mlflow.tracking import MlflowClient
 from ray.cluster_utils import Cluster
 
-from smsweep import tracking
 from smsweep.cli import main
+from smsweep.engines import tracking
 from smsweep.errors import SpecError
-from smsweep.resources import check_fits, cluster_capacity
-from smsweep.spec import validate_spec
+from smsweep.spec.load import validate_spec
+from smsweep.trial.resources import check_fits, cluster_capacity
 from tests.test_sweep import tiny_sweep, write_spec
 
 REPO = Path(__file__).resolve().parents[1]

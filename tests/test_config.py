@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from smsweep.config import SweepSpec
 from smsweep.errors import SpecError
-from smsweep.resources import check_fits, trial_demand
-from smsweep.space import grid_points
-from smsweep.spec import load_spec, resolve, validate_spec
+from smsweep.spec.config import SweepSpec
+from smsweep.spec.load import load_spec, resolve, validate_spec
+from smsweep.spec.space import grid_points
+from smsweep.trial.resources import check_fits, trial_demand
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -169,7 +169,7 @@ def test_gpu_demand_must_fit():
 def test_define_by_run_sampling_respects_when_conditions():
     import optuna
 
-    from smsweep.space import sample
+    from smsweep.spec.space import sample
 
     spec = validate_spec(
         {

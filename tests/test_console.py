@@ -6,8 +6,8 @@ import builtins
 
 from ray import cloudpickle
 
-from smsweep.console import Progress, arms_table, leaderboard, short
-from smsweep.stats import ArmRun, judge
+from smsweep.report.console import Progress, arms_table, leaderboard, short
+from smsweep.verdict.stats import ArmRun, judge
 
 
 def test_progress_pickles_after_ray_wraps_print(monkeypatch, capsys):
@@ -73,7 +73,7 @@ def test_arms_table_columns_fit_long_control_names():
 
 
 def test_a_live_status_line_is_replaced_and_then_cleared(capsys):
-    from smsweep.console import say, status
+    from smsweep.report.console import say, status
 
     status("trial a partition 1/3: 40/120 steps")
     status("trial a partition 2/3: 80/120 steps")

@@ -7,14 +7,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from smsweep import build
 from smsweep.cli import main
-from smsweep.contrastive import Contrastive, contrastive_step, info_nce
+from smsweep.engines.trainloop import run_in_process
 from smsweep.errors import SpecError
-from smsweep.masking import RandomMasking
-from smsweep.masking.fills import HighPassFill
-from smsweep.spec import validate_spec
-from smsweep.trainloop import run_in_process
+from smsweep.method import build
+from smsweep.method.contrastive import Contrastive, contrastive_step, info_nce
+from smsweep.method.masking import RandomMasking
+from smsweep.method.masking.fills import HighPassFill
+from smsweep.spec.load import validate_spec
 from tests.test_arms import _arm_sweep
 from tests.test_sweep import mlflow_runs, write_spec
 from tests.test_trial import tiny_spec

@@ -10,11 +10,11 @@ import pytest
 
 from smsweep.checks import check_all, describe
 from smsweep.cli import main
-from smsweep.data import Source, SyntheticSource, TexturesSource
-from smsweep.data.pretraining import open_pretrain_source, trial_splits
+from smsweep.engines.trainloop import run_in_process
 from smsweep.errors import SpecError
-from smsweep.spec import validate_spec
-from smsweep.trainloop import run_in_process
+from smsweep.method.data import Source, SyntheticSource, TexturesSource
+from smsweep.method.data.pretraining import open_pretrain_source, trial_splits
+from smsweep.spec.load import validate_spec
 from tests.test_robustness import tiny
 from tests.test_sweep import write_spec
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from smsweep.cli import build_parser
-from smsweep.specdoc import reference_markdown
+from smsweep.spec.reference import reference_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
@@ -99,7 +99,7 @@ def test_spec_reference_is_current():
     start = text.index("-->", text.index("<!-- spec-reference:start")) + 3
     end = text.index("<!-- spec-reference:end -->")
     assert text[start:end].strip() == reference_markdown().strip(), (
-        "docs/spec-reference.md is stale: paste the output of `python -m smsweep.specdoc` "
+        "docs/spec-reference.md is stale: paste the output of `python -m smsweep.spec.reference` "
         "between its markers"
     )
 
@@ -113,9 +113,9 @@ def _legal_values(reference: str, key: str) -> set[str]:
 def test_spec_reference_names_what_the_registries_hold():
     """The schema's literals (what the reference lists) and the registries that build the objects
     (the YAML boundary) name the same strategies, data sources, fills and robustness factors."""
-    from smsweep.data import SOURCES
-    from smsweep.masking import FILLS, STRATEGIES
-    from smsweep.robustness import SHIFTS
+    from smsweep.method.data import SOURCES
+    from smsweep.method.masking import FILLS, STRATEGIES
+    from smsweep.method.robustness import SHIFTS
 
     reference = (DOCS / "spec-reference.md").read_text()
     registries = {

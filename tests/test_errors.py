@@ -11,8 +11,10 @@ import pickle
 import pkgutil
 
 import smsweep
-from smsweep import claim, errors, faults, pretrain, tracking, trial
-from smsweep.store import Location
+from smsweep import errors, faults
+from smsweep.engines import claim, tracking, train
+from smsweep.engines.store import Location
+from smsweep.method import pretrain
 
 
 def project_exceptions() -> set[type[BaseException]]:
@@ -35,7 +37,7 @@ def examples() -> list[BaseException]:
         pretrain.NonFiniteLoss("pretraining loss is nan"),
         tracking.LogFailed("MLflow did not take 3 entries"),
         claim.Held(Location.of("/runs/tiny"), holder, also="choose another --name"),
-        trial.TrialFailed("trial_1", pretrain.NonFiniteLoss("pretraining loss is nan")),
+        train.TrialFailed("trial_1", pretrain.NonFiniteLoss("pretraining loss is nan")),
     ]
 
 
@@ -56,10 +58,10 @@ def test_every_exception_copies_and_pickles_with_its_message_and_cause():
 
 
 def test_a_failed_trials_reason_is_one_line_and_names_the_real_cause():
-    from smsweep.console import leaderboard
+    from smsweep.report.console import leaderboard
 
     worker = ValueError("checkpoint /runs/x was written for a different trial config\nmore")
-    failed = pickle.loads(pickle.dumps(trial.TrialFailed("trial_1", worker)))
+    failed = pickle.loads(pickle.dumps(train.TrialFailed("trial_1", worker)))
     reason = errors.one_line(failed)
     assert reason == "ValueError: checkpoint /runs/x was written for a different trial config"
     row = {"trial_id": "trial_1", "status": "ERROR", "params": {}, "reason": reason}

@@ -1,6 +1,7 @@
-"""smsweep.finetune: mIoU / IoU / pixel accuracy from a confusion matrix, the confusion matrix
-itself (label 255 ignored), the pretrained -> segmentation weight transfer, and the fine-tuning
-epoch (the loss goes down; a non-finite loss stops it). Real tiny U-Nets on CPU, no Ray.
+"""smsweep.method.finetune: mIoU / IoU / pixel accuracy from a confusion matrix, the confusion
+matrix itself (label 255 ignored), the pretrained -> segmentation weight transfer, and the
+fine-tuning epoch (the loss goes down; a non-finite loss stops it). Real tiny U-Nets on CPU, no
+Ray.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from smsweep import build
-from smsweep.finetune import (
+from smsweep.method import build
+from smsweep.method.finetune import (
     confusion_matrix,
     finetune_epoch,
     label_counts,
@@ -23,8 +24,8 @@ from smsweep.finetune import (
     transfer_weights,
     trivial_metrics,
 )
-from smsweep.models import tiny_unet
-from smsweep.spec import load_spec
+from smsweep.method.models import tiny_unet
+from smsweep.spec.load import load_spec
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "sweeps" / "quickstart.yaml"
 

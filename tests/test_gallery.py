@@ -1,4 +1,4 @@
-"""smsweep.gallery: the image | loss map | mask | reconstruction rows and their PNG file.
+"""smsweep.method.gallery: the image | loss map | mask | reconstruction rows and their PNG file.
 
 A real tiny MaskedUnet on 32x32 CPU images; the tiles are cut out of the array by position.
 """
@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from smsweep.gallery import GAP, gallery_rows, save_gallery
-from smsweep.masking import PatchMask
-from smsweep.masking.fills import MeanFill
-from smsweep.models import MaskedUnet, tiny_unet
+from smsweep.method.gallery import GAP, gallery_rows, save_gallery
+from smsweep.method.masking import PatchMask
+from smsweep.method.masking.fills import MeanFill
+from smsweep.method.models import MaskedUnet, tiny_unet
 
 SIZE = 32
 

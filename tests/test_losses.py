@@ -7,7 +7,7 @@ import pytorch_msssim
 import torch
 
 from smsweep.errors import SpecError
-from smsweep.losses import (
+from smsweep.method.losses import (
     FocalFrequencyLoss,
     MaskedL1Loss,
     MSSSIML1Loss,
@@ -15,7 +15,7 @@ from smsweep.losses import (
     ms_ssim,
     msssim_levels,
 )
-from smsweep.models import tiny_unet
+from smsweep.method.models import tiny_unet
 
 
 def seeded(seed: int) -> torch.Generator:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from smsweep import mlflow_store, tracking
+from smsweep.engines import mlflow_store, tracking
 
 
 def _start_a_sweep_run(uri: str, directory: str, start, results) -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from smsweep.errors import SpecError
-from smsweep.models import STAGED_ENCODERS, MaskedUnet, build_unet, tiny_unet
+from smsweep.method.models import STAGED_ENCODERS, MaskedUnet, build_unet, tiny_unet
 
 
 @pytest.fixture(autouse=True)

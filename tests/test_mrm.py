@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from smsweep import build, mrm
+from smsweep.engines.session import LocalSession
+from smsweep.engines.trainloop import run_in_process
 from smsweep.errors import SpecError
-from smsweep.phases.state import STATE_FILE
-from smsweep.session import LocalSession
-from smsweep.spec import validate_spec
-from smsweep.trainloop import run_in_process
+from smsweep.method import build, mrm
+from smsweep.spec.load import validate_spec
+from smsweep.trial.state import STATE_FILE
 from tests.test_trial import tiny_spec
 
 IN_PROCESS = {"scoring_actors": 0, "train_workers": 0, "cpus_per_trial": 1}

@@ -13,11 +13,11 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from smsweep import claim, tracking
 from smsweep.cli import main
+from smsweep.engines import claim, tracking
+from smsweep.engines.train import TrialFailed, run_trial
 from smsweep.faults import ENV as FAULTS_ENV
-from smsweep.reports import RESULT_FILE
-from smsweep.trial import TrialFailed, run_trial
+from smsweep.trial.reports import RESULT_FILE
 from tests.test_reliability import _free_port, steps
 from tests.test_sweep import _start, mlflow_runs, tiny_sweep, write_spec
 from tests.test_trial import tiny_spec

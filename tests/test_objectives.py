@@ -11,13 +11,13 @@ import pytest
 from ray.tune.search.optuna import OptunaSearch
 
 from smsweep import report
-from smsweep.arms import Arm
 from smsweep.cli import main
+from smsweep.engines.searcher import Arms, DefineByRun
 from smsweep.errors import SpecError
-from smsweep.searcher import Arms, DefineByRun
-from smsweep.space import Distribution
-from smsweep.spec import validate_spec
-from smsweep.stats import pareto
+from smsweep.spec.load import validate_spec
+from smsweep.spec.space import Distribution
+from smsweep.verdict.arms import Arm
+from smsweep.verdict.stats import pareto
 from tests.test_arms import _arm_sweep
 from tests.test_report import _sections, _sweep, _trial
 from tests.test_sweep import mlflow_runs, write_spec

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from smsweep.cli import build_parser, main
-from smsweep.phases.state import STATE_FILE
+from smsweep.trial.state import STATE_FILE
 from tests.test_sweep import REPO, tiny_sweep, write_spec
 
 ENGINE_LINE = re.compile(r"\b(INFO|WARNING)\b")
@@ -85,8 +85,8 @@ def test_verbose_shows_the_engines_lines_and_quiet_hides_the_phases(tmp_path):
 
 
 def test_score_best_ranks_by_the_best_validation(tmp_path):
-    from smsweep.arms import score_label
-    from smsweep.search_schema import score_key
+    from smsweep.spec.search_schema import score_key
+    from smsweep.verdict.arms import score_label
 
     assert score_key("miou", "best") == "best/miou" and score_key("miou", "last") == "miou"
     assert score_label("miou", "best") == "miou (best validation)"

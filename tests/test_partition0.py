@@ -1,5 +1,5 @@
-"""Partition 0 trained once (smsweep.partition0): trials that share it start at partition 1 from
-the cache and end with the weights they would have had without it; a kill while an entry is
+"""Partition 0 trained once (smsweep.trial.partition0): trials that share it start at partition 1
+from the cache and end with the weights they would have had without it; a kill while an entry is
 written leaves nothing a later trial could read."""
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from pathlib import Path
 
 import torch
 
-from smsweep import faults, partition0
-from smsweep.phases.state import STATE_FILE
-from smsweep.session import LocalSession
-from smsweep.trainloop import run_in_process
+from smsweep import faults
+from smsweep.engines.session import LocalSession
+from smsweep.engines.trainloop import run_in_process
+from smsweep.trial import partition0
+from smsweep.trial.state import STATE_FILE
 from tests.test_trial import tiny_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,7 +70,7 @@ def test_a_kill_while_an_entry_is_written_leaves_no_entry(tmp_path):
     cache, marker = tmp_path / "cache", tmp_path / "paused"
     script = (
         "import sys\n"
-        "from smsweep.trainloop import run_in_process\n"
+        "from smsweep.engines.trainloop import run_in_process\n"
         "from tests.test_trial import tiny_spec\n"
         "from tests.test_partition0 import IN_PROCESS\n"
         "spec = tiny_spec(resources=IN_PROCESS)\n"

@@ -8,11 +8,11 @@ import math
 import pytest
 
 from smsweep import report
-from smsweep.arms import Arm
 from smsweep.cli import main
-from smsweep.plan import REPORT_EFFECTS, plan, plan_sentence, sweep_plans
-from smsweep.power import power, repeats_for
-from smsweep.stats import ArmRun, judge
+from smsweep.report.plan import REPORT_EFFECTS, plan, plan_sentence, sweep_plans
+from smsweep.verdict.arms import Arm
+from smsweep.verdict.power import power, repeats_for
+from smsweep.verdict.stats import ArmRun, judge
 from tests.test_report import _sections, _sweep, _trial
 
 # 3 configurations and a control over 4 repeats: a shared seed effect plus 1-2 points of noise

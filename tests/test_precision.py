@@ -10,17 +10,17 @@ import math
 import pytest
 import torch
 
-from smsweep import build
-from smsweep.config import SweepSpec
-from smsweep.finetune import finetune_epoch
-from smsweep.masking.scorer import _patch_losses
-from smsweep.phases.context import loader_settings
-from smsweep.phases.state import STATE_FILE
-from smsweep.precision import FLOAT32, Precision, resolve_precision
-from smsweep.pretrain import pretrain_step
-from smsweep.scoring import score_block
-from smsweep.spec import validate_spec
-from smsweep.trainloop import run_in_process
+from smsweep.engines.trainloop import run_in_process
+from smsweep.method import build
+from smsweep.method.finetune import finetune_epoch
+from smsweep.method.masking.scorer import _patch_losses
+from smsweep.method.precision import FLOAT32, Precision, resolve_precision
+from smsweep.method.pretrain import pretrain_step
+from smsweep.method.scoring import score_block
+from smsweep.spec.config import SweepSpec
+from smsweep.spec.load import validate_spec
+from smsweep.trial.context import loader_settings
+from smsweep.trial.state import STATE_FILE
 
 CPU = torch.device("cpu")
 BF16 = Precision(bf16_autocast=True)

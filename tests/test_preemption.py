@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from smsweep import claim, signals
+from smsweep.engines import claim, signals
 from smsweep.faults import ENV as FAULTS_ENV
 from tests.test_reliability import steps, trial_failures
 from tests.test_sweep import _check_complete, _start, mlflow_runs, tiny_sweep, write_spec

@@ -1,4 +1,4 @@
-"""smsweep.pretrain: derived seeds, precomputed mask tables, one pretraining step, and the
+"""smsweep.method.pretrain: derived seeds, precomputed mask tables, one pretraining step, and the
 bit-exact determinism of `train_partition` that resuming a trial relies on. CPU, no Ray.
 """
 
@@ -10,11 +10,11 @@ import math
 import pytest
 import torch
 
-from smsweep.losses import build_loss
-from smsweep.masking import MixedMasking, PatchMask, RandomMasking
-from smsweep.masking.fills import MeanFill, NoiseFill
-from smsweep.models import MaskedUnet, tiny_unet
-from smsweep.pretrain import (
+from smsweep.method.losses import build_loss
+from smsweep.method.masking import MixedMasking, PatchMask, RandomMasking
+from smsweep.method.masking.fills import MeanFill, NoiseFill
+from smsweep.method.models import MaskedUnet, tiny_unet
+from smsweep.method.pretrain import (
     MaskTable,
     NonFiniteLoss,
     derived_seed,
@@ -23,7 +23,7 @@ from smsweep.pretrain import (
     pretrain_step,
     train_partition,
 )
-from smsweep.schedule import LearningRate, lr_factor
+from smsweep.method.schedule import LearningRate, lr_factor
 
 
 @pytest.fixture(autouse=True)

@@ -11,13 +11,14 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from smsweep import build, registry
+from smsweep.engines.trainloop import run_in_process
 from smsweep.errors import SpecError
-from smsweep.masking import MaskingStrategy, patch_grid
-from smsweep.registry import StrategyEntry
-from smsweep.spec import validate_spec
-from smsweep.specdoc import reference_markdown
-from smsweep.trainloop import run_in_process
+from smsweep.method import build
+from smsweep.method.masking import MaskingStrategy, patch_grid
+from smsweep.spec import registry
+from smsweep.spec.load import validate_spec
+from smsweep.spec.reference import reference_markdown
+from smsweep.spec.registry import StrategyEntry
 from tests.test_sweep import REPO, mlflow_runs, tiny_sweep, write_spec
 from tests.test_trial import tiny_spec
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from smsweep import claim, tracking
 from smsweep.cli import main
+from smsweep.engines import claim, tracking
 from smsweep.faults import ENV as FAULTS_ENV
 from tests.test_sweep import (
     _check_complete,

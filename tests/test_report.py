@@ -19,8 +19,8 @@ from PIL import Image, ImageStat
 
 from smsweep import report
 from smsweep.cli import main
+from smsweep.engines.settings import SETTINGS_FILE, SweepSettings
 from smsweep.errors import SpecError
-from smsweep.settings import SETTINGS_FILE, SweepSettings
 from tests.test_sweep import tiny_sweep, write_spec
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")

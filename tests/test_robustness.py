@@ -10,15 +10,17 @@ import re
 import pytest
 import torch
 
-from smsweep import report, robustness, tracking
+from smsweep import report
 from smsweep.cli import main
-from smsweep.data import IGNORE_INDEX, SyntheticSource
-from smsweep.data.datasets import SegmentationDataset
-from smsweep.data.transforms import eval_transform
+from smsweep.engines import tracking
+from smsweep.engines.trainloop import run_in_process
 from smsweep.errors import SpecError
-from smsweep.names import FACTORS, ROBUST_MEAN, ROBUST_PREFIX
-from smsweep.spec import validate_spec
-from smsweep.trainloop import run_in_process
+from smsweep.method import robustness
+from smsweep.method.data import IGNORE_INDEX, SyntheticSource
+from smsweep.method.data.datasets import SegmentationDataset
+from smsweep.method.data.transforms import eval_transform
+from smsweep.spec.load import validate_spec
+from smsweep.spec.names import FACTORS, ROBUST_MEAN, ROBUST_PREFIX
 from tests.test_sweep import mlflow_runs, tiny_sweep, write_spec
 
 SIZE = 32

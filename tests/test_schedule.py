@@ -8,12 +8,12 @@ import math
 import pytest
 import torch
 
-from smsweep.budget import budget_warnings, trial_budget
-from smsweep.data import SyntheticSource, make_splits
 from smsweep.errors import SpecError
-from smsweep.finetune import step_batches
-from smsweep.schedule import LearningRate, lr_factor
-from smsweep.spec import validate_spec
+from smsweep.method.data import SyntheticSource, make_splits
+from smsweep.method.finetune import step_batches
+from smsweep.method.schedule import LearningRate, lr_factor
+from smsweep.spec.load import validate_spec
+from smsweep.trial.budget import budget_warnings, trial_budget
 
 
 def test_warmup_rises_linearly_then_cosine_decays_towards_zero():

@@ -8,12 +8,12 @@ from typing import get_args
 import pytest
 import torch
 
-from smsweep import build
+from smsweep.engines.trainloop import run_in_process
 from smsweep.errors import SpecError
-from smsweep.schema import FinetuneConfig
-from smsweep.segloss import LOSSES, inverse_frequency, rare_class_order, segmentation_loss
-from smsweep.spec import validate_spec
-from smsweep.trainloop import run_in_process
+from smsweep.method import build
+from smsweep.method.segloss import LOSSES, inverse_frequency, rare_class_order, segmentation_loss
+from smsweep.spec.load import validate_spec
+from smsweep.spec.schema import FinetuneConfig
 from tests.test_trial import tiny_spec
 
 

@@ -9,12 +9,12 @@ import subprocess
 import sys
 import time
 
-from smsweep import signals
+from smsweep.engines import signals
 from tests.test_sweep import REPO
 
 SCRIPT = """
 import os, signal, sys, time
-from smsweep import signals
+from smsweep.engines import signals
 signals.install(print, "continue with: resume DIR", grace_s={grace})
 try:
     os.kill(os.getpid(), signal.SIGTERM)

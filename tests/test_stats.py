@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from smsweep.family import blocked_means, holm
-from smsweep.stats import (
+from smsweep.verdict.family import blocked_means, holm
+from smsweep.verdict.stats import (
     ArmRun,
     compare,
     judge,
@@ -48,8 +48,8 @@ def test_paired_differences_use_the_seeds_both_arms_have():
 
 @pytest.mark.parametrize("n", [2, 3, 5, 10, 30])
 def test_the_mde_is_the_effect_found_with_80_percent_power_and_falls_with_n(n):
-    from smsweep.power import minimum_detectable_effect as mde
-    from smsweep.power import repeats_for
+    from smsweep.verdict.power import minimum_detectable_effect as mde
+    from smsweep.verdict.power import repeats_for
 
     effect = mde(0.02, n)
     critical = scipy_stats.t.ppf(0.975, n - 1)
@@ -202,7 +202,7 @@ def test_a_configuration_picked_beforehand_is_judged_without_the_picking_factor(
 
 
 def test_the_pareto_front_uses_blocked_means_and_marks_dominance_inside_the_intervals():
-    from smsweep.stats import pareto
+    from smsweep.verdict.stats import pareto
 
     seed = [0.0, 0.05, -0.05, 0.02]
     rows = []

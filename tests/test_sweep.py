@@ -16,8 +16,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from smsweep import claim, tracking
 from smsweep.cli import main
+from smsweep.engines import claim, tracking
 
 REPO = Path(__file__).resolve().parents[1]
 

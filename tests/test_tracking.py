@@ -7,7 +7,7 @@ import math
 import pytest
 from mlflow.tracking import MlflowClient
 
-from smsweep import tracking
+from smsweep.engines import tracking
 from smsweep.errors import SpecError
 
 

@@ -12,18 +12,19 @@ import ray
 import ray._private.state
 import torch
 
-from smsweep import build, faults
-from smsweep.config import SweepSpec
-from smsweep.data import make_splits, open_source
+from smsweep import faults
+from smsweep.engines.scoring_actors import ActorScorer
+from smsweep.engines.train import TrialFailed, run_trial
 from smsweep.errors import SpecError
-from smsweep.phases.context import SCORING
-from smsweep.phases.state import META_FILE, STATE_FILE
-from smsweep.pretrain import MaskTable, derived_seed
-from smsweep.reports import RESULT_FILE
-from smsweep.scoring import score_in_process
-from smsweep.scoring_actors import ActorScorer
-from smsweep.spec import validate_spec
-from smsweep.trial import TrialFailed, run_trial
+from smsweep.method import build
+from smsweep.method.data import make_splits, open_source
+from smsweep.method.pretrain import MaskTable, derived_seed
+from smsweep.method.scoring import score_in_process
+from smsweep.spec.config import SweepSpec
+from smsweep.spec.load import validate_spec
+from smsweep.trial.context import SCORING
+from smsweep.trial.reports import RESULT_FILE
+from smsweep.trial.state import META_FILE, STATE_FILE
 
 PARTITIONS = 3
 

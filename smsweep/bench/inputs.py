@@ -12,19 +12,19 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from smsweep.losses import WeightedLoss, build_loss
-from smsweep.masking import RandomMasking, upsample_mask
-from smsweep.masking.base import evaluating, patch_grid
-from smsweep.masking.fills import MeanFill
-from smsweep.masking.reference import reference_patch_loss_scores
-from smsweep.masking.scorer import (
+from smsweep.method.losses import WeightedLoss, build_loss
+from smsweep.method.masking import RandomMasking, upsample_mask
+from smsweep.method.masking.base import evaluating, patch_grid
+from smsweep.method.masking.fills import MeanFill
+from smsweep.method.masking.reference import reference_patch_loss_scores
+from smsweep.method.masking.scorer import (
     patch_loss_scores,
     per_image_generators,
     reconstruct,
     sample_masks,
 )
-from smsweep.models import MaskedUnet, build_unet
-from smsweep.pretrain import per_batch_masks, pretrain_step
+from smsweep.method.models import MaskedUnet, build_unet
+from smsweep.method.pretrain import per_batch_masks, pretrain_step
 
 
 @dataclass(frozen=True)
@@ -94,9 +94,9 @@ def bench_model(sizes: Sizes) -> MaskedUnet:
 def bench_images(sizes: Sizes, count: int | None = None) -> Tensor:
     """`count` (default batch_size) synthetic scenes through the pretraining view, like
     `scoring.load_images`: (n, 3, S, S) float32 in [0, 1]."""
-    from smsweep.data import SyntheticSource
-    from smsweep.data.datasets import image_tensor
-    from smsweep.data.transforms import pretrain_transform
+    from smsweep.method.data import SyntheticSource
+    from smsweep.method.data.datasets import image_tensor
+    from smsweep.method.data.transforms import pretrain_transform
 
     count = sizes.batch_size if count is None else count
     source = SyntheticSource(count, sizes.image_size, 5, sizes.seed)

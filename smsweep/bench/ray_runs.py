@@ -21,7 +21,7 @@ from smsweep.bench.timing import CpuMeter, _progress
 def actor_spec(sizes: Sizes, actors: int):
     """A spec whose reconstruction model and selective strategy are the bench's, with `actors`
     scoring actors of 1 CPU each."""
-    from smsweep.spec import validate_spec
+    from smsweep.spec.load import validate_spec
 
     return validate_spec(
         {
@@ -64,12 +64,12 @@ def measure_actors(sizes: Sizes) -> dict[str, Any]:
     """
     import ray
 
-    from smsweep import build
-    from smsweep.data import open_source
-    from smsweep.phases.context import SCORING
-    from smsweep.pretrain import derived_seed
-    from smsweep.scoring import blocks
-    from smsweep.scoring_actors import ActorScorer
+    from smsweep.engines.scoring_actors import ActorScorer
+    from smsweep.method import build
+    from smsweep.method.data import open_source
+    from smsweep.method.pretrain import derived_seed
+    from smsweep.method.scoring import blocks
+    from smsweep.trial.context import SCORING
 
     spec = actor_spec(sizes, 1)
     source = open_source(spec.data, seed=spec.seed)
@@ -153,7 +153,7 @@ def _pid(actor: object) -> int:
 def _block_forwards(worker: Any, sizes: Sizes, blocks_count: int) -> None:
     """In a scoring actor: the model's forwards of `blocks_count` blocks of BLOCK x K variants,
     chunk_size at a time, and nothing else."""
-    from smsweep.scoring import BLOCK
+    from smsweep.method.scoring import BLOCK
 
     variants = torch.rand(BLOCK * sizes.samples, 3, sizes.image_size, sizes.image_size)
     masks = torch.zeros(variants.shape[0], 1, *variants.shape[-2:], dtype=torch.bool)
@@ -176,8 +176,8 @@ def _actor_torch_threads() -> int:
 def measure_trial() -> dict[str, Any]:
     """The tiny trial under Ray Train (one fit), then the same trial in the calling process
     (`resources.train_workers: 0`, one CPU for it): wall, compute and fixed overhead of each."""
-    from smsweep.spec import validate_spec
-    from smsweep.trial import run_trial
+    from smsweep.engines.train import run_trial
+    from smsweep.spec.load import validate_spec
 
     resources = TRIAL_SPEC["resources"]
     in_process = {**TRIAL_SPEC, "resources": {**resources, "train_workers": 0, "cpus_per_trial": 1}}
@@ -212,8 +212,8 @@ def measure_partition0_cache(raw: dict[str, Any]) -> dict[str, Any]:
     """`partition0_cache_saving`: two trials with one partition 0 (in this process, sharing a
     partition-0 cache): the wall seconds the second saves, as a share of the seconds partition 0
     took the first (1.0: all of it saved, nothing spent on the cache itself)."""
-    from smsweep.spec import validate_spec
-    from smsweep.trial import run_trial
+    from smsweep.engines.train import run_trial
+    from smsweep.spec.load import validate_spec
 
     spec = validate_spec(raw)
     walls, reports = [], []

@@ -1,7 +1,7 @@
 """How the bench times: alternating rounds (`time_rounds`, `Rounds`), the CPU time of the timed
 sections (`CpuMeter`), the precision and layout both sides of a ratio run in (`choose_precision`,
-picking a `smsweep.precision.Precision`, the same one trials run in), and the small helpers for
-progress, device syncs and torch's threads.
+picking a `smsweep.method.precision.Precision`, the same one trials run in), and the small
+helpers for progress, device syncs and torch's threads.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from smsweep.bench.inputs import Sizes, bench_images, bench_model
-from smsweep.precision import Precision
+from smsweep.method.precision import Precision
 
 
 def _progress(message: str) -> None:

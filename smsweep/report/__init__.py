@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from smsweep import tracking
+from smsweep.engines import tracking
+from smsweep.engines.store import Location
 from smsweep.report.helpers import MISSING
 from smsweep.report.load import SETTINGS_FILE, Sweep, Trial, load_sweep, ranked
 from smsweep.report.page import (
@@ -30,7 +31,6 @@ from smsweep.report.page import (
     render,
 )
 from smsweep.report.sections import SECTIONS
-from smsweep.store import Location
 
 REPORT_FILE = "report.html"
 

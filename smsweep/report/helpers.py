@@ -7,8 +7,8 @@ import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from smsweep.arms import short  # noqa: F401  (the console's and the sections')
 from smsweep.errors import first_line as _first_line  # noqa: F401  (the sections')
+from smsweep.verdict.arms import short  # noqa: F401  (the console's and the sections')
 
 if TYPE_CHECKING:
     from smsweep.report.load import Trial

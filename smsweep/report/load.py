@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from smsweep import tracking
-from smsweep.arms import CONFIGURATION, CONTROL, REPEAT, Arm
+from smsweep.engines import tracking
+from smsweep.engines.settings import SETTINGS_FILE, SweepSettings
+from smsweep.engines.store import Location, check_storage
 from smsweep.errors import SpecError, first_line
-from smsweep.settings import SETTINGS_FILE, SweepSettings
-from smsweep.stats import Verdict, judge
-from smsweep.store import Location, check_storage
+from smsweep.verdict.arms import CONFIGURATION, CONTROL, REPEAT, Arm
+from smsweep.verdict.stats import Verdict, judge
 
 
 @dataclass

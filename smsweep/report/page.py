@@ -12,11 +12,11 @@ from typing import Any
 
 import yaml
 
-from smsweep.arms import status_word
 from smsweep.errors import first_line
 from smsweep.report.load import Sweep
 from smsweep.report.sections import SECTIONS
-from smsweep.search_schema import trial_count
+from smsweep.spec.search_schema import trial_count
+from smsweep.verdict.arms import status_word
 
 DASHBOARD_FILE = "sweep.yaml"
 

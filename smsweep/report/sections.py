@@ -11,7 +11,6 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from smsweep.names import FACTORS, ROBUST_MEAN, ROBUST_PREFIX
 from smsweep.report.helpers import (
     _describe,
     _finite,
@@ -29,6 +28,7 @@ from smsweep.report.helpers import (
 from smsweep.report.load import Sweep
 from smsweep.report.sections_base import Notes, floor_line
 from smsweep.report.tables import arms_table, html_table, leaderboard, pareto_table
+from smsweep.spec.names import FACTORS, ROBUST_MEAN, ROBUST_PREFIX
 
 
 def _by_category(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:

@@ -7,7 +7,6 @@ import html
 from collections.abc import Mapping
 from typing import Any
 
-from smsweep.arms import status_word
 from smsweep.report.helpers import (
     _finite,
     _is_number,
@@ -16,6 +15,7 @@ from smsweep.report.helpers import (
 )
 from smsweep.report.load import Sweep
 from smsweep.report.sections_base import FLOOR_COLUMNS, Notes
+from smsweep.verdict.arms import status_word
 
 Cells = list[tuple[str, bool]]  # (text, numeric)
 
@@ -107,7 +107,7 @@ def arms_table(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
 def _plan_sentence(sweep: Sweep) -> list[str]:
     """The planner's line (`smsweep plan`), where the sweep's seed noise is known."""
     from smsweep.errors import SpecError
-    from smsweep.plan import REPORT_EFFECTS, plan_sentence, sweep_plans
+    from smsweep.report.plan import REPORT_EFFECTS, plan_sentence, sweep_plans
 
     try:
         return [plan_sentence(sweep_plans(sweep, REPORT_EFFECTS))]
@@ -120,7 +120,7 @@ def pareto_table(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
     front joined by a line, and a table of the arms on the front."""
     import plotly.graph_objects as go
 
-    from smsweep.stats import pareto
+    from smsweep.verdict.stats import pareto
 
     objectives = sweep.spec.get("search", {}).get("objectives") or []
     if len(objectives) < 2:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from smsweep.config import DataConfig
+from smsweep.spec.config import DataConfig
 
 VOC_PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0] + [64, 64, 64] * 253  # 256 RGB entries
 

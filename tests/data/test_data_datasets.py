@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from smsweep.data import SyntheticSource, open_source
-from smsweep.data.datasets import PretrainDataset, SegmentationDataset
-from smsweep.data.transforms import eval_transform, finetune_transform, pretrain_transform
+from smsweep.method.data import SyntheticSource, open_source
+from smsweep.method.data.datasets import PretrainDataset, SegmentationDataset
+from smsweep.method.data.transforms import eval_transform, finetune_transform, pretrain_transform
 
 SIZE = 32
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from smsweep.data import SyntheticSource, TexturesSource, open_source
-from smsweep.data.export import synth_command, write_folder
 from smsweep.errors import SpecError
+from smsweep.method.data import SyntheticSource, TexturesSource, open_source
+from smsweep.method.data.export import synth_command, write_folder
 
 
 @pytest.mark.parametrize("make_source", [SyntheticSource, TexturesSource])

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from smsweep.data import CITYSCAPES_CLASSES, VOC_CLASSES, make_splits, open_source
 from smsweep.errors import SpecError
+from smsweep.method.data import CITYSCAPES_CLASSES, VOC_CLASSES, make_splits, open_source
 
 
 def _open(config, source, root, **fields):

@@ -7,8 +7,8 @@ import warnings
 import numpy as np
 import pytest
 
-from smsweep.data import open_source
 from smsweep.errors import SpecError
+from smsweep.method.data import open_source
 
 
 def _open(config, root, source="folder", **fields):

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from smsweep.data import SOURCES, Source, open_source
 from smsweep.errors import SpecError
+from smsweep.method.data import SOURCES, Source, open_source
 
 SETTINGS = {
     "synthetic": {"num_classes": 5, "num_images": 12},

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from smsweep.data import make_splits
 from smsweep.errors import SpecError
+from smsweep.method.data import make_splits
 
 DEFAULTS = {"seed": 0, "partitions": 4, "val_fraction": 0.2, "label_fraction": 1.0}
 

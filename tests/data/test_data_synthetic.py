@@ -7,8 +7,8 @@ import pickle
 import numpy as np
 import pytest
 
-from smsweep.data import SyntheticSource, open_source
 from smsweep.errors import SpecError
+from smsweep.method.data import SyntheticSource, open_source
 
 
 def test_same_seed_same_image_different_seed_different():

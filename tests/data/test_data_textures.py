@@ -7,8 +7,8 @@ import pickle
 import numpy as np
 import pytest
 
-from smsweep.data import TexturesSource, open_source
 from smsweep.errors import SpecError
+from smsweep.method.data import TexturesSource, open_source
 
 SENSOR_NOISE = 4.0  # grey levels, as drawn by the source
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from smsweep.models import tiny_unet
+from smsweep.method.models import tiny_unet
 
 
 @pytest.fixture(autouse=True)

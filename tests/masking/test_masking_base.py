@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from smsweep.masking import PatchMask, mask_count, top_k_mask, upsample_mask
-from smsweep.masking.base import random_tie_keys
+from smsweep.method.masking import PatchMask, mask_count, top_k_mask, upsample_mask
+from smsweep.method.masking.base import random_tie_keys
 
 
 @pytest.mark.parametrize(

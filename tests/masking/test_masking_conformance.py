@@ -10,10 +10,10 @@ import pickle
 import pytest
 import torch
 
-from smsweep import registry
 from smsweep.errors import SpecError
-from smsweep.masking import STRATEGIES, PatchMask, build_strategy, mask_count, top_k_mask
-from smsweep.masking.base import random_tie_keys
+from smsweep.method.masking import STRATEGIES, PatchMask, build_strategy, mask_count, top_k_mask
+from smsweep.method.masking.base import random_tie_keys
+from smsweep.spec import registry
 
 
 def seeded(seed: int) -> torch.Generator:

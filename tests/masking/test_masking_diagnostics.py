@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from smsweep.masking import PatchMask
-from smsweep.masking.diagnostics import boundary_patches, mask_diagnostics
+from smsweep.method.masking import PatchMask
+from smsweep.method.masking.diagnostics import boundary_patches, mask_diagnostics
 
 
 def _labels() -> torch.Tensor:

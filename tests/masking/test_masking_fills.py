@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from smsweep.errors import SpecError
-from smsweep.masking import FILLS, build_fill
-from smsweep.masking.fills import TokenFill, gaussian_blur
+from smsweep.method.masking import FILLS, build_fill
+from smsweep.method.masking.fills import TokenFill, gaussian_blur
 
 
 def seeded(seed: int) -> torch.Generator:

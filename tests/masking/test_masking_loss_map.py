@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from smsweep.masking.loss_map import (
+from smsweep.method.masking.loss_map import (
     SSIM_C1,
     compiled_patch_mean_losses,
     patch_mean_losses,

@@ -15,8 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-from smsweep.masking import SelectiveMasking
-from smsweep.pretrain import MaskTable, derived_seed
+from smsweep.method.masking import SelectiveMasking
+from smsweep.method.pretrain import MaskTable, derived_seed
 
 IMAGES, SIZE, PATCH, RATIO = 256, 64, 8, 0.5
 SIGMAS = 5  # a rate off by more than 5 binomial standard errors is a bias, not noise

@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from smsweep.masking import RandomMasking, SelectiveMasking, patch_loss_scores, sample_masks
-from smsweep.masking.base import upsample_mask
-from smsweep.masking.fills import MeanFill, NoiseFill
-from smsweep.masking.reference import reference_patch_loss_scores
-from smsweep.masking.scorer import masked_patch_mean, sample_mask_batch
-from smsweep.models import MaskedUnet
+from smsweep.method.masking import RandomMasking, SelectiveMasking, patch_loss_scores, sample_masks
+from smsweep.method.masking.base import upsample_mask
+from smsweep.method.masking.fills import MeanFill, NoiseFill
+from smsweep.method.masking.reference import reference_patch_loss_scores
+from smsweep.method.masking.scorer import masked_patch_mean, sample_mask_batch
+from smsweep.method.models import MaskedUnet
 
 
 def seeded(seed: int) -> torch.Generator:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from smsweep.errors import SpecError
-from smsweep.masking import (
+from smsweep.method.masking import (
     BlockMasking,
     HardSaliencyMasking,
     MixedMasking,

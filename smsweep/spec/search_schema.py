@@ -1,0 +1,216 @@
+"""The sweep spec's schema, the sections of how a sweep runs: the search (space, repeats,
+controls, objectives), the resources and tracking. See `schema` for the method's sections."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, field_validator, model_validator
+
+from smsweep.spec.distribution import Distribution
+from smsweep.spec.names import MLFLOW_SCHEMES
+from smsweep.spec.schema import Section, documented
+
+
+def trial_count(num_samples: int, controls: int, repeats: int) -> int:
+    """Tune trials of a sweep: every configuration and every control, `repeats` times each."""
+    return (num_samples + controls) * repeats
+
+
+def score_key(metric: str, score: str) -> str:
+    """The metric a trial is ranked by: `metric` (its last validation) or `best/<metric>`."""
+    return metric if score == "last" else f"best/{metric}"
+
+
+class ControlArm(Section):
+    name: str = documented(..., "the control's name in tables, tags and MLflow metrics")
+    set: dict[str, Any] = documented(
+        ..., "dotted key -> value: what this control changes in the spec"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            raise ValueError(f"control name {name!r} may hold letters, digits, '_', '.', '-'")
+        return name
+
+
+class Objective(Section):
+    metric: str = documented(..., "a metric every trial reports, e.g. miou or cost/device_seconds")
+    mode: Literal["max", "min"] = documented(..., "maximise or minimise it")
+
+
+class SearchConfig(Section):
+    num_samples: int = documented(
+        6, "configurations the sampler proposes (each runs `repeats` times)", ge=1, le=100_000
+    )
+    repeats: int = documented(
+        1,
+        "R: runs of every configuration and control, one per repeat seed (weights, masks, "
+        "fine-tuning; data and partitions stay); Optuna sees their mean",
+        ge=1,
+        le=100,
+    )
+    controls: tuple[str | ControlArm, ...] = documented(
+        (),
+        "baselines run in every sweep beside the sampler's configurations, R times each: a "
+        "strategy name (e.g. none) or {name, set: {key: value}} (see Seeds and controls)",
+    )
+    max_concurrent: int = documented(
+        1, "trials running at once (checked against the cluster)", ge=1, le=10_000
+    )
+    metric: str = documented("miou", "the metric Optuna optimises")
+    mode: Literal["max", "min"] = documented("max", "maximise or minimise the metric")
+    objectives: tuple[Objective, ...] = documented(
+        (),
+        "two or more {metric, mode} for a multi-objective search, e.g. miou max and "
+        "cost/device_seconds min: Optuna looks for their Pareto front and the report draws "
+        "it; the first sets metric and mode (the leaderboard and the verdict rank by it)",
+    )
+    score: Literal["last", "best"] = documented(
+        "last",
+        "a trial's score: its last validation (steady after an annealed schedule) or its best "
+        "one (`best/<metric>`: chosen on the validation split, so optimistic); Optuna, the "
+        "leaderboard and the report all use it",
+    )
+    scheduler: Literal["fifo", "asha"] = documented("fifo", "asha stops weak trials early")
+    sampler: Literal["tpe", "random", "grid"] = documented(
+        "tpe",
+        "Optuna sampler; grid: every distinct combination of `choice` values once (`when` "
+        "respected); tpe also searches several search.objectives (multi-objective TPE)",
+    )
+    grace_period: int = documented(
+        1, "asha: fine-tuning validations before a trial may be stopped", ge=1
+    )
+    max_failures: int = documented(
+        1, "retries of a failed trial (it continues from its last checkpoint)", ge=0, le=100
+    )
+    reuse_partition0: bool = documented(
+        True,
+        "trials whose partition 0 is the same (random warm-up masks: same data, model, "
+        "pretraining, repeat seed, ratio, patch size, fill) train it once: the others start "
+        "at partition 1 from the storage's partition0/ cache, with the same final weights",
+    )
+    space: dict[str, Distribution] = documented({}, "dotted key -> distribution (see Search space)")
+    storage: str | None = documented(
+        None,
+        "Optuna storage URL of the sweep's study, named after the sweep (default: sqlite "
+        "optuna.db in the experiment directory; a database URL on a cluster; required when "
+        "--storage is an object store and the sweep searches); `optuna-dashboard URL` opens it",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _first_objective_is_the_metric(cls, raw: Any) -> Any:
+        """search.objectives' first entry sets metric and mode unless the spec sets them."""
+        if not isinstance(raw, dict) or not raw.get("objectives"):
+            return raw
+        first = raw["objectives"][0]
+        first = first.model_dump() if isinstance(first, BaseModel) else first
+        if not isinstance(first, dict):
+            return raw  # the field's own validation says what is wrong
+        filled = dict(raw)
+        for key in ("metric", "mode"):
+            if key in first and key not in raw:
+                filled[key] = first[key]
+        return filled
+
+    @property
+    def objective_metrics(self) -> tuple[str, ...]:
+        """What Optuna optimises: the ranked metric, then the other objectives' metrics."""
+        return (self.score_metric, *(o.metric for o in self.objectives[1:]))
+
+    @property
+    def objective_modes(self) -> tuple[str, ...]:
+        return (self.mode, *(o.mode for o in self.objectives[1:]))
+
+    @property
+    def score_metric(self) -> str:
+        """The metric trials are ranked by (`metric`, or `best/<metric>` with score: best)."""
+        return score_key(self.metric, self.score)
+
+    @property
+    def searches(self) -> bool:
+        """Whether the sweep has a searcher, and so an Optuna study: a space to sample, repeats
+        or controls."""
+        return bool(self.space or self.repeats > 1 or self.controls)
+
+    @property
+    def trials(self) -> int:
+        """Tune trials of the sweep: every configuration and control, `repeats` times each."""
+        return trial_count(self.num_samples, len(self.controls), self.repeats)
+
+
+class ResourcesConfig(Section):
+    cpus_per_trial: float = documented(1.0, "CPUs of the trial's own process", ge=0, le=1024)
+    gpus_per_trial: float = documented(
+        0.0,
+        "GPUs of a trial: whole GPUs in equal shares for its Train workers (DDP), or a fraction "
+        "with one worker or train_workers: 0",
+        ge=0,
+        le=64,
+    )
+    train_workers: int = documented(
+        1,
+        "Ray Train workers (DDP) per trial; 0: the trial's own process trains (no Train "
+        "start-up, ~15 s less per trial; one worker with cpus_per_trial CPUs and "
+        "gpus_per_trial GPUs; for small machines)",
+        ge=0,
+        le=1024,
+    )
+    cpus_per_worker: float = documented(1.0, "CPUs per Train worker", gt=0, le=1024)
+    scoring_actors: int = documented(
+        1, "Ray actors scoring patches between partitions (0: in-process)", ge=0, le=1024
+    )
+    cpus_per_actor: float = documented(1.0, "CPUs per scoring actor", gt=0, le=1024)
+    gpus_per_actor: float = documented(0.0, "GPU fraction per scoring actor", ge=0, le=1)
+    data_workers: int = documented(
+        0,
+        "DataLoader worker processes per training process (the trial's with train_workers: 0, "
+        "else each Train worker's) loading and augmenting images; they share that process's "
+        "CPUs (not reserved from Ray: raise cpus_per_worker or cpus_per_trial to match); the "
+        "same batches as 0 (in-process loading)",
+        ge=0,
+        le=64,
+    )
+    pin_memory: Literal["auto", True, False] = documented(
+        "auto",
+        "load batches into pinned memory and copy them to the GPU without blocking; auto: on "
+        "when training on CUDA; pinning has no effect on the CPU",
+    )
+    autoscale_cpus: float | None = documented(
+        None,
+        "CPUs an autoscaling cluster can grow to (its nodes' max_workers x CPUs); set, the "
+        "capacity check counts these instead of the CPUs up now, and trials wait for nodes",
+        gt=0,
+    )
+    autoscale_gpus: float | None = documented(
+        None, "GPUs an autoscaling cluster can grow to (as autoscale_cpus)", ge=0
+    )
+
+
+class TrackingConfig(Section):
+    mlflow_uri: str = documented(
+        "sqlite:///mlflow.db", "MLflow tracking URI (sqlite, file, http(s), ...)"
+    )
+    experiment: str | None = documented(None, "MLflow experiment (default: the sweep's name)")
+    keep_checkpoints: int = documented(
+        1,
+        "checkpoints kept per trial while it trains (resume needs the newest); a finished "
+        "trial keeps its last one, with the final weights and without the optimizer state",
+        ge=1,
+        le=1000,
+    )
+
+    @field_validator("mlflow_uri")
+    @classmethod
+    def _supported_scheme(cls, uri: str) -> str:
+        scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else ""
+        if scheme not in MLFLOW_SCHEMES:
+            raise ValueError(
+                f"unsupported MLflow tracking URI {uri!r}; use one of the schemes "
+                f"{', '.join(MLFLOW_SCHEMES)} (e.g. sqlite:///mlflow.db or http://host:5000)"
+            )
+        return uri
