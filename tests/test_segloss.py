@@ -68,9 +68,17 @@ def test_lovasz_with_class_weights_is_refused_with_the_fix():
 
 
 def test_a_trial_fine_tunes_with_a_weighted_dice_loss(tmp_path):
+    """Its validations fall mid-pass (7 steps of 3 a pass, 2 validations): the loss serves every
+    pass of a stretch between validations."""
     spec = tiny_spec(
         masking={"strategy": "none"},
-        finetune={"loss": "ce_dice", "class_weights": "inverse_frequency"},
+        finetune={
+            "epochs": None,
+            "steps": 7,
+            "evaluations": 2,
+            "loss": "ce_dice",
+            "class_weights": "inverse_frequency",
+        },
         resources={"scoring_actors": 0, "train_workers": 0},
     )
     reports = [r.flat() for r in run_in_process(spec, tmp_path)]

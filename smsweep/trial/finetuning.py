@@ -139,11 +139,12 @@ class Finetuning:
         first_step: int,
         steps: int,
         auxiliary: list[float] | None = None,
-        loss: SegmentationLoss | None = None,
+        criterion: SegmentationLoss | None = None,
     ) -> float:
         """`steps` fine-tuning steps from `first_step` on, pass after pass over `train` (each
         pass its own seeded order and augmentation); returns the mean loss per image.
-        `auxiliary` collects each step's auxiliary loss (MRM's), when the model has one."""
+        `auxiliary` collects each step's auxiliary loss (MRM's), when the model has one;
+        `criterion` is the segmentation loss (`finetune.loss`)."""
         trial = self.trial
 
         sampling = self.sampling
@@ -169,7 +170,7 @@ class Finetuning:
                 first_step=first_step,
                 precision=trial.precision,
                 auxiliary=auxiliary,
-                loss_fn=loss,
+                loss_fn=criterion,
             )
             total, images = total + loss * count, images + count
             first_step += len(batches)
