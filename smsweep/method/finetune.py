@@ -13,11 +13,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from smsweep.method.data import IGNORE_INDEX
 from smsweep.method.precision import FLOAT32, Precision
+from smsweep.method.segloss import cross_entropy
 
 HEAD_PREFIX = "segmentation_head."
 
@@ -88,10 +88,7 @@ def finetune_epoch(
         with precision.context(images.device):
             output = model(images)  # (B, classes, H, W), or with an auxiliary loss
         logits, extra = output if isinstance(output, tuple) else (output, None)
-        if loss_fn is None:
-            loss = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX)
-        else:
-            loss = loss_fn(logits.float(), labels)
+        loss = (loss_fn or cross_entropy)(logits.float(), labels)
         if extra is not None:
             loss = loss + extra.float()
             if auxiliary is not None:

@@ -22,6 +22,12 @@ from smsweep.method.data import IGNORE_INDEX
 SegmentationLoss = Callable[[Tensor, Tensor], Tensor]
 
 
+def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    """Unweighted cross-entropy, 255 ignored: `ce` without class weights, and the default of
+    `finetune.finetune_epoch`."""
+    return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
+
+
 def _cross_entropy(weights: Tensor | None) -> SegmentationLoss:
     def loss(logits: Tensor, labels: Tensor) -> Tensor:
         weight = weights.to(logits.device) if weights is not None else None

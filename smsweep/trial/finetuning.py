@@ -50,6 +50,7 @@ class Finetuning:
     def __init__(self, trial: TrialContext, checkpoints: Checkpoints, session: Session) -> None:
         self.trial, self.checkpoints, self.session = trial, checkpoints, session
         self.sampling: tuple[torch.Tensor, torch.Tensor, float] | None = None
+        self.train_counts: torch.Tensor | None = None
 
     def run(self, state: TrialState, pretrained: dict[str, torch.Tensor] | None) -> None:
         trial, spec, budget = self.trial, self.trial.spec, self.trial.budget
@@ -197,10 +198,13 @@ class Finetuning:
         return trivial_metrics(val_counts, self._train_counts(), self.trial.source.class_names)
 
     def _train_counts(self) -> torch.Tensor:
-        """Pixels of each class in the labelled train split (as validated: no augmentation)."""
-        trial = self.trial
-        labels = (mask for _, mask in trial.labelled(trial.splits.train))
-        return label_counts(labels, trial.spec.data.num_classes)
+        """Pixels of each class in the labelled train split (as validated: no augmentation),
+        read once: the floor and the class weights both need them."""
+        if self.train_counts is None:
+            trial = self.trial
+            labels = (mask for _, mask in trial.labelled(trial.splits.train))
+            self.train_counts = label_counts(labels, trial.spec.data.num_classes)
+        return self.train_counts
 
     def _rare_class_sampling(self) -> tuple[torch.Tensor, torch.Tensor, float] | None:
         """(presence (N, C), pixel shares (C,), T) of this rank's train images, for
