@@ -15,7 +15,8 @@ from smsweep.engines.tuning import close_stale_study_trials
 from smsweep.report.console import Echo, arms_table, leaderboard, pareto_lines
 from smsweep.spec.config import SweepSpec
 from smsweep.verdict.arms import score_label
-from smsweep.verdict.stats import ParetoPoint, Verdict, judge, pareto
+from smsweep.verdict.confirmation import judge_sweep
+from smsweep.verdict.stats import ParetoPoint, Verdict, pareto
 
 FINISHED_FILE = "finished.json"  # written when a sweep has run every trial: `resume` stops there
 
@@ -66,10 +67,9 @@ def finish(
         if study is not None:
             close_stale_study_trials(*study)
     best = next((row for row in summary.rows if row.get(metric) is not None), None)
-    summary.verdict = verdict = judge(
-        [row["arm"].scored(row.get(metric)) for row in summary.rows], metric, search.mode
-    )
-    sentences = verdict.sentences()
+    judged = judge_sweep([(row["arm"], row.get(metric)) for row in summary.rows], metric, search.mode)
+    summary.verdict = verdict = judged.verdict
+    sentences = verdict.sentences() + judged.lines()
     front = [point for point in pareto_points(search, summary.rows) if point.on_front]
     reused = [row.get(PARTITION0_SAVED) or 0.0 for row in summary.rows]
     saved = sum(reused)
@@ -77,7 +77,7 @@ def finish(
         sweep_run,
         status,
         best and {**best, metric: best[metric]},
-        metrics=verdict.mlflow_metrics() | {"partition0_saved_seconds": saved},
+        metrics=judged.mlflow_metrics() | {"partition0_saved_seconds": saved},
         tags={"smsweep.verdict": " ".join(sentences)}
         | ({"smsweep.best_configuration": verdict.best.name} if verdict.best else {})
         | ({"smsweep.pareto": ",".join(point.key for point in front)} if front else {}),
@@ -86,7 +86,13 @@ def finish(
     echo(leaderboard(summary.rows, metric, repeats=spec.search.repeats, label=label))
     if best is not None:
         echo(f"best trial {best['trial_id']}: {label} {best[metric]:.4f}")
-    if spec.search.repeats > 1 or spec.search.controls:
+    if judged.search is not None:
+        echo("")
+        echo("the search (these repeats chose the best):")
+        echo(arms_table(judged.search))
+        echo("the confirmation, on fresh seeds (the verdict below):")
+        echo(arms_table(verdict))
+    elif spec.search.repeats > 1 or spec.search.controls:
         echo("")
         echo(arms_table(verdict))
     for sentence in sentences + ([verdict.noise] if verdict.noise and verdict.repeats > 1 else []):

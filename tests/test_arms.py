@@ -23,7 +23,7 @@ from smsweep.errors import SpecError
 from smsweep.spec.load import validate_spec
 from smsweep.spec.search_schema import trial_count
 from smsweep.spec.space import Distribution, control_params
-from smsweep.verdict.arms import CONFIGURATION, CONTROL, REPEAT, TRIAL_INDEX, Arm
+from smsweep.verdict.arms import CONFIGURATION, CONTROL, PHASE, REPEAT, TRIAL_INDEX, Arm
 from smsweep.verdict.stats import ArmRun, judge
 from tests.test_sweep import _start, _wait_for, mlflow_runs, tiny_sweep, write_spec
 
@@ -76,12 +76,51 @@ def test_the_grouping_survives_a_save_and_restore_between_repeats(tmp_path):
     again.on_trial_complete("t0", {"miou": 0.1})  # a control: not Optuna's business
 
 
+def test_after_the_search_the_best_and_the_controls_run_again_on_fresh_seeds(tmp_path):
+    storage = optuna.storages.InMemoryStorage()
+    controls = {"none": {"masking.strategy": "none"}}
+    arms = Arms(_searcher(storage), controls, repeats=2, configurations=3, confirm=(1, 2))
+    search = {f"t{i}": arms.suggest(f"t{i}") for i in range(8)}  # 1 control + 3 configs, x2
+    # config-2 is best on the search's seeds
+    score = {"control:none": 0.30, "config-1": 0.40, "config-2": 0.45, "config-3": 0.35}
+    for trial_id, config in list(search.items())[:-1]:
+        arm = Arm.of(config)
+        assert arms.suggest("early") is None  # waits while a search trial runs
+        arms.on_trial_complete(trial_id, {"miou": score[arm.key] + 0.01 * arm.repeat})
+    SearchGenerator(arms).save_to_dir(str(tmp_path), session_str="test")  # a kill, a resume
+    arms = Arms(_searcher(storage), controls, repeats=2, configurations=3, confirm=(1, 2))
+    SearchGenerator(arms).restore_from_dir(str(tmp_path))
+    assert arms.suggest("early") is None
+    last = list(search)[-1]
+    arms.on_trial_complete(last, error=True)  # config-3, repeat 1 failed
+    confirmation = [Arm.of(arms.suggest(f"c{i}")) for i in range(4)]
+    assert arms.suggest("c4") is Arms.FINISHED
+    assert [(a.key, a.repeat, a.phase) for a in confirmation] == [
+        ("config-2", 2, "confirm"),
+        ("control:none", 2, "confirm"),
+        ("config-2", 3, "confirm"),
+        ("control:none", 3, "confirm"),
+    ]
+    assert confirmation[0].params == Arm.of(search["t4"]).params  # config-2's values
+    assert confirmation[0].describe(2, 2) == (
+        f"config-2 ({confirmation[0].label}), confirmation 1/2"
+    )
+    for i in range(4):
+        arms.on_trial_complete(f"c{i}", {"miou": 0.9})  # never reaches Optuna
+    study = optuna.load_study(study_name="arms", storage=storage)
+    assert len(study.trials) == 3 and all(t.value is None or t.value < 0.5 for t in study.trials)
+
+
 def test_arm_of_a_plain_config_and_its_tags():
     arm = Arm.of({"masking.ratio": 0.5})
     assert (arm.repeat, arm.control, arm.configuration) == (0, None, None)
     assert arm.key.startswith("params-") and arm.key == Arm.of({"masking.ratio": 0.5}).key
     numbered = Arm.of({"masking.ratio": 0.5, CONFIGURATION: 4, "__trial_index__": 2})
-    assert numbered.tags() == {"smsweep.configuration": "config-4", "smsweep.repeat": "2"}
+    assert numbered.tags() == {
+        "smsweep.configuration": "config-4",
+        "smsweep.repeat": "2",
+        "smsweep.phase": "search",
+    }
     control = Arm.of({"masking.strategy": "none", CONTROL: "none", "__trial_index__": 1})
     assert control.describe(repeats=3) == "control none, repeat 2/3"
     assert numbered.describe(repeats=1) == "ratio=0.5"
@@ -124,6 +163,12 @@ def test_controls_in_the_spec():
         ),
         ({"repeats": 2, "scheduler": "asha"}, "use scheduler: fifo with search.repeats"),
         ({"controls": ["none"], "scheduler": "asha"}, "use scheduler: fifo with search.repeats"),
+        (
+            {"num_samples": 2, "confirm": {"top": 3}},
+            "search.confirm.top 3 is more than the 2 configurations",
+        ),
+        ({"confirm": {"top": 1}, "scheduler": "asha"}, "use scheduler: fifo with search.confirm"),
+        ({"confirm": {"repeats": 1}}, "greater than or equal to 2"),
     ],
 )
 def test_bad_controls_and_repeats_name_the_problem(search, message):
@@ -218,10 +263,12 @@ def test_the_repeat_index_is_the_one_tune_sets():
 
 
 @pytest.mark.slow
-def test_kill_9_and_resume_keep_r_runs_per_configuration_and_the_control_once(tmp_path):
-    spec = write_spec(tmp_path, _arm_sweep())
+def test_kill_9_and_resume_keep_the_arms_and_the_confirmation_on_fresh_seeds(tmp_path):
+    """The search (2 configurations and the control, 2 repeats each), then the best and the
+    control on 2 fresh seeds; the driver is killed during the confirmation and resumed."""
+    spec = write_spec(tmp_path, _arm_sweep(confirm={"top": 1, "repeats": 2}))
     sweep = _start(["run", str(spec), "--storage", "runs"], tmp_path)
-    _wait_for(sweep, "[3/6 done", timeout=300)  # the control's two repeats and one of config-1
+    _wait_for(sweep, "[7/10 done", timeout=600)  # the search, and one confirmation run
     os.killpg(sweep.pid, signal.SIGKILL)
     sweep.wait(timeout=60)
     experiment = tmp_path / "runs" / "tiny"
@@ -229,18 +276,31 @@ def test_kill_9_and_resume_keep_r_runs_per_configuration_and_the_control_once(tm
     output, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, output[-3000:]
     parents, children = mlflow_runs(tmp_path)
-    assert _arms_of(children) == {"control:none": [0, 1], "config-1": [0, 1], "config-2": [0, 1]}
     assert {run.info.status for run in children} == {"FINISHED"}
-    assert "best_vs_control/none" in parents[0].data.metrics
-    by_arm: dict[str, list[float]] = {}
+    by_arm: dict[str, dict[int, float]] = {}
     for run in children:
-        by_arm.setdefault(run.data.tags[CONFIGURATION], []).append(run.data.metrics["miou"])
+        tags = run.data.tags
+        by_arm.setdefault(tags[CONFIGURATION], {})[int(tags[REPEAT])] = run.data.metrics["miou"]
+        assert tags[PHASE] == ("confirm" if int(tags[REPEAT]) >= 2 else "search")
+        assert run.data.params["repeat"] == tags[REPEAT]  # fresh seeds: repeats 2 and 3
+    searched = {key: statistics.fmean(values[r] for r in (0, 1)) for key, values in by_arm.items()}
+    best = max(("config-1", "config-2"), key=searched.get)
+    other = {"config-1": "config-2", "config-2": "config-1"}[best]
+    assert _arms_of(children) == {"control:none": [0, 1, 2, 3], best: [0, 1, 2, 3], other: [0, 1]}
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{experiment / 'optuna.db'}")
     states = {t.state for t in study.trials}
     assert optuna.trial.TrialState.RUNNING not in states  # asked before the kill: closed
     told = sorted(t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE)
-    means = sorted(statistics.fmean(by_arm[key]) for key in ("config-1", "config-2"))
-    assert told == pytest.approx(means)
+    assert told == pytest.approx(sorted(searched[key] for key in ("config-1", "config-2")))
+    # the verdict comes from the fresh seeds, the search's estimate beside it
+    metrics = parents[0].data.metrics
+    fresh = [by_arm[best][r] - by_arm["control:none"][r] for r in (2, 3)]
+    assert metrics["best_vs_control/none"] == pytest.approx(statistics.fmean(fresh))
+    assert metrics["best_vs_control/none/n"] == 2
+    before = [by_arm[best][r] - by_arm["control:none"][r] for r in (0, 1)]
+    assert metrics["search/best_vs_control/none"] == pytest.approx(statistics.fmean(before))
+    assert f"Confirmed on 2 fresh seeds: {best}" in output
+    assert "the confirmation, on fresh seeds (the verdict below):" in output
 
 
 def _dashboard_studies(storage: str) -> str:

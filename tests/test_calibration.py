@@ -10,6 +10,8 @@ import math
 import numpy as np
 import pytest
 
+from smsweep.verdict.arms import Arm
+from smsweep.verdict.confirmation import judge_sweep
 from smsweep.verdict.family import decide
 from smsweep.verdict.power import power, repeats_for
 from smsweep.verdict.stats import ArmRun, judge
@@ -123,3 +125,46 @@ def test_the_power_formula_and_the_planners_repeats_hold_in_simulated_sweeps():
     simulated = decide(scores, 1, alpha=level).vs_controls[0].declared.mean()
     expected = power(effect, difference_sd, 20, level)
     assert abs(simulated - expected) <= 3 * math.sqrt(expected * (1 - expected) / (4 * SWEEPS))
+
+
+def test_the_confirmed_difference_is_unbiased_where_the_searchs_leans_upward():
+    """Null, 5 configurations and a control, 3 repeats to search and 3 fresh ones to confirm:
+    the best's difference with the control, measured on the repeats that picked it, leans
+    upward (the winner's curse); measured on the confirmation's seeds it averages zero (within
+    0.2 points at 2 points of noise). `judge_sweep` reads the same two numbers off a sweep's
+    runs as the arrays do."""
+    rng = np.random.default_rng(13)
+    configurations, repeats = 5, 3
+    scores = _sweeps(rng, SWEEPS, configurations + 1, 2 * repeats)
+    search, fresh = scores[..., :repeats], scores[..., repeats:]
+    found = decide(search, configurations)
+    best = found.ranking[:, 0]
+    chosen = fresh[np.arange(SWEEPS), best][:, None]  # (sweeps, 1, repeats)
+    confirmed = decide(np.concatenate([chosen, fresh[:, -1:]], axis=1), 1, picked=0)
+    searched = found.vs_controls[0].mean
+    assert searched.mean() > 0.005  # the curse: half a point and more
+    assert abs(confirmed.vs_controls[0].mean.mean()) <= 0.002
+    for sweep in range(5):
+        runs = [
+            (
+                Arm(
+                    {},
+                    repeat,
+                    control="none" if arm == configurations else None,
+                    configuration=None if arm == configurations else arm + 1,
+                    phase="confirm" if repeat >= repeats else "search",
+                ),
+                float(scores[sweep, arm, repeat]),
+            )
+            for arm in range(configurations + 1)
+            for repeat in range(2 * repeats)
+            if repeat < repeats or arm in (best[sweep], configurations)
+        ]
+        judged = judge_sweep(runs, "miou")
+        assert judged.verdict.best.key == f"config-{best[sweep] + 1}"
+        difference = judged.verdict.best_vs_controls["none"].difference.mean
+        assert difference == pytest.approx(confirmed.vs_controls[0].mean[sweep])
+        assert judged.search.best_vs_controls["none"].difference.mean == pytest.approx(
+            searched[sweep]
+        )
+        assert judged.verdict.family.startswith("a configuration chosen before these repeats")

@@ -1,4 +1,5 @@
-"""The sweep's searcher: Optuna's define-by-run space, repeated and with controls (see `arms`)."""
+"""The sweep's searcher: Optuna's define-by-run space, repeated and with controls (see `arms`),
+and with search.confirm a confirmation on fresh seeds once the search has ended."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.repeater import TRIAL_INDEX
 
 from smsweep.spec.space import Distribution, sample
-from smsweep.verdict.arms import CONFIGURATION, CONTROL
+from smsweep.verdict.arms import CONFIGURATION, CONFIRM, CONTROL, PHASE, Arm
 
 
 class DefineByRun:
@@ -30,12 +31,25 @@ class Arms(Searcher):
     Like Tune's `Repeater`, the sampler sees one trial per configuration and, once all its
     repeats have ended, the mean of each of its objectives over them (NaN for a repeat that
     failed or did not report it); unlike it, every objective of a multi-objective sampler.
-    The grouping is this searcher's state, saved with Tune's searcher state."""
+    With `confirm` (top, repeats) and `configurations` (search.num_samples): once every trial of
+    the search has ended, the `top` configurations by seed-blocked mean of the first objective
+    (`stats.judge`'s ranking) and every control run again on `repeats` fresh repeat seeds,
+    tagged `confirm`; the sampler never hears of these runs.
+
+    The grouping and the confirmation are this searcher's state, saved with Tune's searcher
+    state: a resumed sweep keeps them."""
 
     def __init__(
-        self, searcher: Searcher, controls: Mapping[str, Mapping[str, Any]], repeats: int
+        self,
+        searcher: Searcher,
+        controls: Mapping[str, Mapping[str, Any]],
+        repeats: int,
+        *,
+        configurations: int | None = None,
+        confirm: tuple[int, int] | None = None,
     ) -> None:
         self.searcher, self.repeats = searcher, repeats
+        self.controls = {name: dict(params) for name, params in controls.items()}
         self.queue = [
             {**params, CONTROL: name, TRIAL_INDEX: index}
             for name, params in controls.items()
@@ -43,9 +57,14 @@ class Arms(Searcher):
         ]
         self.control_trials: set[str] = set()
         self.configurations = 0
+        self.wanted, self.confirm = configurations, confirm
         # configuration number -> its config, first trial id and {trial id: objectives or None}
         self.groups: dict[int, dict[str, Any]] = {}
         self.group_of: dict[str, int] = {}
+        # trial id -> (its config, the first objective or NaN) of every search trial that ended
+        self.ended: dict[str, tuple[dict[str, Any], float]] = {}
+        self.running: dict[str, dict[str, Any]] = {}  # search trials out, not ended: configs
+        self.confirmation: list[dict[str, Any]] | None = None  # queued once the search ended
         super().__init__(metric=searcher.metric, mode=searcher.mode)
 
     @property
@@ -57,25 +76,71 @@ class Arms(Searcher):
         return self.searcher.set_search_properties(metric, mode, config, **spec)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if self.confirmation is not None:
+            return dict(self.confirmation.pop(0)) if self.confirmation else Searcher.FINISHED
         if self.queue:
             self.control_trials.add(trial_id)
-            return dict(self.queue.pop(0))
+            self.running[trial_id] = self.queue.pop(0)
+            return dict(self.running[trial_id])
         group = self.groups.get(self.configurations)
         if group is None or len(group["ended"]) + len(group["running"]) >= self.repeats:
-            config = self.searcher.suggest(trial_id)
+            searched = self.wanted is not None and self.configurations >= self.wanted
+            config = None if searched else self.searcher.suggest(trial_id)
+            if searched or config == Searcher.FINISHED:
+                return self._confirm(trial_id)
             if not isinstance(config, dict):
-                return config  # None (ask again later) or Searcher.FINISHED
+                return config  # None: ask again later
             self.configurations += 1
             group = {"config": config, "first": trial_id, "running": [], "ended": {}}
             self.groups[self.configurations] = group
         index = len(group["ended"]) + len(group["running"])
         group["running"].append(trial_id)
         self.group_of[trial_id] = self.configurations
-        return {**group["config"], TRIAL_INDEX: index, CONFIGURATION: self.configurations}
+        config = {**group["config"], TRIAL_INDEX: index, CONFIGURATION: self.configurations}
+        self.running[trial_id] = config
+        return dict(config)
+
+    def _confirm(self, trial_id: str) -> dict[str, Any] | None:
+        """The search has handed out its last trial: without a confirmation, done; with one,
+        wait until every search trial has ended, then queue the confirmation's runs."""
+        if self.confirm is None:
+            return Searcher.FINISHED
+        if self.running:
+            return None  # Tune asks again once a trial ends
+        self.confirmation = self._confirmation_runs()
+        return self.suggest(trial_id)
+
+    def _confirmation_runs(self) -> list[dict[str, Any]]:
+        """The top configurations and every control on the repeat seeds after the search's,
+        seed by seed (a confirmation cut short stays paired)."""
+        from smsweep.verdict.stats import judge  # scipy: only where a confirmation is chosen
+
+        top, repeats = self.confirm or (0, 0)
+        configs: dict[str, dict[str, Any]] = {}
+        runs = []
+        for config, value in self.ended.values():
+            arm = Arm.of(config)
+            configs.setdefault(arm.key, {k: v for k, v in config.items() if k != TRIAL_INDEX})
+            runs.append(arm.scored(value))
+        mode = self.searcher.mode
+        mode = mode[0] if isinstance(mode, (list, tuple)) else mode
+        ranked = judge(runs, self.objectives[0], mode or "max").configurations
+        chosen = [configs[arm.key] for arm in ranked if arm.values][:top]
+        arms = chosen + [{**params, CONTROL: name} for name, params in self.controls.items()]
+        return [
+            {**arm, TRIAL_INDEX: self.repeats + index, PHASE: CONFIRM}
+            for index in range(repeats)
+            for arm in arms
+        ]
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
+        if trial_id not in self.running:
+            return  # a confirmation run: the sampler never sees it
+        config = self.running.pop(trial_id)
+        outcome = {} if error or not result else result
+        self.ended[trial_id] = (config, _number(outcome.get(self.objectives[0])))
         number = self.group_of.get(trial_id)
         if number is None:
             return  # a control: the sampler never sees it
@@ -101,6 +166,9 @@ class Arms(Searcher):
             "configurations": self.configurations,
             "groups": {str(number): group for number, group in self.groups.items()},
             "group_of": self.group_of,
+            "ended": self.ended,
+            "running": self.running,
+            "confirmation": self.confirmation,
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -109,6 +177,9 @@ class Arms(Searcher):
         self.configurations = int(state["configurations"])
         self.groups = {int(number): group for number, group in state.get("groups", {}).items()}
         self.group_of = dict(state.get("group_of", {}))
+        self.ended = {key: (dict(c), float(v)) for key, (c, v) in state.get("ended", {}).items()}
+        self.running = dict(state.get("running", {}))
+        self.confirmation = state.get("confirmation")
 
     def save(self, checkpoint_path: str) -> None:
         self.searcher.save(checkpoint_path)

@@ -49,7 +49,14 @@ def tune_config(
             storage=optuna.storages.RDBStorage(study[0]) if study else None,
             study_name=study[1] if study else None,
         )
-        searcher = Arms(searcher, control_params(spec), search.repeats)
+        confirm = (search.confirm.top, search.confirm.repeats) if search.confirm else None
+        searcher = Arms(
+            searcher,
+            control_params(spec),
+            search.repeats,
+            configurations=search.num_samples,
+            confirm=confirm,
+        )
     scheduler = None
     if search.scheduler == "asha":
         scheduler = ASHAScheduler(

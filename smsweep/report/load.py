@@ -16,8 +16,9 @@ from smsweep.engines import tracking
 from smsweep.engines.settings import SETTINGS_FILE, SweepSettings
 from smsweep.engines.store import Location, check_storage
 from smsweep.errors import SpecError, first_line
-from smsweep.verdict.arms import CONFIGURATION, CONTROL, REPEAT, Arm
-from smsweep.verdict.stats import Verdict, judge
+from smsweep.verdict.arms import CONFIGURATION, CONTROL, PHASE, REPEAT, SEARCH, Arm
+from smsweep.verdict.confirmation import Judged, judge_sweep
+from smsweep.verdict.stats import Verdict
 
 
 @dataclass
@@ -52,6 +53,7 @@ class Sweep:
     study: Any = None  # the Optuna study, or None
     study_note: str | None = None  # why there is no study
     verdict: Verdict | None = None  # the arms over their repeats (`stats.judge`)
+    judged: Judged | None = None  # the verdict, and with a confirmation the search's beside it
 
     @property
     def best(self) -> Trial | None:
@@ -105,11 +107,12 @@ def load_sweep(experiment_dir: str | Path | Location, dashboard: Mapping[str, An
     sweep.best_trial = parent.data.tags.get("smsweep.best_trial") or next(
         (t.trial_id for t in sweep.trials if t.metrics.get(sweep.metric) is not None), None
     )
-    sweep.verdict = judge(
-        [t.arm.scored(t.metrics.get(sweep.metric)) for t in sweep.trials if t.run_id is not None],
+    sweep.judged = judge_sweep(
+        [(t.arm, t.metrics.get(sweep.metric)) for t in sweep.trials if t.run_id is not None],
         sweep.metric,
         sweep.mode,
     )
+    sweep.verdict = sweep.judged.verdict
     sweep.class_names = _class_names(client, sweep)
     sweep.galleries = _galleries(client, sweep)
     sweep.study, sweep.study_note = _load_study(settings, bool(sweep.space))
@@ -172,6 +175,7 @@ def _arm(tags: Mapping[str, str], searched: dict[str, Any]) -> Arm:
         repeat=int(tags.get(REPEAT, 0)),
         control=tags.get(CONTROL),
         configuration=int(number) if number.isdigit() else None,
+        phase=tags.get(PHASE, SEARCH),
     )
 
 

@@ -50,7 +50,20 @@ def _section(prefix: str, model: type[BaseModel]) -> list[str]:
     for name, field in model.model_fields.items():
         if _is_model(field.annotation):
             blocks.extend(_section(f"{prefix}.{name}", field.annotation))
+        elif _own_optional(field) is not None:
+            blocks.extend(_section(f"{prefix}.{name}", _own_optional(field)))
     return blocks
+
+
+def _own_optional(field: Any) -> type[BaseModel] | None:
+    """The section of a `Section | None` key that no top-level key shares (search.confirm;
+    not pretrain.data, which has the keys of `data`)."""
+    args = get_args(field.annotation)
+    models = [arg for arg in args if _is_model(arg)]
+    if len(models) != 1 or type(None) not in args or get_origin(field.annotation) is tuple:
+        return None
+    shared = any(f.annotation is models[0] for f in SweepSpec.model_fields.values())
+    return None if shared else models[0]
 
 
 def _table(title: str, prefix: str, fields: list[tuple[str, Any]]) -> str:
@@ -86,6 +99,8 @@ def _legal(field: Any) -> str:
     if get_origin(annotation) is tuple and args and get_origin(args[0]) is Literal:
         return "list of " + ", ".join(f"`{arg}`" for arg in get_args(args[0]))
     models = [arg for arg in args or () if _is_model(arg)]
+    if _own_optional(field) is not None:
+        return "a section (its keys below), or null"
     if models:
         names = [n for n, f in SweepSpec.model_fields.items() if f.annotation is models[0]]
         return f"a section with the keys of `{names[0] if names else models[0].__name__}`, or null"

@@ -85,11 +85,23 @@ def search_problems(spec: Spec) -> list[str]:
                 "search.scheduler: asha stops trials on one metric, and the other objectives "
                 "(e.g. cost) are known only when a trial ends; use scheduler: fifo"
             )
-    if spec.repeat >= search.repeats and search.repeats > 1:
+    if spec.repeat >= search.all_repeats and search.all_repeats > 1:
         problems.append(
-            f"repeat {spec.repeat} is not one of the {search.repeats} repeats "
-            f"(0..{search.repeats - 1}); the sweep sets it, leave it out of the spec"
+            f"repeat {spec.repeat} is not one of the {search.all_repeats} repeats "
+            f"(0..{search.all_repeats - 1}); the sweep sets it, leave it out of the spec"
         )
+    if search.confirm is not None:
+        if search.confirm.top > search.num_samples:
+            problems.append(
+                f"search.confirm.top {search.confirm.top} is more than the "
+                f"{search.num_samples} configurations the search proposes; lower it to at most "
+                "search.num_samples"
+            )
+        if search.scheduler == "asha":
+            problems.append(
+                "search.confirm runs whole trials on fresh seeds, and asha would stop them "
+                "early against the search's trials; use scheduler: fifo with search.confirm"
+            )
     return problems
 
 

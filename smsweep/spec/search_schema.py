@@ -13,9 +13,16 @@ from smsweep.spec.names import MLFLOW_SCHEMES
 from smsweep.spec.schema import Section, documented
 
 
-def trial_count(num_samples: int, controls: int, repeats: int) -> int:
-    """Tune trials of a sweep: every configuration and every control, `repeats` times each."""
-    return (num_samples + controls) * repeats
+def trial_count(
+    num_samples: int, controls: int, repeats: int, confirm: dict[str, int] | None = None
+) -> int:
+    """Tune trials of a sweep: every configuration and every control, `repeats` times each, and
+    with `confirm` ({top, repeats}) the top configurations and the controls again on fresh
+    seeds."""
+    total = (num_samples + controls) * repeats
+    if confirm:
+        total += (min(confirm["top"], num_samples) + controls) * confirm["repeats"]
+    return total
 
 
 def score_key(metric: str, score: str) -> str:
@@ -40,6 +47,25 @@ class ControlArm(Section):
 class Objective(Section):
     metric: str = documented(..., "a metric every trial reports, e.g. miou or cost/device_seconds")
     mode: Literal["max", "min"] = documented(..., "maximise or minimise it")
+
+
+class ConfirmConfig(Section):
+    """After the search: the best configurations and the controls again, on fresh seeds."""
+
+    top: int = documented(
+        1,
+        "the best configurations of the search (seed-blocked means of the score) that run "
+        "again; the verdict picks the best of them, corrected for picking out of `top`",
+        ge=1,
+        le=100,
+    )
+    repeats: int = documented(
+        3,
+        "fresh repeat seeds (numbered after the search's) each of them and every control runs "
+        "on; the verdict, its differences and the best configuration come from these runs",
+        ge=2,
+        le=100,
+    )
 
 
 class SearchConfig(Section):
@@ -74,6 +100,14 @@ class SearchConfig(Section):
         "a trial's score: its last validation (steady after an annealed schedule) or its best "
         "one (`best/<metric>`: chosen on the validation split, so optimistic); Optuna, the "
         "leaderboard and the report all use it",
+    )
+    confirm: ConfirmConfig | None = documented(
+        None,
+        "{top, repeats}: once the search has run, its `top` configurations and every control "
+        "run again on `repeats` fresh seeds, the verdict comes from those (free of the "
+        "winner's curse) and the search's estimate is shown beside it; Optuna sees only the "
+        "search; null: the verdict is judged on the repeats that chose the best (see Seeds "
+        "and controls)",
     )
     scheduler: Literal["fifo", "asha"] = documented("fifo", "asha stops weak trials early")
     sampler: Literal["tpe", "random", "grid"] = documented(
@@ -135,12 +169,18 @@ class SearchConfig(Section):
     def searches(self) -> bool:
         """Whether the sweep has a searcher, and so an Optuna study: a space to sample, repeats
         or controls."""
-        return bool(self.space or self.repeats > 1 or self.controls)
+        return bool(self.space or self.repeats > 1 or self.controls or self.confirm)
 
     @property
     def trials(self) -> int:
         """Tune trials of the sweep: every configuration and control, `repeats` times each."""
-        return trial_count(self.num_samples, len(self.controls), self.repeats)
+        confirm = self.confirm.model_dump() if self.confirm else None
+        return trial_count(self.num_samples, len(self.controls), self.repeats, confirm)
+
+    @property
+    def all_repeats(self) -> int:
+        """Repeat seeds of the sweep: the search's, then the confirmation's."""
+        return self.repeats + (self.confirm.repeats if self.confirm else 0)
 
 
 class ResourcesConfig(Section):

@@ -28,7 +28,9 @@ TRIAL_INDEX = "__trial_index__"  # ray.tune.search.repeater.TRIAL_INDEX: the rep
 CONTROL = "smsweep.control"  # a control trial's control name
 CONFIGURATION = "smsweep.configuration"  # a configuration's number, 1 first (tag and config key)
 REPEAT = "smsweep.repeat"  # the MLflow tag with the repeat index
-META_KEYS = (TRIAL_INDEX, CONTROL, CONFIGURATION)
+PHASE = "smsweep.phase"  # search, or confirm: a run on fresh seeds after the search (tag, key)
+SEARCH, CONFIRM = "search", "confirm"
+META_KEYS = (TRIAL_INDEX, CONTROL, CONFIGURATION, PHASE)
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class Arm:
     repeat: int = 0
     control: str | None = None
     configuration: int | None = None
+    phase: str = SEARCH  # confirm: run again on a fresh seed once the search had chosen
 
     @classmethod
     def of(cls, config: Mapping[str, Any]) -> Arm:
@@ -48,7 +51,12 @@ class Arm:
             repeat=int(config.get(TRIAL_INDEX) or 0),
             control=config.get(CONTROL),
             configuration=None if number is None else int(number),
+            phase=str(config.get(PHASE) or SEARCH),
         )
+
+    @property
+    def confirming(self) -> bool:
+        return self.phase == CONFIRM
 
     @property
     def key(self) -> str:
@@ -67,7 +75,7 @@ class Arm:
         return short(self.params) or "the spec as written"
 
     def tags(self) -> dict[str, str]:
-        return {CONFIGURATION: self.key, REPEAT: str(self.repeat)} | (
+        return {CONFIGURATION: self.key, REPEAT: str(self.repeat), PHASE: self.phase} | (
             {CONTROL: self.control} if self.control is not None else {}
         )
 
@@ -77,9 +85,16 @@ class Arm:
 
         return ArmRun(self.key, self.label, self.control, self.repeat, value)
 
-    def describe(self, repeats: int) -> str:
-        """`selective ratio=0.6, repeat 2/3`, `control none, repeat 1/3` (for console lines)."""
+    def describe(self, repeats: int, confirm_repeats: int = 0) -> str:
+        """`selective ratio=0.6, repeat 2/3`, `control none, repeat 1/3`, and for a run on a
+        fresh seed after the search (repeats `repeats`.. of `confirm_repeats`)
+        `config-2 (selective ratio=0.6), confirmation 1/3` (for console lines)."""
         what = f"control {self.control}" if self.control is not None else self.label
+        if self.confirming:
+            if self.control is None and self.configuration is not None:
+                what = f"config-{self.configuration} ({what})"
+            shown = f"{self.repeat - repeats + 1}" + f"/{confirm_repeats}" * (confirm_repeats > 0)
+            return f"{what}, confirmation {shown}"
         return what if repeats <= 1 else f"{what}, repeat {self.repeat + 1}/{repeats}"
 
 
@@ -107,6 +122,12 @@ def trials_line(search: Any) -> str:
         line += f" + {count} control{'s' * (count != 1)}"
         if search.repeats > 1:
             line += f" x {search.repeats}"
+    if search.confirm is not None:
+        top = min(search.confirm.top, search.num_samples)
+        line += (
+            f", then the best {top} and the controls again x {search.confirm.repeats} fresh "
+            "seeds"
+        )
     return f"{line} = {total} trials"
 
 

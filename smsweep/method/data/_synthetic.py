@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 COMMON_SHAPES = ("disk", "square", "triangle", "ellipse", "ring", "cross")
 RARE_SHAPE = "rare_star"
 RARE_PROBABILITY = 0.12
+COMMON_RADIUS = (0.10, 0.22)  # an instance's radius, as a share of the image's side
+RARE_RADIUS = (0.08, 0.11)
 MIN_CLASSES, MAX_CLASSES = 3, 2 + len(COMMON_SHAPES)  # background + common shapes + rare
 
 # Shape tests in the instance's rotated frame: a, b (pixels from the centre), radius -> inside.
@@ -87,10 +89,10 @@ class SyntheticSource(GeneratedSource):
         common = self.num_classes - 2
         for _ in range(int(rng.integers(2, 5))):
             class_id = int(rng.integers(1, common + 1))
-            radius = size * rng.uniform(0.10, 0.22)
+            radius = size * rng.uniform(*COMMON_RADIUS)
             _draw(image, mask, rng, COMMON_SHAPES[class_id - 1], class_id, radius)
         if rng.random() < RARE_PROBABILITY:  # drawn last: never occluded
-            radius = size * rng.uniform(0.08, 0.11)
+            radius = size * rng.uniform(*RARE_RADIUS)
             _draw(image, mask, rng, RARE_SHAPE, self.num_classes - 1, radius)
         image += rng.normal(0.0, 4.0, image.shape).astype(np.float32)  # sensor noise
         return np.clip(image, 0, 255).astype(np.uint8), mask
