@@ -67,7 +67,9 @@ def finish(
         if study is not None:
             close_stale_study_trials(*study)
     best = next((row for row in summary.rows if row.get(metric) is not None), None)
-    judged = judge_sweep([(row["arm"], row.get(metric)) for row in summary.rows], metric, search.mode)
+    judged = judge_sweep(
+        [(row["arm"], row.get(metric)) for row in summary.rows], metric, search.mode
+    )
     summary.verdict = verdict = judged.verdict
     sentences = verdict.sentences() + judged.lines()
     front = [point for point in pareto_points(search, summary.rows) if point.on_front]

@@ -111,6 +111,66 @@ def test_after_the_search_the_best_and_the_controls_run_again_on_fresh_seeds(tmp
     assert len(study.trials) == 3 and all(t.value is None or t.value < 0.5 for t in study.trials)
 
 
+def _drive(arms, score, start=0, count=100):
+    """Hand out up to `count` trials, one at a time, until the searcher waits or is done,
+    ending each with `score(arm)`; returns the arms handed out, the last answer, the next
+    trial number."""
+    handed, config = [], None
+    for number in range(start, start + count):
+        config = arms.suggest(f"t{number}")
+        if config is None or config == Arms.FINISHED:
+            return handed, config, number
+        arm = Arm.of(config)
+        handed.append(arm)
+        arms.on_trial_complete(f"t{number}", {"miou": score(arm)})
+    return handed, config, start + count
+
+
+def test_a_race_drops_configurations_the_best_is_declared_above(tmp_path):
+    """4 configurations, 2 repeats, racing up to 6, first test at 3: config-2 is 10 points
+    above the others, config-3 only 0.5, with a point of seed-to-seed noise."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    seed_effect = rng.normal(0, 0.02, 10)
+    true = {"config-1": 0.40, "config-2": 0.50, "config-3": 0.495, "config-4": 0.40}
+
+    def score(arm):
+        return 0.3 if arm.control else true[arm.key] + seed_effect[arm.repeat] + rng.normal(0, 0.01)
+
+    def searcher(storage):
+        return Arms(
+            _searcher(storage),
+            {"none": {"masking.strategy": "none"}},
+            2,
+            configurations=4,
+            racing=(6, 3),
+            confirm=(1, 2),
+        )
+
+    storage = optuna.storages.InMemoryStorage()
+    arms = searcher(storage)
+    handed, _, number = _drive(arms, score, count=18)
+    assert [a.repeat for a in handed[10:]] == [2] * 5 + [3] * 3  # repeat 3: untested at 2
+    assert {a.key for a in handed[15:]} == {"config-2", "config-3", "control:none"}
+    assert arms.race["dropped"] == {"config-1": 3, "config-4": 3}
+    SearchGenerator(arms).save_to_dir(str(tmp_path), session_str="test")  # a kill, a resume
+    arms = searcher(storage)
+    SearchGenerator(arms).restore_from_dir(str(tmp_path))
+    more, end, _ = _drive(arms, score, start=number)
+    rounds = [a for a in more if not a.confirming]
+    assert [a.repeat for a in rounds] == [4] * 3 + [5] * 3  # config-3 stays: up to max_repeats
+    confirmation = [a for a in more if a.confirming]
+    assert end == Arms.FINISHED and len(confirmation) == 4
+    leader = arms.race["racing"][0]  # config-2 or config-3: half a point is not decided
+    assert leader in ("config-2", "config-3")
+    assert {(a.key, a.repeat) for a in confirmation} == {
+        (key, repeat) for key in (leader, "control:none") for repeat in (6, 7)
+    }
+    study = optuna.load_study(study_name="arms", storage=storage)
+    assert len(study.trials) == 4  # Optuna saw the search's two repeats of each configuration
+
+
 def test_arm_of_a_plain_config_and_its_tags():
     arm = Arm.of({"masking.ratio": 0.5})
     assert (arm.repeat, arm.control, arm.configuration) == (0, None, None)
@@ -123,7 +183,9 @@ def test_arm_of_a_plain_config_and_its_tags():
     }
     control = Arm.of({"masking.strategy": "none", CONTROL: "none", "__trial_index__": 1})
     assert control.describe(repeats=3) == "control none, repeat 2/3"
-    assert numbered.describe(repeats=1) == "ratio=0.5"
+    assert numbered.describe(repeats=3) == "ratio=0.5, repeat 3/3"
+    assert numbered.describe(repeats=2) == "ratio=0.5, repeat 3 (racing)"  # after the search's
+    assert arm.describe(repeats=1) == "ratio=0.5"
 
 
 def test_controls_in_the_spec():
@@ -263,12 +325,14 @@ def test_the_repeat_index_is_the_one_tune_sets():
 
 
 @pytest.mark.slow
-def test_kill_9_and_resume_keep_the_arms_and_the_confirmation_on_fresh_seeds(tmp_path):
-    """The search (2 configurations and the control, 2 repeats each), then the best and the
-    control on 2 fresh seeds; the driver is killed during the confirmation and resumed."""
-    spec = write_spec(tmp_path, _arm_sweep(confirm={"top": 1, "repeats": 2}))
+def test_kill_9_and_resume_keep_the_race_and_the_confirmation_on_fresh_seeds(tmp_path):
+    """The search (2 configurations and the control, 2 repeats each), a race up to 3 repeats,
+    then the best and the control on 2 fresh seeds; the driver is killed after 7 trials and
+    resumed."""
+    search = {"confirm": {"top": 1, "repeats": 2}, "racing": {"max_repeats": 3, "first_test": 2}}
+    spec = write_spec(tmp_path, _arm_sweep(**search))
     sweep = _start(["run", str(spec), "--storage", "runs"], tmp_path)
-    _wait_for(sweep, "[7/10 done", timeout=600)  # the search, and one confirmation run
+    _wait_for(sweep, "[7/13 done", timeout=600)  # the search, and the race or a confirmation
     os.killpg(sweep.pid, signal.SIGKILL)
     sweep.wait(timeout=60)
     experiment = tmp_path / "runs" / "tiny"
@@ -278,27 +342,43 @@ def test_kill_9_and_resume_keep_the_arms_and_the_confirmation_on_fresh_seeds(tmp
     parents, children = mlflow_runs(tmp_path)
     assert {run.info.status for run in children} == {"FINISHED"}
     by_arm: dict[str, dict[int, float]] = {}
+    phases: dict[str, dict[int, str]] = {}
     for run in children:
         tags = run.data.tags
-        by_arm.setdefault(tags[CONFIGURATION], {})[int(tags[REPEAT])] = run.data.metrics["miou"]
-        assert tags[PHASE] == ("confirm" if int(tags[REPEAT]) >= 2 else "search")
-        assert run.data.params["repeat"] == tags[REPEAT]  # fresh seeds: repeats 2 and 3
-    searched = {key: statistics.fmean(values[r] for r in (0, 1)) for key, values in by_arm.items()}
-    best = max(("config-1", "config-2"), key=searched.get)
+        key, repeat = tags[CONFIGURATION], int(tags[REPEAT])
+        assert repeat not in by_arm.get(key, {}), f"{key} ran repeat {repeat} twice"
+        by_arm.setdefault(key, {})[repeat] = run.data.metrics["miou"]
+        phases.setdefault(key, {})[repeat] = tags[PHASE]
+        assert run.data.params["repeat"] == tags[REPEAT]
+    searched = {  # the search and the race: the repeats that chose
+        key: {r: v for r, v in values.items() if phases[key][r] == "search"}
+        for key, values in by_arm.items()
+    }
+    raced = sorted(searched["control:none"]) == [0, 1, 2]  # the race ran its round
+    assert sorted(searched["control:none"]) == [0, 1, 2][: 2 + raced]
+    runs = [
+        ArmRun(key, key, "none" if key.startswith("control") else None, repeat, value)
+        for key, values in searched.items()
+        for repeat, value in values.items()
+    ]
+    best = judge(runs, "miou").best.key
+    fresh = [2 + raced, 3 + raced]  # never used by the search or the race
+    for key in ("control:none", best):
+        assert [r for r, phase in sorted(phases[key].items()) if phase == "confirm"] == fresh
     other = {"config-1": "config-2", "config-2": "config-1"}[best]
-    assert _arms_of(children) == {"control:none": [0, 1, 2, 3], best: [0, 1, 2, 3], other: [0, 1]}
+    assert "confirm" not in phases[other].values()
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{experiment / 'optuna.db'}")
     states = {t.state for t in study.trials}
     assert optuna.trial.TrialState.RUNNING not in states  # asked before the kill: closed
     told = sorted(t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE)
-    assert told == pytest.approx(sorted(searched[key] for key in ("config-1", "config-2")))
+    first_two = {key: statistics.fmean(by_arm[key][r] for r in (0, 1)) for key in by_arm}
+    assert told == pytest.approx(sorted(first_two[key] for key in ("config-1", "config-2")))
     # the verdict comes from the fresh seeds, the search's estimate beside it
     metrics = parents[0].data.metrics
-    fresh = [by_arm[best][r] - by_arm["control:none"][r] for r in (2, 3)]
-    assert metrics["best_vs_control/none"] == pytest.approx(statistics.fmean(fresh))
+    confirmed = [by_arm[best][r] - by_arm["control:none"][r] for r in fresh]
+    assert metrics["best_vs_control/none"] == pytest.approx(statistics.fmean(confirmed))
     assert metrics["best_vs_control/none/n"] == 2
-    before = [by_arm[best][r] - by_arm["control:none"][r] for r in (0, 1)]
-    assert metrics["search/best_vs_control/none"] == pytest.approx(statistics.fmean(before))
+    assert metrics["search/best_vs_control/none/n"] == 2 + raced
     assert f"Confirmed on 2 fresh seeds: {best}" in output
     assert "the confirmation, on fresh seeds (the verdict below):" in output
 

@@ -36,8 +36,12 @@ class Arms(Searcher):
     (`stats.judge`'s ranking) and every control run again on `repeats` fresh repeat seeds,
     tagged `confirm`; the sampler never hears of these runs.
 
-    The grouping and the confirmation are this searcher's state, saved with Tune's searcher
-    state: a resumed sweep keeps them."""
+    With `racing` (max_repeats, first_test): once the search's repeats have ended, rounds of one
+    more repeat of every configuration still racing and every control (`verdict.race`), until
+    the race is decided; these runs, too, stay outside the sampler.
+
+    The grouping, the race and the confirmation are this searcher's state, saved with Tune's
+    searcher state: a resumed sweep keeps them."""
 
     def __init__(
         self,
@@ -47,6 +51,7 @@ class Arms(Searcher):
         *,
         configurations: int | None = None,
         confirm: tuple[int, int] | None = None,
+        racing: tuple[int, int] | None = None,
     ) -> None:
         self.searcher, self.repeats = searcher, repeats
         self.controls = {name: dict(params) for name, params in controls.items()}
@@ -57,7 +62,7 @@ class Arms(Searcher):
         ]
         self.control_trials: set[str] = set()
         self.configurations = 0
-        self.wanted, self.confirm = configurations, confirm
+        self.wanted, self.confirm, self.racing = configurations, confirm, racing
         # configuration number -> its config, first trial id and {trial id: objectives or None}
         self.groups: dict[int, dict[str, Any]] = {}
         self.group_of: dict[str, int] = {}
@@ -65,6 +70,7 @@ class Arms(Searcher):
         self.ended: dict[str, tuple[dict[str, Any], float]] = {}
         self.running: dict[str, dict[str, Any]] = {}  # search trials out, not ended: configs
         self.confirmation: list[dict[str, Any]] | None = None  # queued once the search ended
+        self.race: dict[str, Any] = {"queue": [], "racing": None, "dropped": {}, "over": False}
         super().__init__(metric=searcher.metric, mode=searcher.mode)
 
     @property
@@ -78,6 +84,9 @@ class Arms(Searcher):
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         if self.confirmation is not None:
             return dict(self.confirmation.pop(0)) if self.confirmation else Searcher.FINISHED
+        if self.race["queue"]:  # a race's round: selection runs, not the sampler's business
+            self.running[trial_id] = self.race["queue"].pop(0)
+            return dict(self.running[trial_id])
         if self.queue:
             self.control_trials.add(trial_id)
             self.running[trial_id] = self.queue.pop(0)
@@ -87,7 +96,7 @@ class Arms(Searcher):
             searched = self.wanted is not None and self.configurations >= self.wanted
             config = None if searched else self.searcher.suggest(trial_id)
             if searched or config == Searcher.FINISHED:
-                return self._confirm(trial_id)
+                return self._after_search(trial_id)
             if not isinstance(config, dict):
                 return config  # None: ask again later
             self.configurations += 1
@@ -100,15 +109,57 @@ class Arms(Searcher):
         self.running[trial_id] = config
         return dict(config)
 
-    def _confirm(self, trial_id: str) -> dict[str, Any] | None:
-        """The search has handed out its last trial: without a confirmation, done; with one,
-        wait until every search trial has ended, then queue the confirmation's runs."""
-        if self.confirm is None:
-            return Searcher.FINISHED
+    def _after_search(self, trial_id: str) -> dict[str, Any] | None:
+        """The search has handed out its last trial. Once every trial out has ended: a race's
+        next round, or the confirmation, or the end."""
         if self.running:
             return None  # Tune asks again once a trial ends
+        if self.racing is not None and not self.race["over"]:
+            self.race["queue"] = self._race_round()
+            if self.race["queue"]:
+                return self.suggest(trial_id)
+            self.race["over"] = True
+        if self.confirm is None:
+            return Searcher.FINISHED
         self.confirmation = self._confirmation_runs()
         return self.suggest(trial_id)
+
+    def _race_round(self) -> list[dict[str, Any]]:
+        """The next round of the race (`verdict.race`): one more repeat of every configuration
+        still racing and of every control; none when the race is decided."""
+        from smsweep.verdict.race import race_round  # scipy: only where a race runs
+
+        max_repeats, first_test = self.racing or (0, 0)
+        configs, runs = self._ended_arms()
+        done = 1 + max((Arm.of(c).repeat for c, _ in self.ended.values()), default=-1)
+        racing = self.race["racing"] or sorted(configs)
+        found = race_round(
+            runs, racing, self.objectives[0], self.first_mode, test=done >= first_test
+        )
+        self.race["racing"] = found.racing
+        self.race["dropped"] |= {key: done for key in found.dropped}
+        if len(found.racing) <= 1 or done >= max_repeats:
+            return []
+        arms = [configs[key] for key in found.racing]
+        arms += [{**params, CONTROL: name} for name, params in self.controls.items()]
+        return [{**arm, TRIAL_INDEX: done} for arm in arms]
+
+    def _ended_arms(self) -> tuple[dict[str, dict[str, Any]], list[Any]]:
+        """Every configuration's config by key (its repeat left out), and the ended search
+        trials as `judge` rows."""
+        configs: dict[str, dict[str, Any]] = {}
+        runs = []
+        for config, value in self.ended.values():
+            arm = Arm.of(config)
+            if arm.control is None:
+                configs.setdefault(arm.key, {k: v for k, v in config.items() if k != TRIAL_INDEX})
+            runs.append(arm.scored(value))
+        return configs, runs
+
+    @property
+    def first_mode(self) -> str:
+        mode = self.searcher.mode
+        return (mode[0] if isinstance(mode, (list, tuple)) else mode) or "max"
 
     def _confirmation_runs(self) -> list[dict[str, Any]]:
         """The top configurations and every control on the repeat seeds after the search's,
@@ -116,19 +167,13 @@ class Arms(Searcher):
         from smsweep.verdict.stats import judge  # scipy: only where a confirmation is chosen
 
         top, repeats = self.confirm or (0, 0)
-        configs: dict[str, dict[str, Any]] = {}
-        runs = []
-        for config, value in self.ended.values():
-            arm = Arm.of(config)
-            configs.setdefault(arm.key, {k: v for k, v in config.items() if k != TRIAL_INDEX})
-            runs.append(arm.scored(value))
-        mode = self.searcher.mode
-        mode = mode[0] if isinstance(mode, (list, tuple)) else mode
-        ranked = judge(runs, self.objectives[0], mode or "max").configurations
+        configs, runs = self._ended_arms()
+        ranked = judge(runs, self.objectives[0], self.first_mode).configurations
         chosen = [configs[arm.key] for arm in ranked if arm.values][:top]
         arms = chosen + [{**params, CONTROL: name} for name, params in self.controls.items()]
+        fresh = 1 + max((Arm.of(c).repeat for c, _ in self.ended.values()), default=-1)
         return [
-            {**arm, TRIAL_INDEX: self.repeats + index, PHASE: CONFIRM}
+            {**arm, TRIAL_INDEX: fresh + index, PHASE: CONFIRM}
             for index in range(repeats)
             for arm in arms
         ]
@@ -169,6 +214,7 @@ class Arms(Searcher):
             "ended": self.ended,
             "running": self.running,
             "confirmation": self.confirmation,
+            "race": self.race,
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -180,6 +226,7 @@ class Arms(Searcher):
         self.ended = {key: (dict(c), float(v)) for key, (c, v) in state.get("ended", {}).items()}
         self.running = dict(state.get("running", {}))
         self.confirmation = state.get("confirmation")
+        self.race = dict(state.get("race") or self.race)
 
     def save(self, checkpoint_path: str) -> None:
         self.searcher.save(checkpoint_path)

@@ -50,12 +50,14 @@ def tune_config(
             study_name=study[1] if study else None,
         )
         confirm = (search.confirm.top, search.confirm.repeats) if search.confirm else None
+        racing = (search.racing.max_repeats, search.racing.first_test) if search.racing else None
         searcher = Arms(
             searcher,
             control_params(spec),
             search.repeats,
             configurations=search.num_samples,
             confirm=confirm,
+            racing=racing,
         )
     scheduler = None
     if search.scheduler == "asha":

@@ -99,6 +99,9 @@ def arms_table(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
         rows.append((cells, best is not None and arm.key == best.key))
     table = html_table(head, rows)
     sentences = verdict.sentences() + ([verdict.noise] if verdict.noise else [])
+    if sweep.judged is not None and sweep.judged.confirmed:  # the search's estimate beside
+        sentences += sweep.judged.lines()
+        table = "<p>The confirmation, on fresh seeds (the verdict's runs):</p>" + table
     sentences += _plan_sentence(sweep)
     said = "".join(f"<li>{html.escape(sentence)}</li>" for sentence in sentences)
     return f'{table}<ul class="verdict">{said}</ul>'

@@ -90,6 +90,29 @@ def search_problems(spec: Spec) -> list[str]:
             f"repeat {spec.repeat} is not one of the {search.all_repeats} repeats "
             f"(0..{search.all_repeats - 1}); the sweep sets it, leave it out of the spec"
         )
+    if search.racing is not None:
+        racing = search.racing
+        if racing.max_repeats <= search.repeats:
+            problems.append(
+                f"search.racing.max_repeats {racing.max_repeats} must be more than "
+                f"search.repeats {search.repeats} (the repeats every configuration runs before "
+                "the race); raise it or drop search.racing"
+            )
+        if racing.first_test > racing.max_repeats:
+            problems.append(
+                f"search.racing.first_test {racing.first_test} is more than max_repeats "
+                f"{racing.max_repeats}: no test would ever drop a configuration; lower it"
+            )
+        if search.num_samples < 2:
+            problems.append(
+                "search.racing races configurations against each other: it needs "
+                "search.num_samples of 2 or more"
+            )
+        if search.scheduler == "asha":
+            problems.append(
+                "search.racing adds whole repeats, and asha would stop them early; use "
+                "scheduler: fifo with search.racing"
+            )
     if search.confirm is not None:
         if search.confirm.top > search.num_samples:
             problems.append(

@@ -14,12 +14,16 @@ from smsweep.spec.schema import Section, documented
 
 
 def trial_count(
-    num_samples: int, controls: int, repeats: int, confirm: dict[str, int] | None = None
+    num_samples: int,
+    controls: int,
+    repeats: int,
+    confirm: dict[str, int] | None = None,
+    racing: dict[str, int] | None = None,
 ) -> int:
-    """Tune trials of a sweep: every configuration and every control, `repeats` times each, and
-    with `confirm` ({top, repeats}) the top configurations and the controls again on fresh
-    seeds."""
-    total = (num_samples + controls) * repeats
+    """Tune trials of a sweep: every configuration and every control, `repeats` times each (with
+    `racing`, at most `max_repeats` times each), and with `confirm` ({top, repeats}) the top
+    configurations and the controls again on fresh seeds."""
+    total = (num_samples + controls) * (racing["max_repeats"] if racing else repeats)
     if confirm:
         total += (min(confirm["top"], num_samples) + controls) * confirm["repeats"]
     return total
@@ -68,6 +72,23 @@ class ConfirmConfig(Section):
     )
 
 
+class RacingConfig(Section):
+    """After the search's repeats: more repeats only where they can still decide."""
+
+    max_repeats: int = documented(
+        ...,
+        "repeats a configuration (and each control) runs at most, the search's included",
+        ge=3,
+        le=100,
+    )
+    first_test: int = documented(
+        5,
+        "repeats before the first test that can drop a configuration (irace: 5)",
+        ge=2,
+        le=100,
+    )
+
+
 class SearchConfig(Section):
     num_samples: int = documented(
         6, "configurations the sampler proposes (each runs `repeats` times)", ge=1, le=100_000
@@ -108,6 +129,14 @@ class SearchConfig(Section):
         "winner's curse) and the search's estimate is shown beside it; Optuna sees only the "
         "search; null: the verdict is judged on the repeats that chose the best (see Seeds "
         "and controls)",
+    )
+    racing: RacingConfig | None = documented(
+        None,
+        "{max_repeats, first_test}: after the search's `repeats`, the configurations not yet "
+        "told apart from the best and the controls run one more repeat seed per round, and a "
+        "configuration the best is declared above (paired t-tests, Holm) leaves the race, "
+        "until one is left or each has max_repeats; Optuna sees the search's repeats (see "
+        "Seeds and controls)",
     )
     scheduler: Literal["fifo", "asha"] = documented("fifo", "asha stops weak trials early")
     sampler: Literal["tpe", "random", "grid"] = documented(
@@ -169,18 +198,21 @@ class SearchConfig(Section):
     def searches(self) -> bool:
         """Whether the sweep has a searcher, and so an Optuna study: a space to sample, repeats
         or controls."""
-        return bool(self.space or self.repeats > 1 or self.controls or self.confirm)
+        return bool(self.space or self.repeats > 1 or self.controls or self.confirm or self.racing)
 
     @property
     def trials(self) -> int:
         """Tune trials of the sweep: every configuration and control, `repeats` times each."""
         confirm = self.confirm.model_dump() if self.confirm else None
-        return trial_count(self.num_samples, len(self.controls), self.repeats, confirm)
+        racing = self.racing.model_dump() if self.racing else None
+        return trial_count(self.num_samples, len(self.controls), self.repeats, confirm, racing)
 
     @property
     def all_repeats(self) -> int:
-        """Repeat seeds of the sweep: the search's, then the confirmation's."""
-        return self.repeats + (self.confirm.repeats if self.confirm else 0)
+        """Repeat seeds of the sweep, at most: the search's (a race's), then the
+        confirmation's."""
+        searched = self.racing.max_repeats if self.racing else self.repeats
+        return searched + (self.confirm.repeats if self.confirm else 0)
 
 
 class ResourcesConfig(Section):

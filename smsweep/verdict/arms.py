@@ -95,6 +95,8 @@ class Arm:
                 what = f"config-{self.configuration} ({what})"
             shown = f"{self.repeat - repeats + 1}" + f"/{confirm_repeats}" * (confirm_repeats > 0)
             return f"{what}, confirmation {shown}"
+        if self.repeat >= repeats:  # a race's round after the search's repeats
+            return f"{what}, repeat {self.repeat + 1} (racing)"
         return what if repeats <= 1 else f"{what}, repeat {self.repeat + 1}/{repeats}"
 
 
@@ -122,13 +124,14 @@ def trials_line(search: Any) -> str:
         line += f" + {count} control{'s' * (count != 1)}"
         if search.repeats > 1:
             line += f" x {search.repeats}"
+    if search.racing is not None:
+        line += f", raced up to {search.racing.max_repeats} repeats"
     if search.confirm is not None:
         top = min(search.confirm.top, search.num_samples)
         line += (
-            f", then the best {top} and the controls again x {search.confirm.repeats} fresh "
-            "seeds"
+            f", then the best {top} and the controls again x {search.confirm.repeats} fresh seeds"
         )
-    return f"{line} = {total} trials"
+    return f"{line} = {'at most ' * (search.racing is not None)}{total} trials"
 
 
 def score_label(metric: str, score: str) -> str:

@@ -73,9 +73,7 @@ def _beside(control: str, before: Comparison, confirmed: Comparison) -> str:
     return line + f": the search's estimate was {gap:+.1f} points off (the winner's curse)."
 
 
-def judge_sweep(
-    runs: Sequence[tuple[Arm, float | None]], metric: str, mode: str = "max"
-) -> Judged:
+def judge_sweep(runs: Sequence[tuple[Arm, float | None]], metric: str, mode: str = "max") -> Judged:
     """Judge a sweep's trials (`runs`: each trial's arm and score): the search phase alone, or
     with confirmation runs the confirmation, the search's verdict beside it."""
     search = [arm.scored(value) for arm, value in runs if not arm.confirming]
