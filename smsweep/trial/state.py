@@ -2,7 +2,8 @@
 
 Each pretraining partition and each fine-tuning evaluation ends with a report and a checkpoint:
 `STATE_FILE` (the weights, the optimizer, where the trial is, its compute seconds, the RNG state,
-the resolved spec, the tracking run ids; read with `weights_only=True`) and `META_FILE` (where
+the resolved spec, the tracking run ids, and while it fine-tunes with `finetune.repeats` the
+other fine-tunes' states; read with `weights_only=True`) and `META_FILE` (where
 the trial is and the report, which tells a restarted trial that it is done). A restarted trial
 resumes after the last one.
 """
