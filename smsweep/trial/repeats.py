@@ -4,7 +4,8 @@ trial's score is not one fine-tune's luck (its head initialisation, batch orders
 Fine-tune f draws its seeds from the repeat seed, its stream and f (`finetune_seed`); f = 0 draws
 exactly the seeds of a trial without repeats, so F = 1 trains and reports as before, bit for bit,
 and fine-tune 0 of an F = 4 trial is that same fine-tune. Each fine-tune also keeps its own
-weights, optimizer state and torch RNG state, so no fine-tune's draws depend on another's.
+weights, optimizer state and torch (CPU) RNG state, so no fine-tune's draws depend on another's
+(on a GPU, MRM's feature masks draw from the device's generator, which the fine-tunes share).
 
 The F fine-tunes advance together, validation by validation, on one model and one optimizer:
 before a fine-tune's stretch of steps its state is loaded into them, after it the state is
