@@ -71,14 +71,20 @@ def finetune_epoch(
     precision: Precision = FLOAT32,
     auxiliary: list[float] | None = None,
     loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+    frozen: nn.Module | None = None,
 ) -> float:
     """One pass of training with `loss_fn` (default: cross-entropy; 255 ignored), stopped after
     `max_steps` steps when given; returns the mean loss per image. learning_rate(step) sets the
     rate before each step, steps numbered from `first_step`. The forwards run in `precision`,
     the loss in float32.
     A model that returns (logits, auxiliary loss) in training (`mrm.WithRebuilder`) has that
-    loss added; `auxiliary` then collects its value at every step."""
+    loss added; `auxiliary` then collects its value at every step.
+    `frozen` (a part of `model` whose parameters do not train, e.g. a probed encoder) stays in
+    eval mode: in train mode its BatchNorm layers would normalise with each batch's statistics
+    and move their running ones, so the frozen part would not compute what it was given."""
     model.train()
+    if frozen is not None:
+        frozen.eval()
     total, count = 0.0, 0
     for step, (images, labels) in enumerate(batches):
         if max_steps is not None and step >= max_steps:
@@ -157,22 +163,27 @@ def recalibrate_batchnorm(
     model: nn.Module,
     batches: Iterable[tuple[Tensor, Tensor]],
     precision: Precision = FLOAT32,
+    frozen: nn.Module | None = None,
 ) -> int:
     """Recompute every BatchNorm layer's running mean and variance as the plain average over
     `batches` (images, ignored labels) with the current weights; returns the layers updated.
-    The forwards run in `precision`, as the validation that uses the statistics does.
+    The forwards run in `precision`, as the validation that uses the statistics does. The
+    layers of `frozen` (a frozen encoder) keep their statistics and normalise with them.
 
     During training the running statistics are an exponential average over the last ~10 batches
     (momentum 0.1), so on a small, augmented train split they drift from step to step, and two
     validations a few steps apart can differ by points of mIoU with almost the same weights.
     Statistics computed over a fixed set of images make the validation a function of the
     weights only."""
-    norms = [module for module in model.modules() if isinstance(module, BATCH_NORMS)]
+    kept = set(frozen.modules()) if frozen is not None else set()
+    norms = [m for m in model.modules() if isinstance(m, BATCH_NORMS) and m not in kept]
     if not norms:
         return 0
     momenta = [norm.momentum for norm in norms]
     was_training = model.training
     model.train()
+    if frozen is not None:
+        frozen.eval()
     for norm in norms:
         norm.reset_running_stats()
         norm.momentum = None  # a cumulative average

@@ -209,6 +209,11 @@ def model_problems(spec: Spec) -> list[str]:
             "finetune.loss: lovasz takes no class weights (the Lovasz-softmax averages over "
             "classes already); use finetune.class_weights: none, or loss ce, ce_dice or focal"
         )
+    if finetune.freeze_encoder and spec.mrm.enabled:
+        problems.append(
+            "finetune.freeze_encoder keeps the encoder as pretrained, and mrm.enabled trains "
+            "the encoder's features: use one of them (mrm.enabled: false for a probe)"
+        )
     if spec.mrm.stage is not None and spec.mrm.stage > model.encoder_depth:
         problems.append(
             f"mrm.stage {spec.mrm.stage} is deeper than model.encoder_depth "

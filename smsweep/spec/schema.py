@@ -285,6 +285,20 @@ class FinetuneConfig(Section):
         "per-class loss weights: none, or the inverse of each class's pixel share in the "
         "labelled train split (mean 1 over the classes present; rare classes weigh more)",
     )
+    repeats: int = documented(
+        1,
+        "F: fine-tunes of the one pretrained model, each with its own head initialisation, batch "
+        "orders and augmentation; every validation reports their mean (`miou`, the ranked "
+        "metrics), each one's score (`finetune/<f>/miou`) and their spread "
+        "(`finetune/miou_sd`); costs F times the fine-tuning (pretraining runs once)",
+        ge=1,
+        le=32,
+    )
+    freeze_encoder: bool = documented(
+        False,
+        "a frozen-encoder probe: train only the decoder and the segmentation head on the "
+        "pretrained encoder, whose weights and BatchNorm statistics stay as pretraining left them",
+    )
 
     @model_validator(mode="after")
     def _one_budget(self) -> FinetuneConfig:

@@ -48,6 +48,7 @@ class Budget:
     finetune_steps_per_epoch: int
     finetune_steps: int
     finetune_evaluations: int
+    finetune_repeats: int = 1  # fine-tunes of the one pretrained model, each finetune_steps
 
     @property
     def pretrain_steps(self) -> int:
@@ -81,6 +82,11 @@ class Budget:
             f"fine-tuning: {self.finetune_steps} optimizer steps ({passes:.3g} passes of "
             f"{self.finetune_steps_per_epoch} batches), validated {self.finetune_evaluations} times"
         )
+        if self.finetune_repeats > 1:
+            lines.append(
+                f"fine-tune repeats: {self.finetune_repeats} fine-tunes of the one pretrained "
+                f"model, {self.finetune_repeats * self.finetune_steps} fine-tuning steps in all"
+            )
         return lines
 
 
@@ -114,6 +120,7 @@ def trial_budget(spec: SweepSpec, splits: Splits, workers: int | None = None) ->
         finetune_steps_per_epoch=per_epoch,
         finetune_steps=finetune_steps,
         finetune_evaluations=min(evaluations, finetune_steps),
+        finetune_repeats=finetune.repeats,
     )
 
 

@@ -20,7 +20,19 @@ from smsweep.spec.config import ResourcesConfig, SweepSpec
 from smsweep.trial.budget import Budget
 
 # Streams of derived_seed: one per purpose, so changing one never shifts another.
-INIT, MASKS, SHUFFLE, SCORING, HEAD, FINETUNE, FINETUNE_SHUFFLE, FIXED_MASKS, REPEAT = range(9)
+# FINETUNE_REPEAT prefixes the fine-tuning streams of fine-tunes 1.. (`repeats.finetune_seed`).
+(
+    INIT,
+    MASKS,
+    SHUFFLE,
+    SCORING,
+    HEAD,
+    FINETUNE,
+    FINETUNE_SHUFFLE,
+    FIXED_MASKS,
+    REPEAT,
+    FINETUNE_REPEAT,
+) = range(10)
 
 
 def repeat_seed(spec: SweepSpec) -> int:

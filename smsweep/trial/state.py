@@ -2,7 +2,8 @@
 
 Each pretraining partition and each fine-tuning evaluation ends with a report and a checkpoint:
 `STATE_FILE` (the weights, the optimizer, where the trial is, its compute seconds, the RNG state,
-the resolved spec, the tracking run ids; read with `weights_only=True`) and `META_FILE` (where
+the resolved spec, the tracking run ids, and while it fine-tunes with `finetune.repeats` the
+other fine-tunes' states; read with `weights_only=True`) and `META_FILE` (where
 the trial is and the report, which tells a restarted trial that it is done). A restarted trial
 resumes after the last one.
 """
@@ -44,6 +45,8 @@ class TrialState:
     run_ids: dict[str, str] = field(default_factory=dict)  # which MLflow runs it belongs to
     model: dict[str, torch.Tensor] | None = None
     optimizer: dict[str, Any] | None = None
+    # fine-tunes 1.. of `finetune.repeats` while fine-tuning (`repeats.Repeats`); None: one
+    finetunes: list[dict[str, Any]] | None = None
     last_report: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -132,6 +135,7 @@ class Checkpoints:
             run_ids=saved["run_ids"] or run_ids,
             model=saved["model"],
             optimizer=saved.get("optimizer"),
+            finetunes=saved.get("finetunes"),
             last_report=last_report,
         )
 
@@ -164,6 +168,8 @@ class Checkpoints:
             # a finished trial exports the plain U-Net (an MRM Rebuilder is training-only)
             "model": (mrm.segmentation_part(model) if finished else model).state_dict(),
             **({} if finished else {"optimizer": optimizer.state_dict()}),
+            # the other fine-tunes of finetune.repeats, while they train (the export: fine-tune 0)
+            **({"finetunes": state.finetunes} if state.finetunes and not finished else {}),
             "compute_seconds": state.compute_seconds,
             "scoring_seconds": state.scoring_seconds,
             "saved_seconds": state.saved_seconds,

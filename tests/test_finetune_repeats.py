@@ -1,0 +1,156 @@
+"""Fine-tune repeats (`finetune.repeats`) and the frozen-encoder probe (`finetune.freeze_encoder`):
+tiny trials in this process (no Ray), real U-Nets on the CPU."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import statistics
+
+import pytest
+import torch
+from torch import nn
+
+from smsweep.engines.trainloop import run_in_process
+from smsweep.errors import SpecError
+from smsweep.method import build
+from smsweep.method.finetune import recalibrate_batchnorm
+from smsweep.method.pretrain import derived_seed
+from smsweep.trial.context import HEAD, repeat_seed
+from smsweep.trial.state import STATE_FILE
+from tests.test_trial import tiny_spec
+
+IN_PROCESS = {"scoring_actors": 0, "train_workers": 0}
+RANDOM = {"strategy": "random", "samples": 1}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One torch thread, before the module's trials run: the same sums in every test."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def flat_reports(spec, directory) -> list[dict]:
+    return [report.flat() for report in run_in_process(spec, directory)]
+
+
+@pytest.fixture(scope="module")
+def one_and_three(tmp_path_factory) -> tuple[list[dict], list[dict]]:
+    """The same trial fine-tuned once and three times."""
+    runs = []
+    for repeats in (1, 3):
+        spec = tiny_spec(resources=IN_PROCESS, masking=RANDOM, finetune={"repeats": repeats})
+        runs.append(flat_reports(spec, tmp_path_factory.mktemp(f"repeats{repeats}")))
+    return runs[0], runs[1]
+
+
+def test_three_fine_tunes_of_one_pretraining_report_their_mean_and_spread(one_and_three):
+    single, triple = one_and_three
+    pretraining = [r["partition"] for r in triple if r["phase"] == "pretrain"]
+    assert pretraining == [0, 1, 2]  # pretraining is paid once
+    finetune = [r for r in triple if r["phase"] == "finetune"]
+    assert [r["epoch"] for r in finetune] == [0, 1] and finetune[-1]["done"]
+    for report in finetune:
+        scores = [report[f"finetune/{f}/miou"] for f in range(3)]
+        assert report["miou"] == pytest.approx(statistics.mean(scores))
+        assert report["finetune/miou_sd"] == pytest.approx(statistics.stdev(scores))
+        assert report["plan/finetune_repeats"] == 3
+        assert "finetune/3/miou" not in report
+        assert 0.0 <= report["pixel_accuracy"] <= 1.0
+    final = finetune[-1]
+    assert len({final[f"finetune/{f}/miou"] for f in range(3)}) > 1, "no fine-tune luck?"
+    assert final["finetune/miou_sd"] > 0
+    # per-class IoU is averaged too; the steps are each fine-tune's
+    assert final["finetune_steps"] == final["plan/finetune_steps"]
+    ious = [key for key in final if key.startswith("iou/")]
+    assert ious and all(0.0 <= final[key] <= 1.0 for key in ious if not math.isnan(final[key]))
+    # Fine-tune 0 of the three is the trial fine-tuned once, bit for bit.
+    alone = [r for r in single if r["phase"] == "finetune"]
+    assert [r["finetune/0/miou"] for r in finetune] == [r["miou"] for r in alone]
+
+
+def test_one_fine_tune_reports_as_before(one_and_three):
+    single, triple = one_and_three
+    assert not any(key.startswith("finetune/") for r in single for key in r)
+    assert "plan/finetune_repeats" not in single[-1]
+    for alone, shared in zip(single, triple, strict=False):  # pretraining: the same
+        if alone["phase"] == "pretrain":
+            untimed = {k: v for k, v in alone.items() if "seconds" not in k}
+            assert untimed == {k: v for k, v in shared.items() if "seconds" not in k}
+
+
+def test_a_trial_killed_between_repeated_validations_resumes_to_the_same_report(
+    one_and_three, tmp_path
+):
+    _, triple = one_and_three
+    spec = tiny_spec(resources=IN_PROCESS, masking=RANDOM, finetune={"repeats": 3})
+    flat_reports(spec, tmp_path)
+    # A kill after validation 0's checkpoint leaves the checkpoints up to it (the newest two).
+    newest = sorted(tmp_path.glob("checkpoint_*"))[-1]
+    shutil.rmtree(newest)
+    saved = torch.load(sorted(tmp_path.glob("checkpoint_*"))[-1] / STATE_FILE, weights_only=True)
+    assert saved["epoch"] == 0 and len(saved["finetunes"]) == 2  # fine-tunes 1 and 2, parked
+    resumed = flat_reports(spec, tmp_path)
+    assert [(r["phase"], r["epoch"]) for r in resumed] == [("finetune", 1)]
+    numbers = [k for k, v in triple[-1].items() if isinstance(v, float) and "seconds" not in k]
+    differ = [k for k in numbers if not _same(resumed[-1][k], triple[-1][k])]
+    assert not differ, f"the resumed trial reports other numbers: {differ}"
+
+
+def _same(one: float, other: float) -> bool:
+    """Equal bit for bit, NaN included."""
+    return one == other or (math.isnan(one) and math.isnan(other))
+
+
+def test_a_frozen_encoder_keeps_its_weights_and_statistics(tmp_path):
+    """The probe: the encoder (a local file) comes out as it went in, BatchNorm buffers
+    included (precise_bn on), while the decoder and the head train."""
+    none = {"strategy": "none"}
+    spec = tiny_spec(resources=IN_PROCESS, masking=none, finetune={"epochs": 1})
+    torch.manual_seed(7)
+    encoder = build.segmentation_model(spec).encoder.state_dict()
+    weights = tmp_path / "encoder.pth"
+    torch.save(encoder, weights)
+    spec = tiny_spec(
+        resources=IN_PROCESS,
+        masking=none,
+        model={"encoder_weights": str(weights)},
+        finetune={"epochs": 1, "freeze_encoder": True, "precise_bn": True},
+    )
+    reports = flat_reports(spec, tmp_path / "run")
+    assert reports[-1]["done"] and 0.0 <= reports[-1]["miou"] <= 1.0
+    checkpoint = sorted((tmp_path / "run").glob("checkpoint_*"))[-1]
+    tuned = torch.load(checkpoint / STATE_FILE, weights_only=True)["model"]
+    for key, value in encoder.items():  # weights, running statistics, batch counts
+        assert torch.equal(tuned[f"encoder.{key}"], value), key
+    torch.manual_seed(derived_seed(repeat_seed(spec), HEAD))
+    initial = build.segmentation_model(spec).state_dict()
+    trained = [k for k in initial if k.startswith(("decoder.", "segmentation_head."))]
+    changed = [k for k in trained if not torch.equal(initial[k], tuned[k])]
+    assert any(k.endswith("weight") and k.startswith("decoder.") for k in changed)
+    assert any(k.startswith("segmentation_head.") for k in changed)
+
+
+def test_precise_batchnorm_leaves_a_frozen_part_alone():
+    frozen = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))  # an encoder, say
+    model = nn.Sequential(frozen, nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    batches = [(torch.rand(2, 3, 5, 5, generator=torch.Generator().manual_seed(0)) * 3, None)]
+    assert recalibrate_batchnorm(model, batches, frozen=frozen) == 1
+    after = model.state_dict()
+    assert all(torch.equal(after[k], before[k]) for k in before if k.startswith("0."))
+    assert not torch.equal(after["2.running_mean"], before["2.running_mean"])
+    assert model.training and frozen.training  # the modes as they were
+
+
+def test_a_probe_cannot_train_the_encoder_with_mrm():
+    with pytest.raises(SpecError, match=r"finetune\.freeze_encoder"):
+        tiny_spec(finetune={"freeze_encoder": True}, mrm={"enabled": True})
+
+
+def test_repeats_are_bounded():
+    with pytest.raises(SpecError, match="repeats"):
+        tiny_spec(finetune={"repeats": 0})
