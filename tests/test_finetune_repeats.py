@@ -3,6 +3,7 @@ tiny trials in this process (no Ray), real U-Nets on the CPU."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import shutil
 import statistics
@@ -154,3 +155,24 @@ def test_a_probe_cannot_train_the_encoder_with_mrm():
 def test_repeats_are_bounded():
     with pytest.raises(SpecError, match="repeats"):
         tiny_spec(finetune={"repeats": 0})
+
+
+def test_a_tail_score_averages_the_last_validations_and_survives_a_resume(tmp_path):
+    """search.score: tail with tail 2: each validation's `tail/miou` is the mean of its miou and
+    the one before; resumed after a kill, the last report's tail is the same."""
+    spec = tiny_spec(
+        resources=IN_PROCESS,
+        masking={"strategy": "none"},
+        finetune={"epochs": 3, "evaluations": 3},
+        search={"score": "tail", "tail": 2},
+    )
+    assert spec.search.score_metric == "tail/miou"
+    reports = [r for r in flat_reports(spec, tmp_path) if r["phase"] == "finetune"]
+    scores = [r["miou"] for r in reports]
+    tails = [r["tail/miou"] for r in reports]
+    assert tails[0] == pytest.approx(scores[0])
+    assert tails[1:] == pytest.approx([(a + b) / 2 for a, b in itertools.pairwise(scores)])
+    shutil.rmtree(sorted(tmp_path.glob("checkpoint_*"))[-1])  # killed before the last report
+    resumed = flat_reports(spec, tmp_path)
+    assert [r["epoch"] for r in resumed] == [2]
+    assert resumed[-1]["tail/miou"] == tails[-1]

@@ -30,8 +30,9 @@ def trial_count(
 
 
 def score_key(metric: str, score: str) -> str:
-    """The metric a trial is ranked by: `metric` (its last validation) or `best/<metric>`."""
-    return metric if score == "last" else f"best/{metric}"
+    """The metric a trial is ranked by: `metric` (its last validation), `best/<metric>` or
+    `tail/<metric>` (the mean of its last `search.tail` validations)."""
+    return metric if score == "last" else f"{score}/{metric}"
 
 
 class ControlArm(Section):
@@ -116,11 +117,15 @@ class SearchConfig(Section):
         "cost/device_seconds min: Optuna looks for their Pareto front and the report draws "
         "it; the first sets metric and mode (the leaderboard and the verdict rank by it)",
     )
-    score: Literal["last", "best"] = documented(
+    score: Literal["last", "best", "tail"] = documented(
         "last",
-        "a trial's score: its last validation (steady after an annealed schedule) or its best "
-        "one (`best/<metric>`: chosen on the validation split, so optimistic); Optuna, the "
-        "leaderboard and the report all use it",
+        "a trial's score: its last validation (steady after an annealed schedule), its best "
+        "one (`best/<metric>`: chosen on the validation split, so optimistic) or the mean of "
+        "its last `tail` validations (`tail/<metric>`: steadier than one, see Seeds and "
+        "controls); Optuna, the leaderboard and the report all use it",
+    )
+    tail: int = documented(
+        3, "score: tail: how many of the last validations are averaged", ge=2, le=100
     )
     confirm: ConfirmConfig | None = documented(
         None,

@@ -131,6 +131,8 @@ class Finetuning:
                 best = value if best is None else keep(best, value)
             if best is not None:
                 metrics[f"best/{search.metric}"] = best  # search.score: best
+            if search.score == "tail":
+                metrics |= tail_score(state, search.metric, value, search.tail)
             state.at_finetuning(evaluation, best)
             state.finetunes = repeats.checkpointed()
             self.checkpoints.report(state, metrics, model, optimizer)
@@ -304,3 +306,12 @@ def rare_class_sampling(trial: TrialContext) -> tuple[torch.Tensor, torch.Tensor
             counts += held[:classes]
     shares = counts.double() / max(1, int(counts.sum()))
     return torch.stack(presence), shares, temperature
+
+
+def tail_score(state: TrialState, metric: str, value: Any, tail: int) -> dict[str, float]:
+    """search.score: tail: `tail/<metric>`, the mean of the metric over the last `tail`
+    validations (this one included; a non-finite one left out), kept in `state` for a resume."""
+    score = float(value) if isinstance(value, float | int) else math.nan
+    state.recent = [*state.recent, score][-tail:]
+    finite = [v for v in state.recent if math.isfinite(v)]
+    return {f"tail/{metric}": sum(finite) / len(finite)} if finite else {}

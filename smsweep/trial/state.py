@@ -39,6 +39,7 @@ class TrialState:
     partition: int = -1  # the last pretraining partition done (-1: none, or fine-tuning)
     epoch: int = -1  # the last fine-tuning evaluation done
     best_score: float | None = None  # search.score: best, over the evaluations so far
+    recent: list[float] = field(default_factory=list)  # search.score: tail, the last scores
     compute_seconds: float = 0.0
     scoring_seconds: float = 0.0
     saved_seconds: float = 0.0  # partition 0 taken from the cache
@@ -73,6 +74,8 @@ class TrialState:
         }
         if self.phase == "finetune":
             where["best_score"] = self.best_score
+            if self.recent:
+                where["recent"] = list(self.recent)
         return where
 
 
@@ -129,6 +132,7 @@ class Checkpoints:
             partition=saved["partition"],
             epoch=saved["epoch"],
             best_score=saved.get("best_score"),
+            recent=list(saved.get("recent", [])),
             compute_seconds=saved["compute_seconds"],
             scoring_seconds=saved.get("scoring_seconds", 0.0),
             saved_seconds=saved.get("saved_seconds", 0.0),

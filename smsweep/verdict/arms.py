@@ -136,6 +136,8 @@ def trials_line(search: Any) -> str:
 
 def score_label(metric: str, score: str) -> str:
     """`miou (last validation)`: what a ranking says it ranks by."""
+    if score == "tail":
+        return f"{metric} (mean of the last validations)"
     return f"{metric} ({score} validation)"
 
 
