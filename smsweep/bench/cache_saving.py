@@ -7,7 +7,8 @@ partition 0 and stores it, every later one should load it. A trial counts partit
 itself (its first report's `compute_seconds`: set-up, partition 0, gallery, checkpoint; on a
 hit, the load instead of the training), so trial k's saving is 1 - its partition-0 seconds /
 the first trial's: 1.0 means all of partition 0 saved. `partition0_cache_saving` is the smallest
-of them (the target: >= 0.8 in every trial after the first). Scoring runs in-process (no Ray).
+of them (the target: >= 0.8 in every trial after the first). Scoring runs in-process (no Ray),
+in one torch thread (`resources.cpus_per_trial: 1`, as a sweep's in-process trial would).
 
     python -m smsweep.bench.cache_saving     # this measurement alone, one JSON line
 """
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from smsweep.bench.timing import _progress
+from smsweep.bench.timing import _progress, _threads
 
 # sweeps/quickstart.yaml's data, model and pretraining, with 2 partitions and 2 fine-tuning
 # steps (what follows partition 0 does not change what the cache saves)
@@ -46,7 +47,6 @@ SEARCHED = (
     {"strategy": "random", "ratio": 0.5, "patch_size": 8},
     {"strategy": "block", "ratio": 0.63, "patch_size": 4},
     {"strategy": "random", "ratio": 0.71, "patch_size": 12},
-    {"strategy": "block", "ratio": 0.44, "patch_size": 12},
 )
 
 
@@ -59,7 +59,7 @@ def measure_partition0_cache(searched=SEARCHED) -> dict[str, Any]:
 
     seconds, hits = [], []
     _progress(f"partition-0 cache: {len(searched)} quickstart-sized trials, one repeat seed")
-    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as storage:
+    with _threads(1), tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as storage:
         cache = Path(storage) / partition0.CACHE_DIR
         for number, masking in enumerate(searched):
             spec = validate_spec({**SPEC, "masking": masking})

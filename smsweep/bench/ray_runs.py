@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 
-from smsweep.bench.cache_saving import measure_partition0_cache
 from smsweep.bench.inputs import TRIAL_SPEC, Sizes, forward_floor
 from smsweep.bench.timing import CpuMeter, _progress
 
@@ -203,6 +202,8 @@ def measure_trial() -> dict[str, Any]:
             # counted where run_trial starts a fit; tests/test_trial.py checks the count against
             # the TrainController actors Ray started
             results["trainer_fits_per_trial"] = outcome.trainer_fits
+    from smsweep.bench.cache_saving import measure_partition0_cache  # runnable alone too
+
     return results | measure_partition0_cache()
 
 
