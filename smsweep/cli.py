@@ -130,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="measure the scorer, train step and actor scaling")
     add_bench_arguments(bench)
 
+    _add_cache(commands)
+
     data = commands.add_parser("data", help="dataset tools")
     data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     synth = data_commands.add_parser("synth", help="write a generated set in folder format")
@@ -144,6 +146,43 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--num-classes", type=int, default=5)
     synth.add_argument("--seed", type=int, default=0)
     return parser
+
+
+def _days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of days >= 0, got {text!r}")
+    return value
+
+
+def _add_cache(commands) -> None:
+    cache = commands.add_parser(
+        "cache", help="list or prune the partition-0 cache that the sweeps of a storage share"
+    )
+    actions = cache.add_subparsers(dest="cache_command", required=True, parser_class=_Parser)
+    storage_help = (
+        "the sweep storage that holds partition0/ (run's --storage; default smsweep_runs)"
+    )
+    listing = actions.add_parser("list", help="each entry's key, size, age and last use")
+    listing.add_argument("storage", help=storage_help)
+    prune = actions.add_parser("prune", help="delete entries no sweep has used for a while")
+    prune.add_argument("storage", help=storage_help)
+    which = prune.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--keep-days",
+        type=_days,
+        metavar="N",
+        help="delete the entries unused for N days (safe beside running sweeps)",
+    )
+    which.add_argument(
+        "--all",
+        dest="everything",
+        action="store_true",
+        help="delete every entry (a running sweep's trials then train partition 0 again)",
+    )
 
 
 def _add_output(parser: argparse.ArgumentParser) -> None:
@@ -247,6 +286,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         from smsweep.report.plan import plan_command
 
         print(plan_command(args.path, [effect / 100 for effect in args.effect]))
+        return EXIT_OK
+    if args.command == "cache":
+        from smsweep.cache import list_command, prune_command
+
+        if args.cache_command == "list":
+            print(list_command(args.storage))
+        else:
+            print(prune_command(args.storage, args.keep_days, everything=args.everything))
         return EXIT_OK
     if args.command == "data":
         from smsweep.method.data.export import synth_command

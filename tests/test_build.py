@@ -133,9 +133,14 @@ def test_segmentation_model_outputs_one_logit_per_class():
     assert out.min() < 0  # logits, no sigmoid
 
 
-def test_warmup_strategy_is_random_at_the_spec_sizes():
-    warmup = build.warmup_strategy(spec_with("masking.strategy=saliency", "masking.ratio=0.7"))
-    assert type(warmup) is RandomMasking and warmup.configs == ((8, 0.7),)
+def test_warmup_strategy_is_random_at_the_warm_up_sizes_whatever_masking_says():
+    searched = ("masking.strategy=saliency", "masking.ratio=0.7", "masking.patch_size=4")
+    warmup = build.warmup_strategy(spec_with(*searched))
+    assert type(warmup) is RandomMasking and warmup.configs == ((8, 0.5),)
+    own = spec_with(*searched, "pretrain.warmup_masks={ratio: 0.6, patch_size: 16, fill: zero}")
+    assert build.warmup_strategy(own).configs == ((16, 0.6),)
+    assert isinstance(build.warmup_fill(own), ZeroFill)
+    assert isinstance(build.input_fill(own), MeanFill)  # later partitions: masking.fill
 
 
 def test_pretrain_loss_weighted_terms():

@@ -20,8 +20,10 @@ One run measures, on the current machine (CUDA when available, else the CPU):
   the `TrainController` actors Ray Train starts, one per fit);
 - `trial_fixed_overhead_in_process_s`: the same trial with `resources.train_workers: 0` (the
   loop in the trial's own process, no Train start-up);
-- `partition0_cache_saving`: that in-process trial twice, sharing a partition-0 cache: the wall
-  seconds the second saves over the seconds partition 0 took the first.
+- `partition0_cache_saving`: quickstart-sized trials of one repeat seed with different searched
+  masking settings, in this process, sharing a partition-0 cache: the smallest share of the first
+  trial's partition-0 seconds that a later trial did not spend (`bench.cache_saving`; alone:
+  `python -m smsweep.bench.cache_saving`).
 
 `scorer_vs_literal`'s target is >= 20 on a GPU; on a CPU, where the literal reference runs the
 same B*K forwards at batch 1, it is 0.9 x `literal_forward_bound` measured in the same run.

@@ -1,5 +1,6 @@
 """The measurements that need Ray: scoring actors, 2 against 1 (`measure_actors`), and one tiny
-real trial's fits and fixed overhead (`measure_trial`); `measure_ray` runs both. `_pid` and
+real trial's fits and fixed overhead (`measure_trial`, which ends with the partition-0 cache's
+saving, `cache_saving`); `measure_ray` runs them all. `_pid` and
 `_block_forwards` run inside the scoring actors, so they stay module-level functions.
 """
 
@@ -201,36 +202,9 @@ def measure_trial() -> dict[str, Any]:
             # counted where run_trial starts a fit; tests/test_trial.py checks the count against
             # the TrainController actors Ray started
             results["trainer_fits_per_trial"] = outcome.trainer_fits
-    # Partition 0 of the tiny trial trains 2 steps (a quarter of a second): too short to see
-    # the cache against its own cost; 30 steps make it a partition like a real one's.
-    longer = {**in_process, "pretrain": {**in_process["pretrain"], "epochs_per_partition": None}}
-    longer["pretrain"]["steps_per_partition"] = 30
-    return results | measure_partition0_cache(longer)
+    from smsweep.bench.cache_saving import measure_partition0_cache  # runnable alone too
 
-
-def measure_partition0_cache(raw: dict[str, Any]) -> dict[str, Any]:
-    """`partition0_cache_saving`: two trials with one partition 0 (in this process, sharing a
-    partition-0 cache): the wall seconds the second saves, as a share of the seconds partition 0
-    took the first (1.0: all of it saved, nothing spent on the cache itself)."""
-    from smsweep.engines.train import run_trial
-    from smsweep.spec.load import validate_spec
-
-    spec = validate_spec(raw)
-    walls, reports = [], []
-    _progress("partition-0 cache: the tiny trial twice, the second from the cache")
-    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as storage:
-        for name in ("stores", "loads"):
-            start = time.perf_counter()
-            outcome = run_trial(
-                spec, storage_path=storage, run_name=name, partition0_cache=f"{storage}/cache"
-            )
-            walls.append(time.perf_counter() - start)
-            reports.append(outcome.reports)
-    saved = reports[1][0].metrics.get("partition0_saved_seconds", 0.0)
-    return {
-        "partition0_seconds": saved,
-        "partition0_cache_saving": (walls[0] - walls[1]) / saved if saved else math.nan,
-    }
+    return results | measure_partition0_cache()
 
 
 def measure_ray(sizes: Sizes) -> dict[str, Any]:

@@ -28,11 +28,18 @@ ModelT = TypeVar("ModelT", bound=nn.Module)
 
 
 def input_fill(spec: SweepSpec) -> Fill:
-    """What masked pixels become at the input. `token` is zeros here: the learnable value is the
-    model's stage-0 token (see `reconstruction_model`), so it trains and ships with the weights."""
+    """What masked pixels become at the input after partition 0. `token` is zeros here: the
+    learnable value is the model's stage-0 token (see `reconstruction_model`), so it trains and
+    ships with the weights."""
     if spec.masking.fill == "token":
         return ZeroFill()
     return build_fill(spec.masking.fill)
+
+
+def warmup_fill(spec: SweepSpec) -> Fill:
+    """What partition 0's masked pixels become at the input: `pretrain.warmup_masks.fill`, the
+    same whatever `masking.fill` is (a mask token, when the model has one, is added there too)."""
+    return build_fill(spec.pretrain.warmup_masks.fill)
 
 
 def mask_stage(spec: SweepSpec) -> int | None:
@@ -55,6 +62,7 @@ def reconstruction_model(spec: SweepSpec) -> MaskedUnet:
         activation="sigmoid",
     )
     patch_sizes = [size for size, _ in masking_strategy(spec).configs]
+    patch_sizes.append(spec.pretrain.warmup_masks.patch_size)
     return memory_layout(
         spec, MaskedUnet(unet, mask_stage=mask_stage(spec), patch_sizes=patch_sizes)
     )
@@ -99,8 +107,10 @@ def mask_refresh(spec: SweepSpec) -> str:
 
 
 def warmup_strategy(spec: SweepSpec) -> RandomMasking:
-    """Partition 0 of SMIR: random masks at the spec's patch size and ratio (no model yet)."""
-    return RandomMasking(spec.masking.patch_size, spec.masking.ratio)
+    """Partition 0 of SMIR: random masks at `pretrain.warmup_masks`' patch size and ratio (no
+    model yet), whatever the searched `masking.*` keys are, so one warm-up serves them all."""
+    warmup = spec.pretrain.warmup_masks
+    return RandomMasking(warmup.patch_size, warmup.ratio)
 
 
 def hard_negative_masking(spec: SweepSpec) -> HardSaliencyMasking | None:

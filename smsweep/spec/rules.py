@@ -137,6 +137,14 @@ def patch_size_problems(spec: Spec) -> list[str]:
             f"masking.patch_size {masking.patch_size} must divide data.image_size "
             f"{data.image_size}; pick a divisor such as {divisors_hint(data.image_size)}"
         )
+    warmup = spec.pretrain.warmup_masks
+    if data.image_size % warmup.patch_size:
+        problems.append(
+            f"pretrain.warmup_masks.patch_size {warmup.patch_size} (partition 0's random "
+            f"masks) must divide data.image_size {data.image_size}; set "
+            f"pretrain.warmup_masks.patch_size to a divisor such as "
+            f"{divisors_hint(data.image_size)}"
+        )
     if masking.strategy == "mixed" and data.image_size % masking.mixed.patch_size:
         problems.append(
             f"masking.mixed.patch_size {masking.mixed.patch_size} must divide data.image_size "
@@ -239,7 +247,10 @@ def model_problems(spec: Spec) -> list[str]:
             )
         else:
             stride = 2**masking.token_stage
-            sizes = {"masking.patch_size": masking.patch_size}
+            sizes = {
+                "masking.patch_size": masking.patch_size,
+                "pretrain.warmup_masks.patch_size": spec.pretrain.warmup_masks.patch_size,
+            }
             if masking.strategy == "mixed":
                 sizes["masking.mixed.patch_size"] = masking.mixed.patch_size
             problems += [

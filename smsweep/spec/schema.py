@@ -119,6 +119,26 @@ class ContrastiveConfig(Section):
     )
 
 
+class WarmupMasksConfig(Section):
+    """Partition 0's masks: SMIR's random warm-up, the same for every strategy and every value of
+    the searched `masking.*` keys, so one warm-up serves a whole repeat seed."""
+
+    ratio: float = documented(
+        0.5, "share of the patches partition 0 masks, at random (SMIR's r = 0.5)", gt=0, lt=1
+    )
+    patch_size: int = documented(
+        8,
+        "partition 0's patch side in pixels; must divide data.image_size (and be a multiple "
+        "of the mask token's stride with masking.token_stage)",
+        ge=1,
+        le=1024,
+    )
+    fill: Literal["mean", "zero", "noise", "blur", "highpass"] = documented(
+        "mean",
+        "what partition 0's masked pixels are replaced with (later partitions: masking.fill)",
+    )
+
+
 class PretrainConfig(Section):
     objective: Literal["reconstruction", "contrastive"] = documented(
         "reconstruction",
@@ -149,7 +169,10 @@ class PretrainConfig(Section):
         "learning rate over all pretraining steps (every partition together): linear warm-up, "
         "then constant or cosine decay to 0",
     )
-    warmup: float = documented(0.05, "share of the pretraining steps spent warming up", ge=0, lt=1)
+    warmup: float = documented(
+        0.05, "share of the pretraining steps spent warming up the learning rate", ge=0, lt=1
+    )
+    warmup_masks: WarmupMasksConfig = WarmupMasksConfig()
     loss: str | dict[str, float] = documented(
         "msssim_l1", "a loss name, or {name: weight, ...} for a weighted sum"
     )

@@ -157,9 +157,10 @@ class SearchConfig(Section):
     )
     reuse_partition0: bool = documented(
         True,
-        "trials whose partition 0 is the same (random warm-up masks: same data, model, "
-        "pretraining, repeat seed, ratio, patch size, fill) train it once: the others start "
-        "at partition 1 from the storage's partition0/ cache, with the same final weights",
+        "partition 0 (the random warm-up of pretrain.warmup_masks, whatever masking.* is) is "
+        "trained once per repeat seed for trials with the same data, model and pretrain "
+        "section: the others start at partition 1 from the storage's partition0/ cache, with "
+        "the same final weights (`python -m smsweep cache` lists and prunes it)",
     )
     space: dict[str, Distribution] = documented({}, "dotted key -> distribution (see Search space)")
     storage: str | None = documented(

@@ -1,9 +1,10 @@
 """The pretraining phase: every partition of the pretraining split, one after the other.
 
-Each partition: its masks (the objective's), the mechanism diagnostics and the gallery, then
-`budget.partition_steps[p]` optimizer steps (or partition 0 from the cache), then a report with
-a checkpoint. Every random draw is seeded from (repeat seed, purpose, partition, pass), so a
-resumed trial draws exactly what an uninterrupted one would.
+Each partition: its masks (the objective's) and fill (partition 0, the warm-up every strategy
+shares: `pretrain.warmup_masks.fill`; later ones: `masking.fill`), the mechanism diagnostics
+and the gallery, then `budget.partition_steps[p]` optimizer steps (or partition 0 from the
+cache), then a report with a checkpoint. Every random draw is seeded from (repeat seed,
+purpose, partition, pass), so a resumed trial draws exactly what an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -62,10 +63,10 @@ class Pretraining:
             optimizer.load_state_dict(state.optimizer)
             first = state.partition + 1
         trained = self.session.prepare(model)  # DDP when world > 1; `model` stays bare
-        fill = build.input_fill(spec)
+        fills = build.warmup_fill(spec), build.input_fill(spec)  # partition 0, the others
         for partition in range(first, spec.pretrain.partitions):
             common = {
-                "fill": fill,
+                "fill": fills[min(partition, 1)],
                 "optimizer": optimizer,
                 "learning_rate": learning_rate,
                 "precision": trial.precision,
