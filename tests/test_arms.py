@@ -102,8 +102,8 @@ def test_after_the_search_the_best_and_the_controls_run_again_on_fresh_seeds(tmp
         ("control:none", 3, "confirm"),
     ]
     assert confirmation[0].params == Arm.of(search["t4"]).params  # config-2's values
-    assert confirmation[0].describe(2, 2) == (
-        f"config-2 ({confirmation[0].label}), confirmation 1/2"
+    assert confirmation[0].describe(2) == (
+        f"config-2 ({confirmation[0].label}), confirmation (repeat 3)"
     )
     for i in range(4):
         arms.on_trial_complete(f"c{i}", {"miou": 0.9})  # never reaches Optuna

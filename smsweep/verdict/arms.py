@@ -85,16 +85,16 @@ class Arm:
 
         return ArmRun(self.key, self.label, self.control, self.repeat, value)
 
-    def describe(self, repeats: int, confirm_repeats: int = 0) -> str:
-        """`selective ratio=0.6, repeat 2/3`, `control none, repeat 1/3`, and for a run on a
-        fresh seed after the search (repeats `repeats`.. of `confirm_repeats`)
-        `config-2 (selective ratio=0.6), confirmation 1/3` (for console lines)."""
+    def describe(self, repeats: int) -> str:
+        """`selective ratio=0.6, repeat 2/3`, `control none, repeat 1/3`, a race's round after
+        the search's repeats `selective ratio=0.6, repeat 4 (racing)`, and a run on a fresh
+        seed after the search `config-2 (selective ratio=0.6), confirmation (repeat 5)` (for
+        console lines)."""
         what = f"control {self.control}" if self.control is not None else self.label
         if self.confirming:
             if self.control is None and self.configuration is not None:
                 what = f"config-{self.configuration} ({what})"
-            shown = f"{self.repeat - repeats + 1}" + f"/{confirm_repeats}" * (confirm_repeats > 0)
-            return f"{what}, confirmation {shown}"
+            return f"{what}, confirmation (repeat {self.repeat + 1})"
         if self.repeat >= repeats:  # a race's round after the search's repeats
             return f"{what}, repeat {self.repeat + 1} (racing)"
         return what if repeats <= 1 else f"{what}, repeat {self.repeat + 1}/{repeats}"
@@ -128,9 +128,10 @@ def trials_line(search: Any) -> str:
         line += f", raced up to {search.racing.max_repeats} repeats"
     if search.confirm is not None:
         top = min(search.confirm.top, search.num_samples)
-        line += (
-            f", then the best {top} and the controls again x {search.confirm.repeats} fresh seeds"
-        )
+        best = "the best" if top == 1 else f"the best {top}"
+        count = len(search.controls)
+        controls = {0: "", 1: " and the control"}.get(count, f" and the {count} controls")
+        line += f", then {best}{controls} again x {search.confirm.repeats} fresh seeds"
     return f"{line} = {'at most ' * (search.racing is not None)}{total} trials"
 
 
