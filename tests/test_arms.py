@@ -23,7 +23,7 @@ from smsweep.errors import SpecError
 from smsweep.spec.load import validate_spec
 from smsweep.spec.search_schema import trial_count
 from smsweep.spec.space import Distribution, control_params
-from smsweep.verdict.arms import CONFIGURATION, CONTROL, REPEAT, TRIAL_INDEX, Arm
+from smsweep.verdict.arms import CONFIGURATION, CONTROL, NAME_LIMIT, REPEAT, TRIAL_INDEX, Arm
 from smsweep.verdict.stats import ArmRun, judge
 from tests.test_sweep import _start, _wait_for, mlflow_runs, tiny_sweep, write_spec
 
@@ -85,6 +85,23 @@ def test_arm_of_a_plain_config_and_its_tags():
     control = Arm.of({"masking.strategy": "none", CONTROL: "none", "__trial_index__": 1})
     assert control.describe(repeats=3) == "control none, repeat 2/3"
     assert numbered.describe(repeats=1) == "ratio=0.5"
+
+
+def test_a_trial_run_is_named_by_its_arm_and_repeat_in_the_consoles_words():
+    config = {"masking.strategy": "selective", "masking.ratio": 0.55, "masking.patch_size": 12}
+    numbered = Arm.of({**config, "masking.samples": 5, CONFIGURATION: 2, "__trial_index__": 1})
+    assert numbered.run_name(repeats=3) == (
+        "config-2 strategy=selective ratio=0.55 patch_size=12 samples=5 · repeat 2/3"
+    )
+    assert numbered.describe(repeats=3).endswith("samples=5, repeat 2/3")  # the console's
+    control = Arm.of({"masking.strategy": "none", CONTROL: "none", "__trial_index__": 0})
+    assert control.run_name(repeats=3) == "control none · repeat 1/3"
+    assert numbered.run_name(repeats=1) == (
+        "config-2 strategy=selective ratio=0.55 patch_size=12 samples=5"
+    )
+    wide = Arm.of({f"a.key{i}": "x" * 20 for i in range(20)} | {CONFIGURATION: 7})
+    assert len(wide.run_name(repeats=3)) == NAME_LIMIT
+    assert wide.run_name(repeats=3).endswith("… · repeat 1/3")
 
 
 def test_controls_in_the_spec():

@@ -29,6 +29,7 @@ CONTROL = "smsweep.control"  # a control trial's control name
 CONFIGURATION = "smsweep.configuration"  # a configuration's number, 1 first (tag and config key)
 REPEAT = "smsweep.repeat"  # the MLflow tag with the repeat index
 META_KEYS = (TRIAL_INDEX, CONTROL, CONFIGURATION)
+NAME_LIMIT = 250  # characters of a run name (MLflow's SQL stores hold 250)
 
 
 @dataclass(frozen=True)
@@ -77,10 +78,22 @@ class Arm:
 
         return ArmRun(self.key, self.label, self.control, self.repeat, value)
 
-    def describe(self, repeats: int) -> str:
+    def describe(self, repeats: int, between: str = ", ") -> str:
         """`selective ratio=0.6, repeat 2/3`, `control none, repeat 1/3` (for console lines)."""
         what = f"control {self.control}" if self.control is not None else self.label
-        return what if repeats <= 1 else f"{what}, repeat {self.repeat + 1}/{repeats}"
+        return what if repeats <= 1 else f"{what}{between}repeat {self.repeat + 1}/{repeats}"
+
+    def run_name(self, repeats: int) -> str:
+        """The trial's MLflow run name, the console's words with the arm's number:
+        `config-2 strategy=selective ratio=0.55 · repeat 2/3`, `control none · repeat 1/3`.
+        It depends on the trial's config only, so a resumed trial's run keeps it."""
+        name = self.describe(repeats, between=" · ")
+        if self.control is None and self.configuration is not None:
+            name = f"{self.key} {name}"
+        if len(name) <= NAME_LIMIT:
+            return name
+        what, between, repeat = name.rpartition(" · ") if repeats > 1 else (name, "", "")
+        return what[: NAME_LIMIT - len(between + repeat) - 1] + "…" + between + repeat
 
 
 def short(params: Mapping[str, Any]) -> str:
