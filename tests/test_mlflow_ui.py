@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from smsweep.engines import tracking
+from smsweep.engines import mlflow_store, tracking
 from smsweep.engines.store import Location
 from smsweep.spec.load import validate_spec
 from smsweep.summary import SweepSummary, finish, ranked
 from smsweep.verdict.arms import CONFIGURATION, CONTROL, TRIAL_INDEX, Arm
 from smsweep.verdict.stats import Verdict
-from tests.test_report import _browser
 from tests.test_reliability import _free_port, _stop
+from tests.test_report import _browser
 
 REPEATS = 3
 ARMS = {  # the trial config of each arm (without its repeat) and its mIoU per repeat
@@ -41,16 +41,49 @@ ARMS = {  # the trial config of each arm (without its repeat) and its mIoU per r
 }  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Served:
+    address: str  # the MLflow server's
+    run: tracking.SweepRun
+    names: list[str]  # the trial runs' names, as the trials open them
+    verdict: Verdict
+
+
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory) -> Served:
-    """A finished sweep's MLflow store: 3 arms x 3 repeats, each trial's run opened as a trial
-    opens it (`Arm.run_name`, `Arm.tags`), the sweep ended by `summary.finish`."""
+def served(tmp_path_factory) -> Served:
+    """`mlflow server` on 127.0.0.1 over a finished sweep's sqlite store: 3 arms x 3 repeats,
+    each trial's run opened as a trial opens it (`Arm.run_name`, `Arm.tags`), the sweep ended
+    by `summary.finish`. The server starts while the sweep is written (it takes seconds)."""
     root = tmp_path_factory.mktemp("ui")
     uri = f"sqlite:///{root / 'mlflow.db'}"
+    mlflow_store.prepare(uri)  # the tables, before the server opens the file
+    port = _free_port()
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--workers", "1", "--backend-store-uri", uri]
+    server = subprocess.Popen(
+        command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        run, names, verdict = _finished_sweep(uri, root / "runs" / "ui")
+        address = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{address}/health", timeout=2).read()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "no MLflow server"
+                time.sleep(0.5)
+        yield Served(address, run, names, verdict)
+    finally:
+        _stop(server)
+
+
+def _finished_sweep(uri: str, experiment_dir: Path) -> tuple[tracking.SweepRun, list[str], Verdict]:
     spec = validate_spec(
         {"name": "ui", "search": {"num_samples": 2, "repeats": REPEATS, "controls": ["none"]}}
     )
-    experiment_dir = root / "runs" / "ui"
     experiment_dir.mkdir(parents=True)
     run = tracking.start_sweep_run(uri, "ui", "ui", {}, experiment_dir)
     rows = []
@@ -75,95 +108,77 @@ def sweep(tmp_path_factory) -> Served:
         trial_ids={row["trial_id"] for row in rows},
     )
     finish(spec, run, summary, echo=lambda line: None)
-    return Served(uri, run, [row["arm"].run_name(REPEATS) for row in rows], summary.verdict)
+    return run, [row["arm"].run_name(REPEATS) for row in rows], summary.verdict
 
 
-@pytest.fixture(scope="module")
-def server(sweep, tmp_path_factory) -> str:
-    """`mlflow server` over the sweep's store, on 127.0.0.1 only; stopped when the module ends."""
-    root = tmp_path_factory.mktemp("server")
-    port = _free_port()
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--workers", "1", "--backend-store-uri", sweep.uri]
-    process = subprocess.Popen(
-        command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )  # fmt: skip
-    address = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"{address}/health", timeout=2).read()
-            break
-        except OSError:
-            assert process.poll() is None and time.monotonic() < deadline, "no MLflow server"
-            time.sleep(0.5)
-    yield address
-    _stop(process)
-
-
-@dataclass(frozen=True)
-class Served:
-    uri: str
-    run: tracking.SweepRun
-    names: list[str]  # the trial runs' names, as the trials open them
-    verdict: Verdict
-
-
-def _page_text(address: str, route: str, profile: Path) -> str:
-    """The text the MLflow UI draws at `route` (its app routes after `#`), once its requests
-    have been answered: the DOM Chromium holds, without tags."""
-    command = [_browser(), "--headless", "--no-sandbox", "--disable-gpu"]
-    command += ["--disable-dev-shm-usage", "--no-first-run", f"--user-data-dir={profile}"]
-    command += ["--window-size=1600,2000", "--virtual-time-budget=15000", "--dump-dom"]
-    done = subprocess.run(
-        [*command, f"{address}/#{route}"], capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    dom = re.sub(r"<(script|style)\b.*?</\1>", " ", done.stdout, flags=re.S)
-    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", dom)).split())
+def _page_texts(address: str, routes: list[str], profiles: Path) -> list[str]:
+    """The text the MLflow UI draws at each route (its app's routes, after `#`) once its
+    requests are answered: the DOM headless Chromium holds, without tags. The pages load
+    side by side, one browser each."""
+    browser = _browser()
+    loads = []
+    for number, route in enumerate(routes):
+        command = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
+        command += ["--disable-dev-shm-usage", f"--user-data-dir={profiles / str(number)}"]
+        command += ["--window-size=1600,2000", "--virtual-time-budget=6000", "--dump-dom"]
+        loads.append(
+            subprocess.Popen(
+                [*command, f"{address}/#{route}"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    texts = []
+    for load in loads:
+        dom, errors = load.communicate(timeout=120)
+        assert load.returncode == 0, errors[-3000:]
+        dom = re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S)
+        texts.append(" ".join(html.unescape(re.sub(r"<[^>]+>", " ", dom)).split()))
+    return texts
 
 
 @pytest.mark.slow
 def test_the_mlflow_ui_shows_the_trial_runs_by_arm_and_the_verdict_on_the_sweeps_run(
-    sweep, server, tmp_path
+    served, tmp_path
 ):
-    runs = tracking.trial_runs(sweep.run)
-    assert sorted(run.info.run_name for run in runs) == sorted(sweep.names)
+    sweep = served.run
+    runs = tracking.trial_runs(sweep)
+    assert sorted(run.info.run_name for run in runs) == sorted(served.names)
     assert {run.data.tags[tracking.PHASE] for run in runs} == {tracking.SEARCH}
-    found = urllib.request.urlopen(
-        urllib.request.Request(
-            f"{server}/api/2.0/mlflow/runs/search",
-            data=json.dumps({"experiment_ids": [sweep.run.experiment_id]}).encode(),
-            headers={"Content-Type": "application/json"},
-        ),
-        timeout=30,
+    request = urllib.request.Request(
+        f"{served.address}/api/2.0/mlflow/runs/search",
+        data=json.dumps({"experiment_ids": [sweep.experiment_id]}).encode(),
+        headers={"Content-Type": "application/json"},
     )
-    served = {run["info"]["run_name"] for run in json.load(found)["runs"]}
-    assert served == {*sweep.names, "ui"}
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        assert {run["info"]["run_name"] for run in json.load(answer)["runs"]} == {
+            *served.names,
+            "ui",
+        }
 
-    # The experiment's table, sorted by mIoU (which lists the trial runs beside their parent).
-    table = _page_text(
-        server,
-        f"/experiments/{sweep.run.experiment_id}/runs?orderByKey=metrics.%60miou%60&orderByAsc=false",
-        tmp_path / "profile",
-    )
-    for name in sweep.names:
+    experiment = f"/experiments/{sweep.experiment_id}"
+    table, page = _page_texts(
+        served.address,
+        # the experiment's table sorted by mIoU (which lists the trial runs, not only the
+        # sweep's run), and the sweep's run
+        [f"{experiment}/runs?orderByKey=metrics.%60miou%60&orderByAsc=false",
+         f"{experiment}/runs/{sweep.run_id}"],
+        tmp_path,
+    )  # fmt: skip
+    for name in served.names:
         assert name in table, name
     assert "config-2 strategy=selective ratio=0.55 patch_size=12 samples=5 · repeat 2/3" in table
+    assert "control none · repeat 1/3" in table
 
-    # The sweep's run: its description is the verdict, and its child runs are listed by name.
-    page = _page_text(
-        server, f"/experiments/{sweep.run.experiment_id}/runs/{sweep.run.run_id}",
-        tmp_path / "profile",
-    )  # fmt: skip
+    # The sweep's run: its description is the verdict; its child runs are listed by name.
     description = page[page.index("Description") : page.index("Metrics (")]
     assert "Verdict: miou (last validation)" in description
-    for sentence in sweep.verdict.sentences():
+    for sentence in served.verdict.sentences():
         assert " ".join(sentence.split()) in description, sentence
-    best = sweep.verdict.best
+    best = served.verdict.best
     assert f"config-2 {best.label} 3 {best.interval.mean:.3f}" in description
     assert "control none 3 0.390" in description
     children = page[page.index("Child runs") :]
-    for name in sweep.names:
+    for name in served.names:
         assert name in children, name
