@@ -18,6 +18,7 @@ from ray.tune.search import SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from smsweep.cli import main
+from smsweep.engines import tracking
 from smsweep.engines.searcher import Arms, DefineByRun
 from smsweep.errors import SpecError
 from smsweep.spec.load import validate_spec
@@ -187,6 +188,13 @@ def test_a_sweep_with_repeats_and_a_control(tmp_path, monkeypatch, capsys):
         run.data.tags[CONFIGURATION]: run.data.params["masking.strategy"] for run in children
     }
     assert strategies == {"control:none": "none", "config-1": "random", "config-2": "selective"}
+    # In the MLflow UI: each trial's run named by its arm and repeat, in the console's words.
+    assert sorted(run.info.run_name for run in children) == [
+        f"{arm} · repeat {repeat}/2"
+        for arm in ("config-1 strategy=random", "config-2 strategy=selective", "control none")
+        for repeat in (1, 2)
+    ]
+    assert {run.data.tags[tracking.PHASE] for run in children} == {tracking.SEARCH}
     # Repeats differ in their seeds: the two repeats of the control do not train alike.
     assert by_arm["control:none"][0] != by_arm["control:none"][1]
     # Optuna holds one trial per configuration, valued at the mean of its repeats.
@@ -216,6 +224,9 @@ def test_a_sweep_with_repeats_and_a_control(tmp_path, monkeypatch, capsys):
     assert parent.metrics["best_vs_control/none/low"] == pytest.approx(difference.low)
     assert parent.metrics["best_vs_control/none/n"] == 2
     assert "Best vs control none" in parent.tags["smsweep.verdict"]
+    note = parent.tags[tracking.NOTE]  # the parent run's description in the MLflow UI
+    assert note.startswith("### Verdict: miou (last validation)")
+    assert "- Best vs control none: " in note and "| control none |  | 2 |" in note
     page = (tmp_path / "runs" / "tiny" / "report.html").read_text()
     assert "Configurations and controls" in page
     assert f"{100 * difference.mean:+.1f}" in page
@@ -248,6 +259,12 @@ def test_kill_9_and_resume_keep_r_runs_per_configuration_and_the_control_once(tm
     parents, children = mlflow_runs(tmp_path)
     assert _arms_of(children) == {"control:none": [0, 1], "config-1": [0, 1], "config-2": [0, 1]}
     assert {run.info.status for run in children} == {"FINISHED"}
+    names = sorted(run.info.run_name for run in children)  # kept by the runs resume continued
+    assert len(set(names)) == 6 and names[-2:] == [
+        "control none · repeat 1/2",
+        "control none · repeat 2/2",
+    ]
+    assert "### Verdict" in parents[0].data.tags[tracking.NOTE]  # written again when resume ends
     assert "best_vs_control/none" in parents[0].data.metrics
     by_arm: dict[str, list[float]] = {}
     for run in children:

@@ -18,11 +18,12 @@ _MARKDOWN = re.compile(r"([\\`*_{}\[\]<>#|])")  # characters markdown would read
 
 
 def verdict_note(verdict: Verdict, label: str, *, interrupted: bool = False) -> str:
-    """The parent run's description: a heading, the verdict's sentences, then one table row per
-    arm (configurations best first, then the controls): scored repeats, mean, 95 % interval and
-    the paired difference with each control. `label`: what the arms are ranked by, e.g.
-    `miou (last validation)`. Configurations at the bottom of the table are left out (and
-    counted) when the note would pass NOTE_LIMIT."""
+    """The parent run's description: a heading, one table row per arm (configurations best
+    first, then the controls: scored repeats, mean, 95 % interval and the paired difference
+    with each control), then the verdict's sentences. The table leads: the UI folds a long
+    description after its first lines, and the best arm's row says most there. `label`: what
+    the arms are ranked by, e.g. `miou (last validation)`. Configurations at the bottom of the
+    table are left out (and counted) when the note would pass NOTE_LIMIT."""
     head = [f"### Verdict: {_text(label)}", ""]
     if interrupted:
         head += [
@@ -30,25 +31,25 @@ def verdict_note(verdict: Verdict, label: str, *, interrupted: bool = False) -> 
             "covers the trials that had finished.*",
             "",
         ]
-    sentences = verdict.sentences()
-    if verdict.noise and verdict.repeats > 1:
-        sentences.append(verdict.noise)
-    head += [f"- {_text(sentence)}" for sentence in sentences] + [""]
     controls = [arm.control or "" for arm in verdict.controls]
     columns = ["arm", "what", "n", "mean", "95% interval"]
     columns += [f"vs control {_text(name)}, points" for name in controls]
-    table = [_row(columns), _row(["---", "---", "--:", "--:", "---"] + ["---"] * len(controls))]
+    head += [_row(columns), _row(["---", "---", "--:", "--:", "---"] + ["---"] * len(controls))]
+    sentences = verdict.sentences()
+    if verdict.noise and verdict.repeats > 1:
+        sentences.append(verdict.noise)
     foot = [
         "",
         "n: repeats with a score. The differences with the controls are paired by repeat, "
-        "95% and uncorrected; the sentences above are corrected for the family.",
-    ]
+        "95% and uncorrected; the sentences below are corrected for the family.",
+        "",
+    ] + [f"- {_text(sentence)}" for sentence in sentences]
     configurations = list(verdict.configurations)
     while True:
         rows = [_arm_row(verdict, arm, controls) for arm in configurations + verdict.controls]
         left_out = len(verdict.configurations) - len(configurations)
         more = [_row([f"… {left_out} more configurations", "", "", "", ""] + [""] * len(controls))]
-        note = "\n".join(head + table + rows + (more if left_out else []) + foot)
+        note = "\n".join(head + rows + (more if left_out else []) + foot)
         if len(note) <= NOTE_LIMIT or not configurations:
             return note[:NOTE_LIMIT]
         configurations.pop()
