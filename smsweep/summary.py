@@ -1,5 +1,6 @@
 """The end of a sweep: trials ranked, arms judged (`stats.judge`), the parent MLflow run
-closed with the verdict, the leaderboard and the verdict printed, the dashboard built."""
+closed with the verdict (its numbers, and its description in the MLflow UI: `report.note`),
+the leaderboard and the verdict printed, the dashboard built."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from smsweep.engines import tracking
 from smsweep.engines.store import Location
 from smsweep.engines.tuning import close_stale_study_trials
 from smsweep.report.console import Echo, arms_table, leaderboard, pareto_lines
+from smsweep.report.note import verdict_note
 from smsweep.spec.config import SweepSpec
 from smsweep.verdict.arms import score_label
 from smsweep.verdict.confirmation import judge_sweep
@@ -81,6 +83,11 @@ def finish(
         best and {**best, metric: best[metric]},
         metrics=judged.mlflow_metrics() | {"partition0_saved_seconds": saved},
         tags={"smsweep.verdict": " ".join(sentences)}
+        | {
+            tracking.NOTE: verdict_note(
+                verdict, label, interrupted=summary.interrupted, after=judged.lines()
+            )
+        }
         | ({"smsweep.best_configuration": verdict.best.name} if verdict.best else {})
         | ({"smsweep.pareto": ",".join(point.key for point in front)} if front else {}),
     )

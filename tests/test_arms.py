@@ -18,12 +18,21 @@ from ray.tune.search import SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from smsweep.cli import main
+from smsweep.engines import tracking
 from smsweep.engines.searcher import Arms, DefineByRun
 from smsweep.errors import SpecError
 from smsweep.spec.load import validate_spec
 from smsweep.spec.search_schema import trial_count
 from smsweep.spec.space import Distribution, control_params
-from smsweep.verdict.arms import CONFIGURATION, CONTROL, PHASE, REPEAT, TRIAL_INDEX, Arm
+from smsweep.verdict.arms import (
+    CONFIGURATION,
+    CONTROL,
+    NAME_LIMIT,
+    PHASE,
+    REPEAT,
+    TRIAL_INDEX,
+    Arm,
+)
 from smsweep.verdict.stats import ArmRun, judge
 from tests.test_sweep import _start, _wait_for, mlflow_runs, tiny_sweep, write_spec
 
@@ -188,6 +197,29 @@ def test_arm_of_a_plain_config_and_its_tags():
     assert arm.describe(repeats=1) == "ratio=0.5"
 
 
+def test_a_trial_run_is_named_by_its_arm_and_repeat_in_the_consoles_words():
+    config = {"masking.strategy": "selective", "masking.ratio": 0.55, "masking.patch_size": 12}
+    numbered = Arm.of({**config, "masking.samples": 5, CONFIGURATION: 2, "__trial_index__": 1})
+    assert numbered.run_name(repeats=3) == (
+        "config-2 strategy=selective ratio=0.55 patch_size=12 samples=5 · repeat 2/3"
+    )
+    assert numbered.describe(repeats=3).endswith("samples=5, repeat 2/3")  # the console's
+    control = Arm.of({"masking.strategy": "none", CONTROL: "none", "__trial_index__": 0})
+    assert control.run_name(repeats=3) == "control none · repeat 1/3"
+    once = Arm.of({**config, "masking.samples": 5, CONFIGURATION: 2, "__trial_index__": 0})
+    assert once.run_name(repeats=1) == (
+        "config-2 strategy=selective ratio=0.55 patch_size=12 samples=5"
+    )
+    assert numbered.run_name(repeats=1).endswith(" · repeat 2 (racing)")  # after the search's
+    fresh = Arm.of({**config, CONFIGURATION: 2, "__trial_index__": 3, PHASE: "confirm"})
+    assert fresh.run_name(repeats=3) == (
+        "config-2 (strategy=selective ratio=0.55 patch_size=12) · confirmation (repeat 4)"
+    )
+    wide = Arm.of({f"a.key{i}": "x" * 20 for i in range(20)} | {CONFIGURATION: 7})
+    assert len(wide.run_name(repeats=3)) == NAME_LIMIT
+    assert wide.run_name(repeats=3).endswith("… · repeat 1/3")
+
+
 def test_controls_in_the_spec():
     spec = validate_spec(
         {
@@ -277,6 +309,13 @@ def test_a_sweep_with_repeats_and_a_control(tmp_path, monkeypatch, capsys):
         run.data.tags[CONFIGURATION]: run.data.params["masking.strategy"] for run in children
     }
     assert strategies == {"control:none": "none", "config-1": "random", "config-2": "selective"}
+    # In the MLflow UI: each trial's run named by its arm and repeat, in the console's words.
+    assert sorted(run.info.run_name for run in children) == [
+        f"{arm} · repeat {repeat}/2"
+        for arm in ("config-1 strategy=random", "config-2 strategy=selective", "control none")
+        for repeat in (1, 2)
+    ]
+    assert {run.data.tags[PHASE] for run in children} == {"search"}
     # Repeats differ in their seeds: the two repeats of the control do not train alike.
     assert by_arm["control:none"][0] != by_arm["control:none"][1]
     # Optuna holds one trial per configuration, valued at the mean of its repeats.
@@ -306,6 +345,9 @@ def test_a_sweep_with_repeats_and_a_control(tmp_path, monkeypatch, capsys):
     assert parent.metrics["best_vs_control/none/low"] == pytest.approx(difference.low)
     assert parent.metrics["best_vs_control/none/n"] == 2
     assert "Best vs control none" in parent.tags["smsweep.verdict"]
+    note = parent.tags[tracking.NOTE]  # the parent run's description in the MLflow UI
+    assert note.startswith("### Verdict: miou (last validation)")
+    assert "- Best vs control none: " in note and "| control none |  | 2 |" in note
     page = (tmp_path / "runs" / "tiny" / "report.html").read_text()
     assert "Configurations and controls" in page
     assert f"{100 * difference.mean:+.1f}" in page
@@ -341,6 +383,10 @@ def test_kill_9_and_resume_keep_the_race_and_the_confirmation_on_fresh_seeds(tmp
     assert resumed.returncode == 0, output[-3000:]
     parents, children = mlflow_runs(tmp_path)
     assert {run.info.status for run in children} == {"FINISHED"}
+    names = {run.info.run_name for run in children}  # kept by the runs resume continued
+    assert len(names) == len(children)
+    assert {"control none · repeat 1/2", "control none · repeat 2/2"} <= names
+    assert "### Verdict" in parents[0].data.tags[tracking.NOTE]  # written again when resume ends
     by_arm: dict[str, dict[int, float]] = {}
     phases: dict[str, dict[int, str]] = {}
     for run in children:

@@ -46,11 +46,12 @@ def test_trial_run_is_nested_found_again_and_logged(uri, tmp_path):
     trial.log_metrics({"miou": 0.25, "phase": "finetune", "done": True, "iou/cat": 0.5}, step=2)
     trial.log_text("class,iou\n", "iou_per_class.csv")
     trial.end("FAILED")
-    again = tracking.TrialRun(sweep, "abc_00001", "trial 1", {"masking.strategy": "selective"})
+    again = tracking.TrialRun(sweep, "abc_00001", "renamed", {"masking.strategy": "selective"})
     assert again.resumed and again.run_id == trial.run_id
     client = MlflowClient(uri)
     run = client.get_run(trial.run_id)
     assert run.info.status == "RUNNING"
+    assert run.info.run_name == "trial 1"  # a continued run keeps its name
     assert run.data.tags[tracking.PARENT] == sweep.run_id
     assert run.data.tags[tracking.TRIAL_ID] == "abc_00001"
     assert run.data.metrics == {"miou": 0.25, "iou/cat": 0.5}  # strings and flags left out

@@ -25,12 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
 from smsweep.engines import mlflow_store
 from smsweep.engines.store import Location
 
 ROLE, TRIAL_ID = "smsweep.role", "smsweep.trial_id"
 PARENT = "mlflow.parentRunId"
+NOTE = MLFLOW_RUN_NOTE  # a run's description, rendered as markdown on its page in the UI
 RUN_FILE = "mlflow_run.json"
 PENDING_FILE = "mlflow_pending.jsonl"  # a trial's entries not yet logged, one JSON object a line
 _BATCH = 900  # MLflow accepts at most 1000 metrics, 100 params per log_batch call
@@ -108,7 +110,7 @@ def finish_sweep_run(
 ) -> None:
     """End the parent run; `best`: the best trial's row; `metrics`: the sweep's own numbers
     (the arms' verdict, `stats.Verdict.mlflow_metrics`, and what the cache saved) and `tags`
-    (the verdict's sentences, the Pareto front)."""
+    (the verdict's sentences, the Pareto front, the run's description under NOTE)."""
     client = run.client()
     for key, value in (tags or {}).items():
         client.set_tag(run.run_id, key, value[:5000])

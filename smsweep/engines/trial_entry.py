@@ -39,10 +39,10 @@ def tune_trial(
     run = tracking.TrialRun(
         sweep_run,
         trial_id,
-        context.get_trial_name(),
+        arm.run_name(base.search.repeats),
         spec.tracked(),
         pending=run_dir / tracking.PENDING_FILE,
-        tags=arm.tags(),
+        tags=arm.tags(),  # its arm, repeat and phase (search or confirm)
     )
     if not run.resumed:
         run.log_text(spec.to_yaml(), "config.yaml")

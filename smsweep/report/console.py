@@ -214,7 +214,20 @@ def arms_table(verdict: Verdict) -> str:
     keys = [f"control {arm.control}" if arm.control is not None else arm.key for arm in arms]
     width = max([len("arm"), *map(len, keys)]) + 2
     columns = [f"vs {name}, points" for name in controls]
-    widths = [max(len(column) + 2, 22) for column in columns]
+    shown = {  # every cell of a column, so the widest one sets its width
+        (arm.key, control): found.difference.show_points()
+        for (arm_key, control), found in verdict.vs_controls.items()
+        for arm in arms
+        if arm.key == arm_key
+    }
+    widths = [
+        max(
+            len(column) + 2,
+            22,
+            2 + max((len(v) for (_, c), v in shown.items() if c == control), default=0),
+        )
+        for column, control in zip(columns, controls, strict=True)
+    ]
     head = f"{'arm':<{width}}{'runs':>4}  {verdict.metric + ' mean [95% CI]':<24}{'blocked':<9}"
     head += "".join(f"{column:<{w}}" for column, w in zip(columns, widths, strict=True))
     lines = [head + "what"]
@@ -222,8 +235,7 @@ def arms_table(verdict: Verdict) -> str:
         blocked = f"{arm.blocked:.3f}" if arm.blocked == arm.blocked else "-"  # NaN: no score
         line = f"{key:<{width}}{len(arm.values):>4}  {arm.interval.show():<24}{blocked:<9}"
         for control, w in zip(controls, widths, strict=True):
-            found = verdict.vs_controls.get((arm.key, control))
-            line += f"{found.difference.show_points() if found else '-':<{w}}"
+            line += f"{shown.get((arm.key, control), '-'):<{w}}"
         lines.append(line + arm.label)
     return "\n".join(lines)
 

@@ -31,6 +31,7 @@ REPEAT = "smsweep.repeat"  # the MLflow tag with the repeat index
 PHASE = "smsweep.phase"  # search, or confirm: a run on fresh seeds after the search (tag, key)
 SEARCH, CONFIRM = "search", "confirm"
 META_KEYS = (TRIAL_INDEX, CONTROL, CONFIGURATION, PHASE)
+NAME_LIMIT = 250  # characters of a run name (MLflow's SQL stores hold 250)
 
 
 @dataclass(frozen=True)
@@ -85,19 +86,32 @@ class Arm:
 
         return ArmRun(self.key, self.label, self.control, self.repeat, value)
 
-    def describe(self, repeats: int) -> str:
+    def describe(self, repeats: int, between: str = ", ") -> str:
         """`selective ratio=0.6, repeat 2/3`, `control none, repeat 1/3`, a race's round after
         the search's repeats `selective ratio=0.6, repeat 4 (racing)`, and a run on a fresh
         seed after the search `config-2 (selective ratio=0.6), confirmation (repeat 5)` (for
-        console lines)."""
+        console lines; `between` parts the arm from its repeat)."""
         what = f"control {self.control}" if self.control is not None else self.label
         if self.confirming:
             if self.control is None and self.configuration is not None:
-                what = f"config-{self.configuration} ({what})"
-            return f"{what}, confirmation (repeat {self.repeat + 1})"
+                what = f"{self.key} ({what})"
+            return f"{what}{between}confirmation (repeat {self.repeat + 1})"
         if self.repeat >= repeats:  # a race's round after the search's repeats
-            return f"{what}, repeat {self.repeat + 1} (racing)"
-        return what if repeats <= 1 else f"{what}, repeat {self.repeat + 1}/{repeats}"
+            return f"{what}{between}repeat {self.repeat + 1} (racing)"
+        return what if repeats <= 1 else f"{what}{between}repeat {self.repeat + 1}/{repeats}"
+
+    def run_name(self, repeats: int) -> str:
+        """The trial's MLflow run name, the console's words with the arm's number:
+        `config-2 strategy=selective ratio=0.55 · repeat 2/3`, `control none · repeat 1/3`,
+        `config-2 (strategy=selective ratio=0.55) · confirmation (repeat 4)`. It depends on the
+        trial's config only, so a resumed trial's run keeps it."""
+        name = self.describe(repeats, between=" · ")
+        if self.control is None and self.configuration is not None and not self.confirming:
+            name = f"{self.key} {name}"
+        if len(name) <= NAME_LIMIT:
+            return name
+        what, between, repeat = name.rpartition(" · ") if " · " in name else (name, "", "")
+        return what[: NAME_LIMIT - len(between + repeat) - 1] + "…" + between + repeat
 
 
 def short(params: Mapping[str, Any]) -> str:

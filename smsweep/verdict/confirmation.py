@@ -70,7 +70,9 @@ def _beside(control: str, before: Comparison, confirmed: Comparison) -> str:
     if now.n == 0 or math.isnan(now.mean):
         return line + "."
     gap = 100 * (search.mean - now.mean)
-    return line + f": the search's estimate was {gap:+.1f} points off (the winner's curse)."
+    if gap > 0:
+        return line + f": the search's estimate was {gap:.1f} points high (the winner's curse)."
+    return line + f": the search's estimate was {-gap:.1f} points low this time."
 
 
 def judge_sweep(runs: Sequence[tuple[Arm, float | None]], metric: str, mode: str = "max") -> Judged:
