@@ -19,6 +19,7 @@ from smsweep.spec.config import SweepSpec
 from smsweep.verdict.arms import score_label
 from smsweep.verdict.confirmation import judge_sweep
 from smsweep.verdict.stats import ParetoPoint, Verdict, pareto
+from smsweep.verdict.variance import components, finetune_scores
 
 FINISHED_FILE = "finished.json"  # written when a sweep has run every trial: `resume` stops there
 
@@ -74,6 +75,12 @@ def finish(
     )
     summary.verdict = verdict = judged.verdict
     sentences = verdict.sentences() + judged.lines()
+    judged_rows = [row for row in summary.rows if row["arm"].confirming == judged.confirmed]
+    noise = components(
+        [finetune_scores(row, search.metric) for row in judged_rows], verdict.residual_sd
+    )
+    if noise is not None:
+        sentences.append(noise.sentence())
     front = [point for point in pareto_points(search, summary.rows) if point.on_front]
     reused = [row.get(PARTITION0_SAVED) or 0.0 for row in summary.rows]
     saved = sum(reused)
@@ -81,11 +88,16 @@ def finish(
         sweep_run,
         status,
         best and {**best, metric: best[metric]},
-        metrics=judged.mlflow_metrics() | {"partition0_saved_seconds": saved},
+        metrics=judged.mlflow_metrics()
+        | {"partition0_saved_seconds": saved}
+        | (noise.mlflow_metrics() if noise is not None else {}),
         tags={"smsweep.verdict": " ".join(sentences)}
         | {
             tracking.NOTE: verdict_note(
-                verdict, label, interrupted=summary.interrupted, after=judged.lines()
+                verdict,
+                label,
+                interrupted=summary.interrupted,
+                after=sentences[len(verdict.sentences()) :],
             )
         }
         | ({"smsweep.best_configuration": verdict.best.name} if verdict.best else {})

@@ -254,7 +254,7 @@ def _fit(
         rows.append(
             {"trial_id": trial_id, "status": status, "params": arm.params, "arm": arm}
             | reason
-            | {k: v for k, v in (result.metrics or {}).items() if k in shown}
+            | {k: v for k, v in (result.metrics or {}).items() if k in shown or _fine_tune(k)}
         )
     summary = SweepSummary(experiment_dir, settings.mlflow_uri)
     summary.rows = ranked(rows, search.score_metric, search.mode)
@@ -287,3 +287,10 @@ def _sweep_params(spec: SweepSpec) -> dict[str, Any]:
     params = spec.tracked()
     params |= {f"search.{k}": v for k, v in spec.search.model_dump(mode="json").items()}
     return params
+
+
+def _fine_tune(key: str) -> bool:
+    """`finetune/<f>/<metric>`: one fine-tune's score (finetune.repeats), for the variance
+    components the summary reports."""
+    parts = key.split("/")
+    return len(parts) == 3 and parts[0] == "finetune" and parts[1].isdigit()

@@ -290,10 +290,15 @@ def _arms_of(children) -> dict[str, list[int]]:
 
 @pytest.mark.slow
 def test_a_sweep_with_repeats_and_a_control(tmp_path, monkeypatch, capsys):
+    """Also: each trial fine-tunes twice (finetune.repeats), and the verdict says where the
+    noise is."""
     monkeypatch.chdir(tmp_path)
-    spec = write_spec(tmp_path, _arm_sweep())
+    raw = _arm_sweep()
+    raw["finetune"]["repeats"] = 2
+    spec = write_spec(tmp_path, raw)
     assert main(["run", str(spec), "--storage", "runs"]) == 0
     out = capsys.readouterr().out
+    assert "Where the noise is (over 6 trials of 2 fine-tunes): fine-tunes of one" in out
     assert "2 configurations x 2 repeats + 1 control x 2 = 6 trials" in out
     assert "control none, repeat 2/2" in out
     parents, children = mlflow_runs(tmp_path)
@@ -352,6 +357,8 @@ def test_a_sweep_with_repeats_and_a_control(tmp_path, monkeypatch, capsys):
     assert "Configurations and controls" in page
     assert f"{100 * difference.mean:+.1f}" in page
     assert "Planning (80% power for the best against a control" in page
+    assert "Where the noise is (over 6 trials of 2 fine-tunes)" in page
+    assert parent.metrics["variance/finetune_sd"] > 0
     # the planner reads the same sweep directory
     assert main(["plan", str(tmp_path / "runs" / "tiny"), "--effect", "2", "5"]) == 0
     planned = capsys.readouterr().out.splitlines()

@@ -16,6 +16,7 @@ from smsweep.report.helpers import (
 from smsweep.report.load import Sweep
 from smsweep.report.sections_base import FLOOR_COLUMNS, Notes
 from smsweep.verdict.arms import status_word
+from smsweep.verdict.variance import components, finetune_scores
 
 Cells = list[tuple[str, bool]]  # (text, numeric)
 
@@ -99,9 +100,18 @@ def arms_table(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
         rows.append((cells, best is not None and arm.key == best.key))
     table = html_table(head, rows)
     sentences = verdict.sentences() + ([verdict.noise] if verdict.noise else [])
-    if sweep.judged is not None and sweep.judged.confirmed:  # the search's estimate beside
+    confirmed = sweep.judged is not None and sweep.judged.confirmed
+    if confirmed:  # the search's estimate beside
         sentences += sweep.judged.lines()
         table = "<p>The confirmation, on fresh seeds (the verdict's runs):</p>" + table
+    scores = [
+        finetune_scores(trial.metrics, sweep.spec["search"]["metric"])
+        for trial in sweep.trials
+        if trial.arm.confirming == confirmed
+    ]
+    noise = components(scores, verdict.residual_sd)
+    if noise is not None:
+        sentences.append(noise.sentence())
     sentences += _plan_sentence(sweep)
     said = "".join(f"<li>{html.escape(sentence)}</li>" for sentence in sentences)
     return f'{table}<ul class="verdict">{said}</ul>'
