@@ -29,9 +29,10 @@ PLOTS = {"by_category", "scatter", "heatmap", "importances", "class_iou", "curve
 
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory) -> Path:
-    """A finished tiny sweep (3 trials: random, selective, block), run once for this module."""
+    """A finished tiny sweep (3 trials: random, selective, block), run once for this module;
+    its trials train in their own processes (Ray Train is not the subject here)."""
     root = tmp_path_factory.mktemp("report")
-    spec = write_spec(root, tiny_sweep())
+    spec = write_spec(root, tiny_sweep(in_process=True))
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
         assert main(["run", str(spec), "--storage", "runs"]) == 0

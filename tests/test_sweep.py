@@ -153,7 +153,7 @@ def _check_complete(tmp_path: Path, num_samples: int) -> None:
 def test_sweep_killed_with_sigkill_resumes_to_exactly_num_samples(tmp_path):
     """Also: `resume` next to the live driver is refused by name and writes nothing; once the
     driver is killed, `resume` takes its claim over."""
-    spec = write_spec(tmp_path, tiny_sweep())
+    spec = write_spec(tmp_path, tiny_sweep(in_process=True))
     sweep = _start(["run", str(spec), "--storage", "runs"], tmp_path)
     _wait_for(sweep, "trial ", timeout=300)  # Tune runs; the driver holds the claim
     experiment = tmp_path / "runs" / "tiny"
@@ -185,7 +185,7 @@ def test_sweep_killed_with_sigkill_resumes_to_exactly_num_samples(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_with_130_and_resumes(tmp_path):
-    spec = write_spec(tmp_path, tiny_sweep(num_samples=2))
+    spec = write_spec(tmp_path, tiny_sweep(num_samples=2, in_process=True))
     sweep = _start(["run", str(spec), "--storage", "runs"], tmp_path)
     _wait_for(sweep, "fine-tune step", timeout=300)
     os.killpg(sweep.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends
