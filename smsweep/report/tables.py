@@ -105,7 +105,7 @@ def arms_table(sweep: Sweep, config: Mapping[str, Any], notes: Notes) -> str:
         sentences += sweep.judged.lines()
         table = "<p>The confirmation, on fresh seeds (the verdict's runs):</p>" + table
     scores = [
-        finetune_scores(trial.metrics, sweep.spec["search"]["metric"])
+        finetune_scores(trial.metrics, (sweep.spec.get("search") or {}).get("metric", "miou"))
         for trial in sweep.trials
         if trial.arm.confirming == confirmed
     ]
