@@ -74,13 +74,14 @@ def finish(
         [(row["arm"], row.get(metric)) for row in summary.rows], metric, search.mode
     )
     summary.verdict = verdict = judged.verdict
-    sentences = verdict.sentences() + judged.lines()
+    extra = judged.lines()  # after the verdict's own sentences: confirmation, noise
     judged_rows = [row for row in summary.rows if row["arm"].confirming == judged.confirmed]
     noise = components(
         [finetune_scores(row, search.metric) for row in judged_rows], verdict.residual_sd
     )
     if noise is not None:
-        sentences.append(noise.sentence())
+        extra.append(noise.sentence())
+    sentences = verdict.sentences() + extra
     front = [point for point in pareto_points(search, summary.rows) if point.on_front]
     reused = [row.get(PARTITION0_SAVED) or 0.0 for row in summary.rows]
     saved = sum(reused)
@@ -97,7 +98,7 @@ def finish(
                 verdict,
                 label,
                 interrupted=summary.interrupted,
-                after=sentences[len(verdict.sentences()) :],
+                after=extra,
             )
         }
         | ({"smsweep.best_configuration": verdict.best.name} if verdict.best else {})
