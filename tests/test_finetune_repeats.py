@@ -176,3 +176,83 @@ def test_a_tail_score_averages_the_last_validations_and_survives_a_resume(tmp_pa
     resumed = flat_reports(spec, tmp_path)
     assert [r["epoch"] for r in resumed] == [2]
     assert resumed[-1]["tail/miou"] == tails[-1]
+
+
+@pytest.fixture(scope="module")
+def probed(tmp_path_factory) -> tuple[list[dict], object]:
+    """The single fine-tune of `one_and_three`, with a probe beside it (and its directory)."""
+    directory = tmp_path_factory.mktemp("probe")
+    spec = tiny_spec(resources=IN_PROCESS, masking=RANDOM, finetune={"probe": True})
+    return flat_reports(spec, directory), directory
+
+
+def test_a_probe_reports_beside_the_fine_tune_and_changes_none_of_its_numbers(
+    one_and_three, probed
+):
+    single, _ = one_and_three
+    reports, _ = probed
+    finetune = [r for r in reports if r["phase"] == "finetune"]
+    assert [r["epoch"] for r in finetune] == [0, 1]
+    alone_finetune = [r for r in single if r["phase"] == "finetune"]
+    for with_probe, alone in zip(finetune, alone_finetune, strict=True):
+        assert 0.0 <= with_probe["probe/miou"] <= 1.0
+        assert with_probe["probe/finetune_loss"] > 0
+        assert {k for k in with_probe if k.startswith("probe/iou/")} == {
+            f"probe/{k}" for k in alone if k.startswith("iou/")
+        }
+        for key, value in alone.items():
+            if isinstance(value, float) and "seconds" not in key:
+                assert _same(with_probe[key], value), key
+    # a probe is not the fine-tune: its own seeds and a frozen encoder give other numbers
+    assert finetune[-1]["probe/miou"] != finetune[-1]["miou"]
+
+
+def test_a_probe_keeps_the_pretrained_encoder_and_resumes_where_it_was(probed, tmp_path):
+    reports, directory = probed
+    checkpoints = sorted(directory.glob("checkpoint_*"))  # after validations 0 and 1
+    after_first = torch.load(checkpoints[-2] / STATE_FILE, weights_only=True)
+    assert after_first["epoch"] == 0
+    probe, tuned = after_first["probe"]["model"], after_first["model"]
+    decoder = [key for key in probe if key.startswith("decoder.")]
+    assert any(not torch.equal(probe[k], tuned[k]) for k in decoder)  # a model of its own
+    assert "probe" not in torch.load(checkpoints[-1] / STATE_FILE, weights_only=True)
+    # killed before the last report: the resumed probe ends where the uninterrupted one did
+    copy = tmp_path / "copy"
+    shutil.copytree(directory, copy)
+    shutil.rmtree(sorted(copy.glob("checkpoint_*"))[-1])
+    spec = tiny_spec(resources=IN_PROCESS, masking=RANDOM, finetune={"probe": True})
+    resumed = flat_reports(spec, copy)
+    assert [r["epoch"] for r in resumed] == [1]
+    probe_numbers = [k for k in reports[-1] if k.startswith("probe/")]
+    assert [resumed[-1][k] for k in probe_numbers] == [reports[-1][k] for k in probe_numbers]
+
+
+def test_a_probe_trains_on_the_encoder_it_was_given(tmp_path):
+    """An encoder from a local file: after a validation the probe's encoder is that file's,
+    BatchNorm buffers included, while the fine-tune's has trained."""
+    none = {"strategy": "none"}
+    torch.manual_seed(11)
+    encoder = build.segmentation_model(tiny_spec(masking=none)).encoder.state_dict()
+    torch.save(encoder, tmp_path / "encoder.pth")
+    spec = tiny_spec(
+        resources=IN_PROCESS,
+        masking=none,
+        model={"encoder_weights": str(tmp_path / "encoder.pth")},
+        finetune={"probe": True},
+    )
+    flat_reports(spec, tmp_path / "run")
+    saved = torch.load(
+        sorted((tmp_path / "run").glob("checkpoint_*"))[-2] / STATE_FILE, weights_only=True
+    )
+    probe, tuned = saved["probe"]["model"], saved["model"]
+    for key, value in encoder.items():
+        assert torch.equal(probe[f"encoder.{key}"], value), key
+    assert any(not torch.equal(tuned[f"encoder.{key}"], value) for key, value in encoder.items())
+
+
+def test_a_probe_metric_needs_the_probe_and_a_probe_needs_a_trained_encoder():
+    with pytest.raises(SpecError, match=r"probe/miou is measured only with finetune\.probe"):
+        tiny_spec(search={"metric": "probe/miou"})
+    assert tiny_spec(search={"metric": "probe/miou"}, finetune={"probe": True})
+    with pytest.raises(SpecError, match=r"finetune\.probe .* finetune\.freeze_encoder"):
+        tiny_spec(finetune={"probe": True, "freeze_encoder": True})

@@ -17,3 +17,4 @@ MLFLOW_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mss
 Factor = Literal["occlusion", "colour", "blur", "noise", "scale", "texture"]
 FACTORS: tuple[str, ...] = Factor.__args__
 ROBUST_PREFIX, ROBUST_MEAN = "robust/miou/", "robust/miou_mean"
+PROBE_PREFIX = "probe/"  # finetune.probe's metrics

@@ -11,6 +11,7 @@ from smsweep.spec.names import (
     FIXED_NUM_CLASSES,
     GENERATED_CLASSES,
     GENERATED_SOURCES,
+    PROBE_PREFIX,
     ROBUST_MEAN,
     ROBUST_PREFIX,
 )
@@ -222,6 +223,11 @@ def model_problems(spec: Spec) -> list[str]:
             "finetune.freeze_encoder keeps the encoder as pretrained, and mrm.enabled trains "
             "the encoder's features: use one of them (mrm.enabled: false for a probe)"
         )
+    if finetune.probe and finetune.freeze_encoder:
+        problems.append(
+            "finetune.probe trains a frozen-encoder probe beside the fine-tune, and with "
+            "finetune.freeze_encoder the fine-tune is such a probe already: use one of them"
+        )
     if spec.mrm.stage is not None and spec.mrm.stage > model.encoder_depth:
         problems.append(
             f"mrm.stage {spec.mrm.stage} is deeper than model.encoder_depth "
@@ -294,9 +300,19 @@ def data_problems(spec: Spec) -> list[str]:
 
 
 def robustness_problems(spec: Spec) -> list[str]:
-    """A robust/ search metric against the robustness settings."""
+    """A robust/ or probe/ search metric against the settings that measure it."""
     search = spec.search
     problems: list[str] = []
+    probed = [
+        metric
+        for metric in (search.metric, *(objective.metric for objective in search.objectives))
+        if metric.startswith(PROBE_PREFIX)
+    ]
+    if probed and not spec.finetune.probe:
+        problems.append(
+            f"{probed[0]} is measured only with finetune.probe: true (a frozen-encoder probe "
+            "beside the fine-tune); set it, or rank by the fine-tune's metric"
+        )
     robustness = spec.robustness
     if search.metric.startswith("robust/"):
         known = [ROBUST_MEAN, *(ROBUST_PREFIX + factor for factor in robustness.factors)]

@@ -322,6 +322,14 @@ class FinetuneConfig(Section):
         "a frozen-encoder probe: train only the decoder and the segmentation head on the "
         "pretrained encoder, whose weights and BatchNorm statistics stay as pretraining left them",
     )
+    probe: bool = documented(
+        False,
+        "beside the fine-tune, a frozen-encoder probe of the same pretrained weights (its own "
+        "seeds, the same steps and validations), reported as `probe/miou`, `probe/iou/<class>`: "
+        "both protocols in one trial, either one usable as search.metric; the fine-tune's "
+        "numbers are those of a trial without it; costs the fine-tuning steps again, less the "
+        "encoder's backward pass",
+    )
 
     @model_validator(mode="after")
     def _one_budget(self) -> FinetuneConfig:

@@ -49,6 +49,7 @@ class Budget:
     finetune_steps: int
     finetune_evaluations: int
     finetune_repeats: int = 1  # fine-tunes of the one pretrained model, each finetune_steps
+    probe: bool = False  # finetune.probe: a frozen-encoder probe beside them, finetune_steps too
 
     @property
     def pretrain_steps(self) -> int:
@@ -87,6 +88,11 @@ class Budget:
                 f"fine-tune repeats: {self.finetune_repeats} fine-tunes of the one pretrained "
                 f"model, {self.finetune_repeats * self.finetune_steps} fine-tuning steps in all"
             )
+        if self.probe:
+            lines.append(
+                f"probe: a frozen-encoder probe beside the fine-tune, {self.finetune_steps} "
+                "steps of the decoder and head, validated with it (probe/ metrics)"
+            )
         return lines
 
 
@@ -121,6 +127,7 @@ def trial_budget(spec: SweepSpec, splits: Splits, workers: int | None = None) ->
         finetune_steps=finetune_steps,
         finetune_evaluations=min(evaluations, finetune_steps),
         finetune_repeats=finetune.repeats,
+        probe=finetune.probe,
     )
 
 

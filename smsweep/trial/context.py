@@ -20,7 +20,8 @@ from smsweep.spec.config import ResourcesConfig, SweepSpec
 from smsweep.trial.budget import Budget
 
 # Streams of derived_seed: one per purpose, so changing one never shifts another.
-# FINETUNE_REPEAT prefixes the fine-tuning streams of fine-tunes 1.. (`repeats.finetune_seed`).
+# FINETUNE_REPEAT prefixes the fine-tuning streams of fine-tunes 1.. (`repeats.finetune_seed`),
+# PROBE those of the frozen-encoder probe (`finetune.probe`).
 (
     INIT,
     MASKS,
@@ -32,7 +33,8 @@ from smsweep.trial.budget import Budget
     FIXED_MASKS,
     REPEAT,
     FINETUNE_REPEAT,
-) = range(10)
+    PROBE,
+) = range(11)
 
 
 def repeat_seed(spec: SweepSpec) -> int:

@@ -5,7 +5,8 @@ seed, so arms of one repeat are paired and a resumed trial trains as an uninterr
 
 With `finetune.repeats` the one pretrained model is fine-tuned F times, side by side, and each
 report holds their mean (`repeats.py`); with `finetune.freeze_encoder` only the decoder and
-the head train (a probe of what pretraining put in the encoder).
+the head train (a probe of what pretraining put in the encoder); with `finetune.probe` such a
+probe trains beside the fine-tune and reports as `probe/<metric>` (`probe.py`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from smsweep.method.segloss import (
     segmentation_loss,
 )
 from smsweep.trial.context import FINETUNE, FINETUNE_SHUFFLE, HEAD, TrialContext
+from smsweep.trial.probe import Probe
 from smsweep.trial.repeats import Parked, Repeats, aggregate, finetune_seed, on_cpu
 from smsweep.trial.state import Checkpoints, TrialState
 
@@ -74,7 +76,8 @@ class Finetuning:
             parked = self._fresh_repeats(pretrained, optimizer)
         repeats = Repeats(model, optimizer, parked)
         trained = self.session.prepare(model)
-        trains = [self._train_split(finetune) for finetune in range(repeats.count)]
+        trains = [self.train_split(finetune) for finetune in range(repeats.count)]
+        probe = Probe(self, pretrained, state.probe) if spec.finetune.probe else None
         floor: dict[str, float] = {}
         loss = segmentation_loss(spec.finetune.loss, self._class_weights())
         self.sampling = rare_class_sampling(trial)  # once: every pass draws from it
@@ -92,7 +95,7 @@ class Finetuning:
                 repeats.activate(finetune)
                 auxiliary: list[float] = []
                 one = measured[finetune]
-                one["finetune_loss"] = self._steps(
+                one["finetune_loss"] = self.steps(
                     trained,
                     trains[finetune],
                     optimizer,
@@ -106,13 +109,15 @@ class Finetuning:
                 )
                 if auxiliary:  # MRM: the weighted feature-reconstruction part of finetune_loss
                     one["mrm_loss"] = sum(auxiliary) / max(1, len(auxiliary))
-                validation, val_counts = self._validate(segmentation, frozen)
+                validation, val_counts = self.validate(segmentation, frozen)
                 one |= validation
                 if robust:
                     one |= robustness_metrics(trial, segmentation)
             floor = floor or self._floor(val_counts)
             metrics: dict[str, Any] = {"phase": "finetune", "epoch": evaluation}
             metrics |= aggregate(measured, ranked)
+            if probe is not None:
+                metrics |= probe.advance(done, steps, loss)
             metrics["finetune_steps"] = done + steps
             metrics |= floor
             if transfer is not None:
@@ -135,6 +140,7 @@ class Finetuning:
                 metrics |= tail_score(state, search.metric, value, search.tail)
             state.at_finetuning(evaluation, best)
             state.finetunes = repeats.checkpointed()
+            state.probe = probe.checkpointed() if probe is not None else None
             self.checkpoints.report(state, metrics, model, optimizer)
 
     def _model(
@@ -174,7 +180,7 @@ class Finetuning:
             parameter.requires_grad_(False)
         return encoder
 
-    def _train_split(self, finetune: int) -> SegmentationDataset:
+    def train_split(self, finetune: int) -> SegmentationDataset:
         """This rank's labelled train images, augmented from fine-tune `finetune`'s seed."""
         trial, spec = self.trial, self.trial.spec
         return SegmentationDataset(
@@ -184,7 +190,7 @@ class Finetuning:
             seed=finetune_seed(trial, FINETUNE, finetune=finetune),
         )
 
-    def _validate(
+    def validate(
         self, segmentation: nn.Module, frozen: nn.Module | None
     ) -> tuple[dict[str, Any], torch.Tensor]:
         """Validation metrics (BatchNorm statistics recalibrated first with precise_bn, but for
@@ -203,7 +209,7 @@ class Finetuning:
         metrics = segmentation_metrics(confusion, trial.source.class_names)
         return metrics, confusion.sum(dim=1)
 
-    def _steps(
+    def steps(
         self,
         model: nn.Module,
         train: SegmentationDataset,

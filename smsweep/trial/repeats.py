@@ -28,14 +28,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from smsweep.trial.context import FINETUNE_REPEAT, TrialContext
+from smsweep.trial.context import FINETUNE_REPEAT, PROBE, TrialContext
 
 Parked = dict[str, Any]  # {"model": state dict, "optimizer": state dict, "torch_rng": tensor}
+PROBE_RUN = -1  # `finetune_seed`'s index of the frozen-encoder probe (`finetune.probe`)
 
 
 def finetune_seed(trial: TrialContext, stream: int, *parts: int, finetune: int) -> int:
     """The seed of fine-tune `finetune` for one stream (HEAD, FINETUNE, FINETUNE_SHUFFLE) and
-    its indices: the seed a trial without repeats uses for fine-tune 0."""
+    its indices: the seed a trial without repeats uses for fine-tune 0. The probe
+    (`PROBE_RUN`) draws from streams of its own."""
+    if finetune == PROBE_RUN:
+        return trial.seeded(PROBE, stream, *parts)
     if finetune == 0:
         return trial.seeded(stream, *parts)
     return trial.seeded(FINETUNE_REPEAT, finetune, stream, *parts)

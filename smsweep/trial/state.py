@@ -48,6 +48,7 @@ class TrialState:
     optimizer: dict[str, Any] | None = None
     # fine-tunes 1.. of `finetune.repeats` while fine-tuning (`repeats.Repeats`); None: one
     finetunes: list[dict[str, Any]] | None = None
+    probe: dict[str, Any] | None = None  # finetune.probe's parked state while fine-tuning
     last_report: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -140,6 +141,7 @@ class Checkpoints:
             model=saved["model"],
             optimizer=saved.get("optimizer"),
             finetunes=saved.get("finetunes"),
+            probe=saved.get("probe"),
             last_report=last_report,
         )
 
@@ -174,6 +176,7 @@ class Checkpoints:
             **({} if finished else {"optimizer": optimizer.state_dict()}),
             # the other fine-tunes of finetune.repeats, while they train (the export: fine-tune 0)
             **({"finetunes": state.finetunes} if state.finetunes and not finished else {}),
+            **({"probe": state.probe} if state.probe and not finished else {}),
             "compute_seconds": state.compute_seconds,
             "scoring_seconds": state.scoring_seconds,
             "saved_seconds": state.saved_seconds,
