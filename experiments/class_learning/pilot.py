@@ -4,7 +4,9 @@
 
 Fine-tunes from random weights (masking.strategy none: fine-tuning is what is asked here) with
 the quickstart's data, model and budget, on repeat seeds 0..2, one arm per protocol; prints each
-run's mIoU and per-class IoU (last validation) and writes them to OUT.json.
+run's mIoU and per-class IoU (last validation) and writes them to OUT.json. Environment:
+SEEDS=0,1 (the repeat seeds), DATA="rare_share=0.5 augment=false" (data keys to set),
+RARE_RADIUS=0.14,0.20 (the rare star's radius range, as a share of the side).
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ ARMS = {
         "finetune.steps": 900,
         "finetune.evaluations": 3,
     },
+    "ce_dice_inv_noaug": {
+        "finetune.loss": "ce_dice",
+        "finetune.class_weights": "inverse_frequency",
+        "data.augment": False,
+    },
     "ce_dice_inv_rcs": {
         "finetune.loss": "ce_dice",
         "finetune.class_weights": "inverse_frequency",
@@ -48,12 +55,15 @@ def main(out: str, arms: list[str]) -> None:
 
     if os.environ.get("RARE_RADIUS"):
         _synthetic.RARE_RADIUS = tuple(map(float, os.environ["RARE_RADIUS"].split(",")))
-    if os.environ.get("RARE_PROBABILITY"):
-        _synthetic.RARE_PROBABILITY = float(os.environ["RARE_PROBABILITY"])
     seeds = tuple(map(int, os.environ.get("SEEDS", "0,1,2").split(",")))
     base = load_spec(
         QUICKSTART,
-        ["masking.strategy=none", "resources.scoring_actors=0", "search.repeats=1"],
+        [
+            "masking.strategy=none",
+            "resources.scoring_actors=0",
+            "search.repeats=1",
+            *(f"data.{key}" for key in os.environ.get("DATA", "").split() if key),
+        ],
     )
     found = {}
     for arm in arms or list(ARMS):

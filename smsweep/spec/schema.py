@@ -53,6 +53,14 @@ class DataConfig(Section):
     num_images: int = documented(
         128, "generated sources (synthetic, textures): how many images", ge=4, le=1_000_000
     )
+    rare_share: float | None = documented(
+        None,
+        "generated sources: the share of images that hold the rare class (null: the source's "
+        "own, synthetic 0.12, textures 0.15); its instances stay small, so it stays rare by "
+        "pixels; with few labels, raise it for a rare class that fine-tuning can learn at all",
+        gt=0,
+        le=1,
+    )
     val_fraction: float = documented(0.2, "labeled images held out for validation", gt=0, le=0.9)
     label_fraction: float = documented(
         1.0, "of the other labeled images, the share used to fine-tune", gt=0, le=1

@@ -65,3 +65,22 @@ def test_open_from_config_uses_the_seed(config):
 def test_index_out_of_range():
     with pytest.raises(IndexError):
         SyntheticSource(3, 32, 3).load(3)
+
+
+@pytest.mark.parametrize("source", ["synthetic", "textures"])
+def test_rare_share_sets_how_often_the_rare_class_is_drawn(config, source):
+    """data.rare_share: the rare class in about that share of the images, and still small."""
+    shares = {}
+    for share in (None, 0.5):
+        cfg = config(source=source, num_images=300, num_classes=5, image_size=32, rare_share=share)
+        masks = [mask for _, mask in (open_source(cfg, seed=0).load(i) for i in range(300))]
+        shares[share] = np.mean([(mask == 4).any() for mask in masks])
+        assert np.mean([(mask == 4).mean() for mask in masks]) < 0.05  # rare by pixels
+    assert shares[None] < 0.2 and 0.4 < shares[0.5] < 0.6, shares
+
+
+def test_rare_share_is_for_generated_sources(tmp_path):
+    from tests.test_trial import tiny_spec
+
+    with pytest.raises(SpecError, match=r"data\.rare_share .* remove it"):
+        tiny_spec(data={"source": "folder", "path": str(tmp_path), "rare_share": 0.5})

@@ -3,7 +3,8 @@
 A smooth background (class 0: a gradient plus low-frequency waves) under 2-4 shapes. Each class has
 its own shape *and* texture, and every instance gets random colours, size, rotation and position,
 so the class is told by shape and texture, not colour. The last class, `rare_star`, appears in
-~12% of the images and is small: per-class effects (the paper's gains on weak classes) show on it.
+~12% of the images (`data.rare_share`) and is small: per-class effects (the paper's gains on weak
+classes) show on it.
 All lengths scale with `image_size`. A 64x64 image takes well under a millisecond or two.
 """
 
@@ -77,6 +78,7 @@ class SyntheticSource(GeneratedSource):
     kind = "synthetic"
     prefix = "synth"
     min_classes, max_classes = MIN_CLASSES, MAX_CLASSES
+    default_rare_share = RARE_PROBABILITY
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -91,7 +93,7 @@ class SyntheticSource(GeneratedSource):
             class_id = int(rng.integers(1, common + 1))
             radius = size * rng.uniform(*COMMON_RADIUS)
             _draw(image, mask, rng, COMMON_SHAPES[class_id - 1], class_id, radius)
-        if rng.random() < RARE_PROBABILITY:  # drawn last: never occluded
+        if rng.random() < self.rare_probability:  # drawn last: never occluded
             radius = size * rng.uniform(*RARE_RADIUS)
             _draw(image, mask, rng, RARE_SHAPE, self.num_classes - 1, radius)
         image += rng.normal(0.0, 4.0, image.shape).astype(np.float32)  # sensor noise
@@ -100,7 +102,7 @@ class SyntheticSource(GeneratedSource):
 
 def open_synthetic(cfg: DataConfig, *, seed: int = 0) -> SyntheticSource:
     """The synthetic source for `cfg` (`cfg.path` is ignored)."""
-    return SyntheticSource(cfg.num_images, cfg.image_size, cfg.num_classes, seed)
+    return SyntheticSource(cfg.num_images, cfg.image_size, cfg.num_classes, seed, cfg.rare_share)
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:

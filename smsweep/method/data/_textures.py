@@ -134,6 +134,7 @@ class TexturesSource(GeneratedSource):
     kind = "textures"
     prefix = "texture"
     min_classes, max_classes = MIN_CLASSES, MAX_CLASSES
+    default_rare_share = RARE_PROBABILITY
 
     @property
     def has_rare(self) -> bool:
@@ -149,7 +150,7 @@ class TexturesSource(GeneratedSource):
         size = self.image_size
         common = self.num_classes - 2 if self.has_rare else 1
         mask = _region_map(rng, size, common)
-        if self.has_rare and rng.random() < RARE_PROBABILITY:
+        if self.has_rare and rng.random() < self.rare_probability:
             mask[_rare_blob(rng, size)] = self.num_classes - 1
         yy, xx = np.ogrid[0:size, 0:size]
         yy, xx = yy.astype(np.float32), xx.astype(np.float32)  # (S, 1), (1, S)
@@ -163,7 +164,7 @@ class TexturesSource(GeneratedSource):
 
 def open_textures(cfg: DataConfig, *, seed: int = 0) -> TexturesSource:
     """The textures source for `cfg` (`cfg.path` is ignored)."""
-    return TexturesSource(cfg.num_images, cfg.image_size, cfg.num_classes, seed)
+    return TexturesSource(cfg.num_images, cfg.image_size, cfg.num_classes, seed, cfg.rare_share)
 
 
 def _smooth_field(rng: np.random.Generator, size: int, nodes: int) -> np.ndarray:

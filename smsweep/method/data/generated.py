@@ -55,11 +55,18 @@ class GeneratedSource:
     image_size: int
     num_classes: int = 5
     seed: int = 0
+    rare_share: float | None = None  # images holding the rare class; None: the source's own
 
     kind: ClassVar[str]  # the data.source name, in messages
     prefix: ClassVar[str]  # of image names
     min_classes: ClassVar[int]
     max_classes: ClassVar[int]
+    default_rare_share: ClassVar[float]
+
+    @property
+    def rare_probability(self) -> float:
+        """The chance that an image holds the rare class (`data.rare_share`)."""
+        return self.default_rare_share if self.rare_share is None else self.rare_share
 
     def __post_init__(self) -> None:
         if not self.min_classes <= self.num_classes <= self.max_classes:
@@ -73,6 +80,8 @@ class GeneratedSource:
             raise SpecError(f"data.image_size is {self.image_size}; use at least 16")
         if self.seed < 0:
             raise SpecError(f"seed is {self.seed}; use a non-negative integer")
+        if self.rare_share is not None and not 0 < self.rare_share <= 1:
+            raise SpecError(f"data.rare_share is {self.rare_share}; use a share in (0, 1]")
 
     def __len__(self) -> int:
         return self.num_images
@@ -94,6 +103,7 @@ class GeneratedSource:
             self.image_size,
             self.num_classes,
             self.seed,
+            self.rare_share,
             i,
         )
         return remembered(key, lambda: self._generate(i))
