@@ -18,7 +18,7 @@ from smsweep.engines.store import Location
 from smsweep.errors import SpecError
 from smsweep.spec.config import SweepSpec
 from smsweep.spec.load import load_spec, resolve
-from smsweep.spec.names import ROBUST_MEAN, ROBUST_PREFIX
+from smsweep.spec.names import PROBE_PREFIX, ROBUST_MEAN, ROBUST_PREFIX
 from smsweep.spec.space import control_params
 from smsweep.trial.budget import Budget, budget_warnings, trial_budget
 from smsweep.trial.reports import FINETUNE_METRICS
@@ -216,6 +216,8 @@ def check_object_store(spec: SweepSpec, storage: Location) -> None:
 
 def check_metric(spec: SweepSpec, class_names: tuple[str, ...]) -> None:
     known = [*FINETUNE_METRICS, *(f"iou/{name}" for name in class_names)]
+    if spec.finetune.probe:  # the rules say when a probe/ metric lacks the probe
+        known += [PROBE_PREFIX + metric for metric in known]
     robustness = spec.robustness  # the rules check a robust metric against its factors
     if robustness.enabled:
         known += [ROBUST_MEAN, *(ROBUST_PREFIX + factor for factor in robustness.factors)]

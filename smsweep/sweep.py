@@ -45,6 +45,7 @@ from smsweep.errors import SpecError, TrackingUnavailable, one_line
 from smsweep.method.data import Source, open_source
 from smsweep.report.console import Echo, Output, Progress, quiet_engines, say
 from smsweep.spec.config import SweepSpec
+from smsweep.spec.names import PROBE_MIOU
 from smsweep.summary import FINISHED_FILE, PARTITION0_SAVED, SweepSummary, finish, ranked
 from smsweep.trial import integrity, partition0
 from smsweep.trial.reports import FINETUNE_METRICS
@@ -242,6 +243,8 @@ def _fit(
     rows = []
     shown = {*FINETUNE_METRICS, *FLOOR_METRICS, *PROGRESS_METRICS, *search.objective_metrics}
     shown.add(PARTITION0_SAVED)
+    if spec.finetune.probe:
+        shown.add(PROBE_MIOU)
     for result in results:
         trial_id = closer.ids.get(result.path) or (result.metrics or {}).get("trial_id", "?")
         status = closer.statuses.get(trial_id, "ERROR" if result.error else "TERMINATED")

@@ -40,6 +40,30 @@ def test_leaderboard_shows_pixel_accuracy_and_the_trivial_predictors_floor():
     assert len(leaderboard(rows[1:], "miou").splitlines()) == 2  # no floor known: no floor line
 
 
+def test_leaderboard_shows_the_probe_beside_the_fine_tune_when_trials_ran_one():
+    rows = [
+        {"trial_id": "a", "status": "TERMINATED", "miou": 0.47, "pixel_accuracy": 0.93}
+        | {"probe/miou": 0.31, "floor/miou": 0.165, "params": {"x.r": 0.5}},
+        {"trial_id": "b", "status": "ERROR", "params": {"x.r": 0.7}},
+    ]
+    lines = leaderboard(rows, "miou").splitlines()
+    assert lines[0].split() == [
+        "trial",
+        "status",
+        "miou",
+        "pixel",
+        "acc",
+        "probe",
+        "miou",
+        "params",
+    ]
+    assert lines[1].split() == ["a", "finished", "0.4700", "0.9300", "0.3100", "r=0.5"]
+    assert lines[2].split() == ["b", "failed", "-", "-", "-", "r=0.7"]
+    assert lines[3].index("the majority") == lines[1].index("r=0.5")  # the columns line up
+    ranked_by_probe = leaderboard(rows, "probe/miou").splitlines()
+    assert "probe miou" not in ranked_by_probe[0]  # ranked by it: one column is enough
+
+
 def test_arms_table_shows_intervals_and_the_difference_with_each_control():
     runs = [
         ArmRun(key, label, control, repeat, value)

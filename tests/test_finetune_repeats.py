@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from smsweep.checks import check_metric
 from smsweep.engines.trainloop import run_in_process
 from smsweep.errors import SpecError
 from smsweep.method import build
@@ -253,6 +254,9 @@ def test_a_probe_trains_on_the_encoder_it_was_given(tmp_path):
 def test_a_probe_metric_needs_the_probe_and_a_probe_needs_a_trained_encoder():
     with pytest.raises(SpecError, match=r"probe/miou is measured only with finetune\.probe"):
         tiny_spec(search={"metric": "probe/miou"})
-    assert tiny_spec(search={"metric": "probe/miou"}, finetune={"probe": True})
+    probed = tiny_spec(search={"metric": "probe/iou/disk"}, finetune={"probe": True})
+    check_metric(probed, ("background", "disk"))  # a metric the trials report: no error
+    with pytest.raises(SpecError, match="is not reported by a trial"):
+        check_metric(tiny_spec(search={"metric": "probe/iou/star"}, finetune={"probe": True}), ())
     with pytest.raises(SpecError, match=r"finetune\.probe .* finetune\.freeze_encoder"):
         tiny_spec(finetune={"probe": True, "freeze_encoder": True})

@@ -13,6 +13,7 @@ from typing import Any
 
 from ray import tune
 
+from smsweep.spec.names import PROBE_MIOU
 from smsweep.verdict.arms import Arm, short, status_word
 from smsweep.verdict.stats import ParetoPoint, Verdict
 
@@ -178,19 +179,23 @@ def leaderboard(
     repeats: int = 1,
     label: str | None = None,
 ) -> str:
-    """rows: {trial_id, status, metric value, pixel_accuracy?, params, arm?}; sorted best first
-    by the caller. The last line is the trivial predictor's score (the `floor/` metrics), when
-    known; `label` (e.g. `miou (last validation)`) heads the table when given."""
+    """rows: {trial_id, status, metric value, pixel_accuracy?, probe/miou?, params, arm?};
+    sorted best first by the caller. The last line is the trivial predictor's score (the
+    `floor/` metrics), when known; `label` (e.g. `miou (last validation)`) heads the table when
+    given. With `finetune.probe` the probe's mIoU gets a column beside the ranked metric."""
 
     def shown(value: Any) -> str:
         return f"{value:.4f}" if isinstance(value, float) else "-"
 
+    probed = metric != PROBE_MIOU and any(isinstance(row.get(PROBE_MIOU), float) for row in rows)
+    probe_head = f"{'probe miou':>11}" if probed else ""
     lines = [f"trials ranked by {label}"] if label else []
-    lines.append(f"{'trial':<14}{'status':<15}{metric:>10}{'pixel acc':>11}  params")
+    lines.append(f"{'trial':<14}{'status':<15}{metric:>10}{'pixel acc':>11}{probe_head}  params")
     for row in rows[:limit]:
+        probe = f"{shown(row.get(PROBE_MIOU)):>11}" if probed else ""
         lines.append(
             f"{row['trial_id']:<14}{status_word(row['status']):<15}{shown(row.get(metric)):>10}"
-            f"{shown(row.get('pixel_accuracy')):>11}  "
+            f"{shown(row.get('pixel_accuracy')):>11}{probe}  "
             + (row["arm"].describe(repeats) if "arm" in row else short(row["params"]))
             + (f"  failed: {row['reason']}" if row.get("reason") else "")
         )
@@ -198,7 +203,7 @@ def leaderboard(
     if floor is not None:
         lines.append(
             f"{'floor':<29}{shown(floor['floor/miou']):>10}"
-            f"{shown(floor.get('floor/pixel_accuracy')):>11}  "
+            f"{shown(floor.get('floor/pixel_accuracy')):>11}{' ' * len(probe_head)}  "
             "the majority class everywhere: what a model that learned nothing scores"
         )
     return "\n".join(lines)

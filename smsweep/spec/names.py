@@ -18,3 +18,4 @@ Factor = Literal["occlusion", "colour", "blur", "noise", "scale", "texture"]
 FACTORS: tuple[str, ...] = Factor.__args__
 ROBUST_PREFIX, ROBUST_MEAN = "robust/miou/", "robust/miou_mean"
 PROBE_PREFIX = "probe/"  # finetune.probe's metrics
+PROBE_MIOU = PROBE_PREFIX + "miou"
