@@ -31,20 +31,21 @@ def _files(root) -> dict[str, float]:
 
 @pytest.mark.slow
 def test_progress_quiet_engines_statuses_resume_of_a_finished_sweep_and_checkpoints(
-    tmp_path, monkeypatch, capfd
+    finished_sweep, monkeypatch, capfd
 ):
+    """What `run` printed at the default verbosity, what the finished trials kept, and `resume`
+    of the finished sweep: the session's tiny sweep (tests/conftest.py; 3 trials, one of them
+    selective, in their own processes), whose output was captured as `capfd` captures it."""
+    tmp_path, out, err = finished_sweep.root, finished_sweep.out, finished_sweep.err
     monkeypatch.chdir(tmp_path)
-    spec = _spec(tmp_path)
-    assert main(["run", str(spec), "--storage", "runs"]) == 0
-    out, err = capfd.readouterr()
     # Every phase of a trial, and the sweep's count with the time left.
     assert re.search(r"trial \w+ partition 1/2: 2/4 steps, recon loss \d", out), out
     assert re.search(
         r"partition 2/2: 4/4 steps, recon loss [\d.]+, masks scored on 1 actor \(\d+ images", out
     )
     assert re.search(r"fine-tune step 3/6: miou [\d.]+", out)
-    assert re.search(r"\[1/2 done; about \d+ s left; best", out), out
-    assert "[2/2 done; best" in out
+    assert re.search(r"\[1/3 done; about \d+ s left; best", out), out
+    assert "[3/3 done; best" in out
     # Statuses in words; the score says which validation it is.
     assert "trials ranked by miou (last validation)" in out
     assert re.search(r"\w{8}\s+finished\s+\d\.\d{4}", out) and "TERMINATED" not in out
@@ -64,7 +65,7 @@ def test_progress_quiet_engines_statuses_resume_of_a_finished_sweep_and_checkpoi
     assert out.splitlines() == [
         line for line in out.splitlines() if line.startswith("nothing to resume: sweep tiny")
     ]
-    assert len(out.splitlines()) == 1 and "finished all 2 trials" in out and not err
+    assert len(out.splitlines()) == 1 and "finished all 3 trials" in out and not err
     assert _files(tmp_path) == before
 
 

@@ -16,7 +16,6 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from smsweep.cli import main
 from smsweep.engines import claim, tracking
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,11 +82,13 @@ def finished_trials(experiment_dir: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_sweep_tracks_one_parent_and_a_nested_run_per_trial(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    spec = write_spec(tmp_path, tiny_sweep())
-    assert main(["run", str(spec), "--storage", "runs"]) == 0
-    out = capsys.readouterr().out
+def test_sweep_tracks_one_parent_and_a_nested_run_per_trial(finished_sweep):
+    """What a sweep logs to MLflow (one parent, a nested run per trial with its metrics, tags
+    and artifacts), what it prints at the end, and that it writes nothing else: the session's
+    tiny sweep (tests/conftest.py), which tests/test_report.py reports on. Its trials train in
+    their own processes; sweeps with Ray Train are the subject of tests/test_reliability.py's
+    kill points, tests/test_object_store.py and tests/test_cluster.py."""
+    tmp_path, out = finished_sweep.root, finished_sweep.out
     assert "best trial" in out and "mlflow ui --backend-store-uri" in out
     parents, children = mlflow_runs(tmp_path)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
