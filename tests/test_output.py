@@ -71,18 +71,22 @@ def test_progress_quiet_engines_statuses_resume_of_a_finished_sweep_and_checkpoi
 
 @pytest.mark.slow
 def test_verbose_shows_the_engines_lines_and_quiet_hides_the_phases(tmp_path):
+    """Two sweeps of one trial, started together (each starts its own local Ray; sweeps
+    starting together on one new sqlite file are tests/test_sweep.py's drivers test): with
+    --verbose, and with --quiet and search.score=best."""
     spec = _spec(tmp_path, num_samples=1)
-    loud = _cli(["run", str(spec), "--storage", "runs", "--verbose"], tmp_path)
-    assert loud.returncode == 0, loud.stdout[-3000:]
-    assert "Started a local Ray instance" in loud.stdout  # Ray's own INFO line
-    assert "partition 2/2" in loud.stdout
-    argv = ["run", str(spec), "--storage", "runs", "--name", "hush", "--quiet"]
-    quiet = _cli([*argv, "--set", "search.score=best"], tmp_path)
-    assert quiet.returncode == 0, quiet.stdout[-3000:]
-    assert "trials ranked by miou (best validation)" in quiet.stdout
-    assert re.search(r"best trial \w+: miou \(best validation\) \d\.\d{4}", quiet.stdout)
-    assert " partition 1/2:" not in quiet.stdout and "fine-tune step" not in quiet.stdout
-    assert "finished" in quiet.stdout and not ENGINE_LINE.search(quiet.stdout)
+    argv = ["run", str(spec), "--storage", "runs"]
+    loud = _cli([*argv, "--verbose"], tmp_path)
+    quiet = _cli([*argv, "--name", "hush", "--quiet", "--set", "search.score=best"], tmp_path)
+    loud_out, quiet_out = (process.communicate(timeout=600)[0] for process in (loud, quiet))
+    assert loud.returncode == 0, loud_out[-3000:]
+    assert "Started a local Ray instance" in loud_out  # Ray's own INFO line
+    assert "partition 2/2" in loud_out
+    assert quiet.returncode == 0, quiet_out[-3000:]
+    assert "trials ranked by miou (best validation)" in quiet_out
+    assert re.search(r"best trial \w+: miou \(best validation\) \d\.\d{4}", quiet_out)
+    assert " partition 1/2:" not in quiet_out and "fine-tune step" not in quiet_out
+    assert "finished" in quiet_out and not ENGINE_LINE.search(quiet_out)
 
 
 def test_score_best_ranks_by_the_best_validation(tmp_path):
@@ -99,15 +103,15 @@ def test_help_says_what_the_tool_does():
     assert "nothing else lives here" not in text
 
 
-def _cli(argv, cwd) -> subprocess.CompletedProcess:
+def _cli(argv, cwd) -> subprocess.Popen:
+    """`python -m smsweep ARGV` started in `cwd` with a bare environment, its output (standard
+    error within it) read with `communicate`."""
     env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(cwd)}
-    return subprocess.run(
+    return subprocess.Popen(
         [sys.executable, "-m", "smsweep", *argv],
         cwd=cwd,
         env=env,
-        capture_output=False,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        timeout=600,
     )
