@@ -46,28 +46,21 @@ def trial_failures(experiment_dir: Path) -> list[int]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("points", "in_process"),
-    [(["scoring", "pretrain:1"], False), (["finetune:0"], True)],
-    ids=["scoring,pretrain:1", "finetune:0"],
-)
-def test_sigkill_at_each_point_then_resume_loses_and_repeats_nothing(points, in_process, tmp_path):
-    """The whole sweep (two trials) is killed with SIGKILL to its process group at each point
-    in turn: `run` pauses at the first point, each `resume` but the last at the next one, and
-    the last `resume` runs to the end. Then every trial has finished once in its one MLflow
-    run, and every partition and epoch is logged exactly once.
-
-    With Ray Train (the trials' default), one sweep is killed twice: while a partition's masks
-    are scored (by the actors, or by the trial itself while they start), then, resumed, as a
-    trial's last partition begins (pretrain:1: partition 0 checkpointed, partition 1 not). Each
-    kill costs a sweep start instead of a sweep. Fine-tuning (finetune:0: pretraining
-    checkpointed) is killed with the trials training in their own processes."""
-    spec = tiny_sweep(num_samples=2, in_process=in_process)
+def test_sigkill_at_each_point_then_resume_loses_and_repeats_nothing(tmp_path):
+    """One sweep of two trials with Ray Train (the trials' default), killed with SIGKILL to its
+    process group at each point in turn: while a partition's masks are scored (by the actors,
+    or by the trial itself while they start), then, resumed, as a trial's last partition
+    begins (pretrain:1: partition 0 checkpointed, partition 1 not). `run` pauses at the first
+    point, `resume` at the next one, and the last `resume` runs to the end: every trial has
+    finished once in its one MLflow run, and every partition and epoch is logged exactly once.
+    Each kill costs a sweep start instead of a sweep. The kill where fine-tuning begins, with
+    the trial training in its own process, is tests/test_preemption.py's, after a retry."""
+    spec = tiny_sweep(num_samples=2)
     spec["search"]["space"]["masking.strategy"] = {"choice": ["selective", "random"]}
     experiment = tmp_path / "runs" / "tiny"
     marker = tmp_path / "paused"
     argv = ["run", str(write_spec(tmp_path, spec)), "--storage", "runs"]
-    for point in points:
+    for point in ["scoring", "pretrain:1"]:
         os.environ[FAULTS_ENV] = json.dumps({"pause_at": point, "marker": str(marker)})
         try:
             sweep = _start(argv, tmp_path)
