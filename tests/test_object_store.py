@@ -67,10 +67,16 @@ def keys(filesystem, prefix: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_sweep_in_s3_survives_sigkill_resumes_and_reports_from_the_bucket(s3, tmp_path):
+def test_a_sweep_in_s3_survives_sigkill_resumes_and_reports_from_the_bucket(
+    s3, tmp_path, monkeypatch, capsys
+):
+    """One trial with Ray Train, killed (SIGKILL to the sweep's process group) as it begins
+    fine-tuning, resumed from the bucket; then `resume` of the finished sweep and `report`,
+    called in this process (the bucket's settings are in its environment), from `tmp_path`
+    so that anything they wrote outside the bucket would show there."""
     storage = f"s3://{BUCKET}/team/runs"
     study = f"search.storage=sqlite:///{tmp_path / 'optuna.db'}"
-    spec = write_spec(tmp_path, tiny_sweep(num_samples=2))
+    spec = write_spec(tmp_path, tiny_sweep(num_samples=1))
     marker = tmp_path / "paused"
     os.environ[FAULTS_ENV] = json.dumps({"pause_at": "finetune:0", "marker": str(marker)})
     try:
@@ -94,7 +100,7 @@ def test_a_sweep_in_s3_survives_sigkill_resumes_and_reports_from_the_bucket(s3, 
     parents, children = mlflow_runs(tmp_path)
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert [run.info.status for run in parents] == ["FINISHED"]
-    assert sorted(run.info.status for run in children) == ["FINISHED", "FINISHED"]
+    assert [run.info.status for run in children] == ["FINISHED"]
     for run in children:  # the partitions and validations before the kill ran once
         assert steps(tmp_path, run, "recon_loss") == [0, 1]
         assert steps(tmp_path, run, "miou") == [0, 1]
@@ -119,12 +125,13 @@ def test_a_sweep_in_s3_survives_sigkill_resumes_and_reports_from_the_bucket(s3, 
     assert local == ["mlartifacts", "mlflow.db", "optuna.db", "paused", "sweep.yaml"]
 
     # `resume` of the finished sweep writes nothing; `report` rebuilds the page in the bucket.
-    again = _start(["resume", f"{storage}/tiny"], tmp_path)
-    assert again.wait(timeout=300) == 0 and "nothing to resume" in again.stdout.read()
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["resume", f"{storage}/tiny"]) == 0
+    assert "nothing to resume" in capsys.readouterr().out
     s3.delete_file(f"{prefix}/report.html")
-    report = _start(["report", f"{storage}/tiny"], tmp_path)
-    output, _ = report.communicate(timeout=300)
-    assert report.returncode == 0, output[-3000:]
+    assert main(["report", f"{storage}/tiny"]) == 0
+    output = capsys.readouterr().out
     assert output.strip().splitlines()[-1] == f"{storage}/tiny/report.html"
     page = s3.open_input_stream(f"{prefix}/report.html").read().decode()
     assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', page)) == 2  # galleries

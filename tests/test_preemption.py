@@ -80,20 +80,35 @@ def test_sigterm_stops_in_the_grace_period_and_then_damaged_files_cost_no_trial(
 
 
 @pytest.mark.slow
-def test_a_trial_process_sent_sigterm_is_retried_from_its_checkpoint(tmp_path):
-    """A worker node preempted with notice: the trial's own process gets SIGTERM. The trial
-    fails, is retried from its last checkpoint (search.max_failures) in the same MLflow run, and
-    the sweep finishes with nothing logged twice."""
+def test_a_trial_process_sent_sigterm_is_retried_from_its_checkpoint_then_sigkill_loses_nothing(
+    tmp_path,
+):
+    """A worker node preempted with notice: the trial's own process gets SIGTERM as its last
+    partition begins. The trial fails and is retried from its last checkpoint
+    (search.max_failures) in the same MLflow run. The retry is stopped where fine-tuning begins
+    (finetune:0: pretraining checkpointed, the trial training in its own process) by SIGKILL to
+    the whole sweep, and `resume` finishes it: one MLflow run, one retry, nothing logged
+    twice."""
     faults = tmp_path / "faults.json"
     marker = tmp_path / "paused"
     faults.write_text(json.dumps({"pause_at": "pretrain:1", "marker": str(marker)}))
     sweep, trial_pid = _paused_at(
         tmp_path, "pretrain:1", tiny_sweep(num_samples=1, in_process=True), f"@{faults}"
     )
-    faults.write_text("{}")  # the retry runs through
+    marker.unlink()
+    faults.write_text(json.dumps({"pause_at": "finetune:0", "marker": str(marker)}))  # the retry's
     os.kill(trial_pid, signal.SIGTERM)
-    output, _ = sweep.communicate(timeout=600)
-    assert sweep.returncode == 0, output[-3000:]
+    deadline = time.monotonic() + 300
+    while not marker.exists() or len(marker.read_text().split()) < 2:
+        assert sweep.poll() is None, sweep.stdout.read()[-3000:]
+        assert time.monotonic() < deadline, "the retry never reached fine-tuning"
+        time.sleep(0.2)
+    assert marker.read_text().split()[0] == "finetune:0"
+    os.killpg(sweep.pid, signal.SIGKILL)
+    sweep.wait(timeout=60)
+    resumed = _start(["resume", str(tmp_path / "runs" / "tiny")], tmp_path)  # without faults
+    output, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, output[-3000:]
     _check_complete(tmp_path, 1)
     assert trial_failures(tmp_path / "runs" / "tiny") == [1]
     (run,) = mlflow_runs(tmp_path)[1]

@@ -18,25 +18,19 @@ from mlflow.tracking import MlflowClient
 from PIL import Image, ImageStat
 
 from smsweep import report
-from smsweep.cli import main
 from smsweep.engines.settings import SETTINGS_FILE, SweepSettings
 from smsweep.errors import SpecError
-from tests.test_sweep import tiny_sweep, write_spec
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 PLOTS = {"by_category", "scatter", "heatmap", "importances", "class_iou", "curves"}
 
 
 @pytest.fixture(scope="module")
-def sweep_dir(tmp_path_factory) -> Path:
-    """A finished tiny sweep (3 trials: random, selective, block), run once for this module;
-    its trials train in their own processes (Ray Train is not the subject here)."""
-    root = tmp_path_factory.mktemp("report")
-    spec = write_spec(root, tiny_sweep(in_process=True))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root)
-        assert main(["run", str(spec), "--storage", "runs"]) == 0
-    return root / "runs" / "tiny"
+def sweep_dir(finished_sweep) -> Path:
+    """A finished tiny sweep (3 trials: random, selective, block), run once for the session
+    (tests/conftest.py); its trials train in their own processes (Ray Train is not the subject
+    here)."""
+    return finished_sweep.experiment
 
 
 @pytest.fixture(scope="module")

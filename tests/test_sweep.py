@@ -16,7 +16,6 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from smsweep.cli import main
 from smsweep.engines import claim, tracking
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,11 +82,13 @@ def finished_trials(experiment_dir: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_sweep_tracks_one_parent_and_a_nested_run_per_trial(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    spec = write_spec(tmp_path, tiny_sweep())
-    assert main(["run", str(spec), "--storage", "runs"]) == 0
-    out = capsys.readouterr().out
+def test_sweep_tracks_one_parent_and_a_nested_run_per_trial(finished_sweep):
+    """What a sweep logs to MLflow (one parent, a nested run per trial with its metrics, tags
+    and artifacts), what it prints at the end, and that it writes nothing else: the session's
+    tiny sweep (tests/conftest.py), which tests/test_report.py reports on. Its trials train in
+    their own processes; sweeps with Ray Train are the subject of tests/test_reliability.py's
+    kill points, tests/test_object_store.py and tests/test_cluster.py."""
+    tmp_path, out = finished_sweep.root, finished_sweep.out
     assert "best trial" in out and "mlflow ui --backend-store-uri" in out
     parents, children = mlflow_runs(tmp_path)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
@@ -150,9 +151,13 @@ def _check_complete(tmp_path: Path, num_samples: int) -> None:
 
 
 @pytest.mark.slow
-def test_sweep_killed_with_sigkill_resumes_to_exactly_num_samples(tmp_path):
-    """Also: `resume` next to the live driver is refused by name and writes nothing; once the
-    driver is killed, `resume` takes its claim over."""
+def test_ctrl_c_then_sigkill_of_the_resumed_sweep_resume_to_exactly_num_samples(tmp_path):
+    """One sweep of three trials, stopped twice. Next to the live `run`, `resume` is refused by
+    name and writes nothing. Ctrl-C in the first trial's fine-tuning stops it cleanly: exit 130,
+    the resume command, no run RUNNING, the claim released. `resume` goes on with it, and is
+    killed with SIGKILL once the first trial is done and the second is logging: the kill leaves
+    a run RUNNING and the claim. The next `resume` takes the claim over, and the sweep ends with
+    exactly three trials, each finished once in its one MLflow run."""
     spec = write_spec(tmp_path, tiny_sweep(in_process=True))
     sweep = _start(["run", str(spec), "--storage", "runs"], tmp_path)
     _wait_for(sweep, "trial ", timeout=300)  # Tune runs; the driver holds the claim
@@ -164,11 +169,23 @@ def test_sweep_killed_with_sigkill_resumes_to_exactly_num_samples(tmp_path):
     assert f"is in use by a running sweep driver (pid {sweep.pid} on " in output
     assert "Traceback" not in output and len(mlflow_runs(tmp_path)[0]) == 1
     assert (experiment / claim.CLAIM_FILE).read_text() == held
+
+    _wait_for(sweep, "fine-tune step", timeout=300)
+    os.killpg(sweep.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends
+    output, _ = sweep.communicate(timeout=120)
+    assert sweep.returncode == 130, output[-3000:]
+    assert "python -m smsweep resume" in output
+    _, children = mlflow_runs(tmp_path)
+    assert "RUNNING" not in {r.info.status for r in children}
+    assert not (experiment / claim.CLAIM_FILE).exists(), "released on Ctrl-C"
+
+    sweep = _start(["resume", str(experiment)], tmp_path)
     _wait_for(sweep, "finished", timeout=300)  # the first trial is done
     deadline = time.monotonic() + 120
     while len(mlflow_runs(tmp_path)[1]) < 2:  # and the second is logging
         assert time.monotonic() < deadline, "the second trial never opened its run"
         time.sleep(0.5)
+    held = (experiment / claim.CLAIM_FILE).read_text()
     os.killpg(sweep.pid, signal.SIGKILL)
     sweep.wait(timeout=60)
     _, children = mlflow_runs(tmp_path)
@@ -181,24 +198,6 @@ def test_sweep_killed_with_sigkill_resumes_to_exactly_num_samples(tmp_path):
     assert "has ended" in output
     _check_complete(tmp_path, 3)
     assert not (experiment / claim.CLAIM_FILE).exists()
-
-
-@pytest.mark.slow
-def test_ctrl_c_stops_cleanly_with_130_and_resumes(tmp_path):
-    spec = write_spec(tmp_path, tiny_sweep(num_samples=2, in_process=True))
-    sweep = _start(["run", str(spec), "--storage", "runs"], tmp_path)
-    _wait_for(sweep, "fine-tune step", timeout=300)
-    os.killpg(sweep.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends
-    output, _ = sweep.communicate(timeout=120)
-    assert sweep.returncode == 130, output[-3000:]
-    assert "python -m smsweep resume" in output
-    _, children = mlflow_runs(tmp_path)
-    assert "RUNNING" not in {r.info.status for r in children}
-    assert not (tmp_path / "runs" / "tiny" / claim.CLAIM_FILE).exists(), "released on Ctrl-C"
-    resumed = _start(["resume", str(tmp_path / "runs" / "tiny")], tmp_path)
-    output, _ = resumed.communicate(timeout=600)
-    assert resumed.returncode == 0, output[-3000:]
-    _check_complete(tmp_path, 2)
 
 
 @pytest.mark.slow
