@@ -344,11 +344,6 @@ def source_problems(data: DataConfig, key: str) -> list[str]:
             f"{key}.num_classes {data.num_classes} is out of range for the {data.source} source; "
             f"use {low}..{high}"
         )
-    if data.rare_share is not None and data.source not in GENERATED_SOURCES:
-        problems.append(
-            f"{key}.rare_share sets how often a generated source draws its rare class; source "
-            f"{data.source!r} reads its images from disk: remove it"
-        )
     if data.source not in GENERATED_SOURCES and not data.path:
         problems.append(f"{key}.path is required for source {data.source!r}; set it to the root")
     return problems

@@ -55,9 +55,10 @@ class DataConfig(Section):
     )
     rare_share: float | None = documented(
         None,
-        "generated sources: the share of images that hold the rare class (null: the source's "
-        "own, synthetic 0.12, textures 0.15); its instances stay small, so it stays rare by "
-        "pixels; with few labels, raise it for a rare class that fine-tuning can learn at all",
+        "generated sources (synthetic, textures; other sources ignore it, as num_images): the "
+        "share of images that hold the rare class (null: the source's own, synthetic 0.12, "
+        "textures 0.15); its instances stay small, so it stays rare by pixels; with few labels, "
+        "raise it for a rare class that fine-tuning can learn at all",
         gt=0,
         le=1,
     )

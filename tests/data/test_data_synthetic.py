@@ -77,10 +77,3 @@ def test_rare_share_sets_how_often_the_rare_class_is_drawn(config, source):
         shares[share] = np.mean([(mask == 4).any() for mask in masks])
         assert np.mean([(mask == 4).mean() for mask in masks]) < 0.05  # rare by pixels
     assert shares[None] < 0.2 and 0.4 < shares[0.5] < 0.6, shares
-
-
-def test_rare_share_is_for_generated_sources(tmp_path):
-    from tests.test_trial import tiny_spec
-
-    with pytest.raises(SpecError, match=r"data\.rare_share .* remove it"):
-        tiny_spec(data={"source": "folder", "path": str(tmp_path), "rare_share": 0.5})
