@@ -13,9 +13,10 @@ Its cost: the fine-tuning steps again, less the encoder's backward pass.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
+from torch import nn
 
 from smsweep.method import build
 from smsweep.method.finetune import transfer_weights
@@ -25,10 +26,29 @@ from smsweep.trial.context import HEAD
 from smsweep.trial.repeats import PROBE_RUN, Parked, finetune_seed, on_cpu
 
 if TYPE_CHECKING:
+    from smsweep.method.data.datasets import SegmentationDataset
     from smsweep.method.segloss import SegmentationLoss
-    from smsweep.trial.finetuning import Finetuning
+    from smsweep.trial.context import TrialContext
 
 PREFIX = PROBE_PREFIX
+
+
+class Finetuning(Protocol):
+    """What the probe takes from the fine-tuning phase (`finetuning.Finetuning`): its trial,
+    session, train split, steps and validation, so the probe trains as the fine-tune does."""
+
+    trial: TrialContext
+    session: Any  # prepare(model) -> the model to train
+
+    def train_split(self, finetune: int) -> SegmentationDataset: ...
+
+    def steps(
+        self, model: nn.Module, train: SegmentationDataset, *args: Any, **kw: Any
+    ) -> float: ...
+
+    def validate(
+        self, segmentation: nn.Module, frozen: nn.Module | None
+    ) -> tuple[dict[str, Any], torch.Tensor]: ...
 
 
 class Probe:
