@@ -11,8 +11,9 @@ arm is a combination of the `--by` params, or without `--by` the sweep's own arm
 configurations and `search.controls`, from the trials' tags). Runs are paired by (`seed`,
 `repeat`): the same seeds in every arm. For each arm: the number of paired seeds, each metric's
 mean with its 95 % interval, and for each control the paired difference with its interval and
-the protocol's minimum detectable effect (2 x the std of the paired differences), then the
-verdict sentences. The numbers are `smsweep.verdict.stats.judge`, the ones a sweep prints and logs.
+the protocol's minimum detectable effect (the true difference a paired t-test finds with 80 %
+power at the comparison's alpha, after the family's correction), then the verdict sentences.
+The numbers are `smsweep.verdict.stats.judge`, the ones a sweep prints and logs.
 """
 
 from __future__ import annotations
