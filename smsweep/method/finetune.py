@@ -60,6 +60,15 @@ def transfer_weights(pretrained: Mapping[str, Tensor], target: nn.Module) -> Tra
     return Transfer(loaded=len(body), replaced=replaced, skipped=skipped)
 
 
+def freeze_encoder(model: nn.Module) -> nn.Module:
+    """`model`'s encoder with its parameters frozen (an optimizer built after this leaves them
+    out): the part a frozen-encoder probe does not train."""
+    encoder = model.encoder
+    for parameter in encoder.parameters():
+        parameter.requires_grad_(False)
+    return encoder
+
+
 def finetune_epoch(
     model: nn.Module,
     batches: Iterable[tuple[Tensor, Tensor]],

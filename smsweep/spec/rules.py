@@ -51,7 +51,7 @@ def problems(spec: Spec) -> list[str]:
         *objective_problems(spec),
         *model_problems(spec),
         *data_problems(spec),
-        *robustness_problems(spec),
+        *measured_metric_problems(spec),
     ]
 
 
@@ -299,7 +299,7 @@ def data_problems(spec: Spec) -> list[str]:
     return problems
 
 
-def robustness_problems(spec: Spec) -> list[str]:
+def measured_metric_problems(spec: Spec) -> list[str]:
     """A robust/ or probe/ search metric against the settings that measure it."""
     search = spec.search
     problems: list[str] = []

@@ -27,6 +27,7 @@ from smsweep.method.data.transforms import finetune_transform
 from smsweep.method.finetune import (
     confusion_matrix,
     finetune_epoch,
+    freeze_encoder,
     label_counts,
     recalibrate_batchnorm,
     segmentation_metrics,
@@ -175,10 +176,7 @@ class Finetuning:
         leaves them out); None when the whole model trains."""
         if not self.trial.spec.finetune.freeze_encoder:
             return None
-        encoder = segmentation.encoder
-        for parameter in encoder.parameters():
-            parameter.requires_grad_(False)
-        return encoder
+        return freeze_encoder(segmentation)
 
     def train_split(self, finetune: int) -> SegmentationDataset:
         """This rank's labelled train images, augmented from fine-tune `finetune`'s seed."""

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from smsweep.method import build
-from smsweep.method.finetune import transfer_weights
+from smsweep.method.finetune import freeze_encoder, transfer_weights
 from smsweep.method.schedule import optimization
 from smsweep.spec.names import PROBE_PREFIX
 from smsweep.trial.context import HEAD
@@ -68,9 +68,7 @@ class Probe:
         self.model = build.segmentation_model(trial.spec)  # a plain U-Net, with MRM too
         if pretrained is not None:
             transfer_weights(pretrained, self.model)
-        self.encoder = self.model.encoder
-        for parameter in self.encoder.parameters():
-            parameter.requires_grad_(False)
+        self.encoder = freeze_encoder(self.model)
         self.model.to(trial.device)
         budget = trial.budget
         self.optimizer, self.learning_rate = optimization(
