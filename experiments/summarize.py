@@ -12,7 +12,9 @@ configurations and `search.controls`, from the trials' tags). Runs are paired by
 `repeat`): the same seeds in every arm. For each arm: the number of paired seeds, each metric's
 mean with its 95 % interval, and for each control the paired difference with its interval and
 the protocol's minimum detectable effect (the true difference a paired t-test finds with 80 %
-power at the comparison's alpha, after the family's correction), then the verdict sentences.
+power at the comparison's alpha, after the family's correction), then the verdict sentences,
+and where the trials ran `finetune.repeats: F` of 2 or more, the first metric's variance
+components (between fine-tunes of one pretraining, and with the seed).
 The numbers are `smsweep.verdict.stats.judge`, the ones a sweep prints and logs.
 """
 
@@ -25,6 +27,7 @@ from mlflow.tracking import MlflowClient
 
 from smsweep.verdict.arms import CONFIGURATION, CONTROL
 from smsweep.verdict.stats import ArmRun, Verdict, judge
+from smsweep.verdict.variance import components, finetune_scores
 
 DEFAULT_METRICS = ["miou", "pixel_accuracy", "floor/miou", "iou/rare_star"]
 
@@ -61,7 +64,11 @@ def main() -> None:
         print()
         print(comparisons(first))
     print()
-    print("\n".join(f"- {line}" for line in [*first.sentences(), first.noise or ""] if line))
+    noise = components(
+        [finetune_scores(run.data.metrics, metrics[0]) for run in runs], first.residual_sd
+    )
+    extra = [first.noise or "", noise.sentence() if noise else ""]
+    print("\n".join(f"- {line}" for line in [*first.sentences(), *extra] if line))
 
 
 def load(uri: str, experiment_name: str) -> list:
