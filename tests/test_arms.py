@@ -6,11 +6,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
-import time
-import urllib.request
 
 import optuna
 import pytest
@@ -34,6 +31,7 @@ from smsweep.verdict.arms import (
     Arm,
 )
 from smsweep.verdict.stats import ArmRun, judge
+from tests.servers import free_port, stop, wait_until_answers
 from tests.test_sweep import _start, _wait_for, mlflow_runs, tiny_sweep, write_spec
 
 
@@ -438,23 +436,14 @@ def test_kill_9_and_resume_keep_the_race_and_the_confirmation_on_fresh_seeds(tmp
 
 def _dashboard_studies(storage: str) -> str:
     """The study list that a real optuna-dashboard serves for `storage`."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     command = [shutil.which("optuna-dashboard"), storage, "--host", "127.0.0.1"]
     server = subprocess.Popen(
-        [*command, "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+        [*command, "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                url = f"http://127.0.0.1:{port}/api/studies"
-                with urllib.request.urlopen(url, timeout=5) as answer:
-                    return answer.read().decode()
-            except OSError:
-                assert time.monotonic() < deadline, "optuna-dashboard never answered"
-                time.sleep(0.5)
+        url = f"http://127.0.0.1:{port}/api/studies"
+        return wait_until_answers(url, server, seconds=60).decode()
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop(server)

@@ -4,11 +4,8 @@ real MLflow server on 127.0.0.1."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -21,15 +18,11 @@ from smsweep.engines import tracking
 from smsweep.errors import SpecError
 from smsweep.spec.load import validate_spec
 from smsweep.trial.resources import check_fits, cluster_capacity
+from tests import servers
+from tests.servers import free_port
 from tests.test_sweep import tiny_sweep, write_spec
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -44,34 +37,10 @@ def two_nodes():
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """`mlflow server` on 127.0.0.1 only; stopped when the module ends."""
-    root = tmp_path_factory.mktemp("mlflow")
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable, "-m", "mlflow", "server",
-            "--host", "127.0.0.1", "--port", str(port),
-            "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination", str(root / "artifacts"),
-            "--workers", "1",
-        ],
-        cwd=root,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )  # fmt: skip
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"{uri}/health", timeout=2).read()
-            break
-        except OSError:
-            assert server.poll() is None, "mlflow server exited"
-            assert time.monotonic() < deadline, "mlflow server did not come up"
-            time.sleep(1)
-    yield uri
-    server.terminate()
-    server.wait(timeout=30)
+    port = free_port()
+    server = servers.mlflow_server(tmp_path_factory.mktemp("mlflow"), port)
+    yield f"http://127.0.0.1:{port}"
+    servers.stop(server)
 
 
 def test_a_local_mlflow_store_is_refused_on_several_nodes(two_nodes, tmp_path, capsys):

@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
 import subprocess
-import sys
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +20,7 @@ from smsweep.spec.load import validate_spec
 from smsweep.summary import SweepSummary, finish, ranked
 from smsweep.verdict.arms import CONFIGURATION, CONTROL, PHASE, TRIAL_INDEX, Arm
 from smsweep.verdict.stats import Verdict
-from tests.test_reliability import _free_port, _stop
+from tests.servers import free_port, start_mlflow_server, stop, wait_until_answers
 from tests.test_report import _browser
 
 REPEATS = 3
@@ -58,30 +55,15 @@ def served(tmp_path_factory) -> Served:
     root = tmp_path_factory.mktemp("ui")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     mlflow_store.prepare(uri)  # the tables, before the server opens the file
-    port = _free_port()
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--workers", "1", "--backend-store-uri", uri]
-    server = subprocess.Popen(
-        command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        # Without its job runner (workers and periodic tasks the UI's runs pages do not use),
-        # the server starts and answers in a third of the time.
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-    )  # fmt: skip
+    port = free_port()
+    server = start_mlflow_server(root, port, store=uri)
     try:
         run, names, verdict = _finished_sweep(uri, root / "runs" / "ui")
         address = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{address}/health", timeout=2).read()
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "no MLflow server"
-                time.sleep(0.5)
+        wait_until_answers(f"{address}/health", server, seconds=120)
         yield Served(address, run, names, verdict)
     finally:
-        _stop(server)
+        stop(server)
 
 
 def _finished_sweep(uri: str, experiment_dir: Path) -> tuple[tracking.SweepRun, list[str], Verdict]:

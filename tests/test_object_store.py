@@ -18,7 +18,8 @@ from smsweep.engines import claim, tracking
 from smsweep.engines.train import TrialFailed, run_trial
 from smsweep.faults import ENV as FAULTS_ENV
 from smsweep.trial.reports import RESULT_FILE
-from tests.test_reliability import _free_port, steps
+from tests.servers import free_port
+from tests.test_reliability import steps
 from tests.test_sweep import _start, mlflow_runs, tiny_sweep, write_spec
 from tests.test_trial import tiny_spec
 
@@ -177,7 +178,7 @@ def test_an_object_store_that_cannot_hold_the_sweep_exits_2_naming_the_fix(
     if problem == "no bucket":
         storage = "s3://no-such-bucket/runs"
     elif problem == "no answer":
-        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_free_port()}")
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
     else:
         study = []
     assert main(["run", str(spec), "--storage", storage, *study]) == 2
