@@ -10,11 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from smsweep.cli import main
 from smsweep.engines import claim, tracking
 from smsweep.faults import ENV as FAULTS_ENV
+from tests.servers import free_port, mlflow_server, stop
 from tests.test_sweep import (
     _check_complete,
     _start,
@@ -50,8 +47,9 @@ def test_sigkill_at_each_point_then_resume_loses_and_repeats_nothing(tmp_path):
     """One sweep of two trials with Ray Train (the trials' default), killed with SIGKILL to its
     process group at each point in turn: while a partition's masks are scored (by the actors,
     or by the trial itself while they start), then, resumed, as a trial's last partition
-    begins (pretrain:1: partition 0 checkpointed, partition 1 not). `run` pauses at the first
-    point, `resume` at the next one, and the last `resume` runs to the end: every trial has
+    begins (pretrain:1: partition 0 checkpointed, partition 1 not), then between a trial's last
+    checkpoint and its MLflow entry (log:finetune:1: its final score). `run` pauses at the first
+    point, each `resume` at the next one, and the last `resume` runs to the end: every trial has
     finished once in its one MLflow run, and every partition and epoch is logged exactly once.
     Each kill costs a sweep start instead of a sweep. The kill where fine-tuning begins, with
     the trial training in its own process, is tests/test_preemption.py's, after a retry."""
@@ -60,7 +58,7 @@ def test_sigkill_at_each_point_then_resume_loses_and_repeats_nothing(tmp_path):
     experiment = tmp_path / "runs" / "tiny"
     marker = tmp_path / "paused"
     argv = ["run", str(write_spec(tmp_path, spec)), "--storage", "runs"]
-    for point in ["scoring", "pretrain:1"]:
+    for point in ["scoring", "pretrain:1", "log:finetune:1"]:
         os.environ[FAULTS_ENV] = json.dumps({"pause_at": point, "marker": str(marker)})
         try:
             sweep = _start(argv, tmp_path)
@@ -125,40 +123,6 @@ def test_a_nan_loss_stops_its_trial_with_the_reason_and_the_sweep_goes_on(
     assert tracking.ROLE in by_strategy["none"].data.tags
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _mlflow_server(directory: Path, port: int) -> subprocess.Popen:
-    """A real tracking server on 127.0.0.1:port, its runs and artifacts under `directory`."""
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--workers", "1"]
-    command += ["--backend-store-uri", f"sqlite:///{directory / 'server.db'}"]
-    command += ["--artifacts-destination", str(directory / "server-artifacts")]
-    server = subprocess.Popen(
-        command,
-        cwd=directory,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
-            return server
-        except OSError:
-            assert server.poll() is None and time.monotonic() < deadline, "no MLflow server"
-            time.sleep(0.5)
-
-
-def _stop(server: subprocess.Popen) -> None:
-    os.killpg(server.pid, signal.SIGTERM)
-    server.wait(timeout=60)
-
-
 @pytest.mark.slow
 def test_an_mlflow_server_down_for_longer_than_the_retries_stops_the_sweep_and_resume_logs_all(
     tmp_path, monkeypatch
@@ -167,9 +131,9 @@ def test_an_mlflow_server_down_for_longer_than_the_retries_stops_the_sweep_and_r
     its retries (lowered here through MLflow's own settings). The sweep ends with exit 1 and a
     message naming the server; `resume` against the restarted server logs every partition and
     epoch exactly once."""
-    port = _free_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    server = _mlflow_server(tmp_path, port)
+    server = mlflow_server(tmp_path, port)
     spec = tiny_sweep(num_samples=1)
     spec["tracking"]["mlflow_uri"] = uri
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -186,7 +150,7 @@ def test_an_mlflow_server_down_for_longer_than_the_retries_stops_the_sweep_and_r
             assert sweep.poll() is None, sweep.stdout.read()[-3000:]
             assert time.monotonic() < deadline, "the trial never opened its run"
             time.sleep(0.5)
-        _stop(server)
+        stop(server)
         output, _ = sweep.communicate(timeout=600)
         assert sweep.returncode == 1, output[-3000:]
         last = output.strip().splitlines()[-1]
@@ -196,7 +160,7 @@ def test_an_mlflow_server_down_for_longer_than_the_retries_stops_the_sweep_and_r
         assert not (experiment / claim.CLAIM_FILE).exists(), "released on failure too"
         assert list(experiment.glob(f"train/*/{tracking.PENDING_FILE}")), "what waits to be logged"
 
-        server = _mlflow_server(tmp_path, port)
+        server = mlflow_server(tmp_path, port)
         resumed = _start(["resume", str(experiment)], tmp_path)
         output, _ = resumed.communicate(timeout=600)
         assert resumed.returncode == 0, output[-3000:]
@@ -215,4 +179,4 @@ def test_an_mlflow_server_down_for_longer_than_the_retries_stops_the_sweep_and_r
         assert not list(experiment.glob(f"train/*/{tracking.PENDING_FILE}"))
     finally:
         if server.poll() is None:
-            _stop(server)
+            stop(server)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -135,3 +136,37 @@ def test_entries_mlflow_does_not_take_wait_and_are_logged_once_when_the_run_cont
     assert "iou_per_class.csv" in {a.path for a in client.list_artifacts(trial.run_id)}
     run = client.get_run(trial.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["smsweep.precision"] == "bf16 autocast"
+
+
+def test_a_resumed_trial_logs_the_report_a_kill_cut_off_and_stores_a_logged_one_once(uri, tmp_path):
+    """A trial's checkpoint is stored before its MLflow entry is written; a kill between the two
+    used to lose the entry (the final score included). Here the whole trial first runs untracked,
+    as if every entry had been cut off, with its last checkpoint removed (a kill after the first
+    validation's). Resumed with its run, it logs the first validation's report again, with that
+    report's own timestamp, then the second; resumed again (finished), it logs the last one again.
+    MLflow holds each step once, with the untracked trial's numbers."""
+    from smsweep.engines.session import LocalSession
+    from smsweep.engines.trainloop import Trial, run_in_process
+    from smsweep.method.data import open_source
+    from smsweep.trial.inputs import TrialInput
+    from tests.test_trial import tiny_spec
+
+    spec = tiny_spec(
+        resources={"scoring_actors": 0, "train_workers": 0},
+        masking={"strategy": "none"},
+    )
+    directory = tmp_path / "trial"
+    untracked = [report for report in run_in_process(spec, directory) if report.phase == "finetune"]
+    shutil.rmtree(sorted(directory.glob("checkpoint_*"))[-1])
+    sweep = tracking.start_sweep_run(uri, "exp-resumed", "s", {}, tmp_path)
+    run = tracking.TrialRun(sweep, "t_00001", "trial", {}, pending=tmp_path / "pending.jsonl")
+    given = TrialInput(
+        spec=spec, source=open_source(spec.data, seed=spec.seed), tracking=run.handle()
+    )
+    for attempt in range(2):
+        reports = Trial(given, LocalSession(directory)).run()
+        assert [r.step for r in reports] == [1], attempt  # the second: replayed, not trained
+    history = MlflowClient(uri).get_metric_history(run.run_id, "miou")
+    assert sorted((m.step, m.value) for m in history) == [
+        (report.step, report.metrics["miou"]) for report in untracked
+    ]

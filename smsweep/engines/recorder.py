@@ -34,16 +34,27 @@ class Recorder:
             copies.append(copy)
             report = replace(report, gallery=str(copy))
         self.reports.append(report)
-        if self.run is not None and not report.replayed:
-            self.run.log(
-                report.for_mlflow(),
-                step=report.step,
-                artifacts=copies,
-                artifact_path="galleries",
-                tags={PRECISION_TAG: report.precision} if report.precision else {},
-            )
+        if not report.replayed:
+            self._log(report, copies)
         if report.done and self.run_dir is not None:
             (self.run_dir / RESULT_FILE).write_text(json.dumps({"metrics": report.flat()}))
+
+    def log_again(self, report: TrialReport) -> None:
+        """The MLflow entry of a report sent before this attempt, with its own timestamp
+        (`TrialReport.logged_at`): stored once whether or not MLflow had it."""
+        self._log(report, [])
+
+    def _log(self, report: TrialReport, artifacts: list[Location]) -> None:
+        if self.run is None:
+            return
+        self.run.log(
+            report.for_mlflow(),
+            step=report.step,
+            timestamp=report.logged_at,
+            artifacts=artifacts,
+            artifact_path="galleries",
+            tags={PRECISION_TAG: report.precision} if report.precision else {},
+        )
 
 
 def finished_report(run_dir: str | Path | Location) -> TrialReport | None:

@@ -202,18 +202,19 @@ class RunLog:
         metrics: Mapping[str, Any] | None = None,
         step: int = 0,
         *,
+        timestamp: int | None = None,
         artifacts: Sequence[Path | Location] = (),
         artifact_path: str | None = None,
         texts: Mapping[str, str] | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> None:
-        """One entry: numeric metrics at `step` (strings and flags are for the console, not for
-        charts), files (local or in an object store) under `artifact_path`, texts {artifact
-        file: text} and tags."""
+        """One entry: numeric metrics at `step` and `timestamp` (ms; default now; strings and
+        flags are for the console, not for charts), files (local or in an object store) under
+        `artifact_path`, texts {artifact file: text} and tags."""
         entry = {
             "metrics": {k: n for k, v in (metrics or {}).items() if (n := _number(v)) is not None},
             "step": step,
-            "timestamp": int(time.time() * 1000),
+            "timestamp": int(time.time() * 1000) if timestamp is None else timestamp,
             "artifacts": [[str(Location.of(path)), artifact_path] for path in artifacts],
             "texts": dict(texts or {}),
             "tags": dict(tags or {}),

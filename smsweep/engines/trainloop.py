@@ -119,9 +119,10 @@ class Trial:
     def run(self) -> list[TrialReport]:
         """Train what is left of the trial; rank 0's reports of this attempt (others: [])."""
         state, context = self.state, self.context
+        self.checkpoints.log_again(state)  # the entry a kill may have cut off, stored once
         if state.finished:
             # Finished, but killed before the trial's result file was written: report it again
-            # (replayed: MLflow has it already).
+            # (replayed: log_again has just made sure MLflow has it).
             self.checkpoints.send(TrialReport.of(state.last_report).again(), None)
             return self.recorder.reports if self.recorder else []
         pretrained = None

@@ -51,6 +51,9 @@ class TrialReport:
     precision: str | None = None  # what the forwards ran in, e.g. "bf16 autocast"
     transfer: str | None = None  # what fine-tuning took from pretraining
     gallery: str | None = field(default=None, compare=False)  # its gallery's copy, if any
+    # its MLflow entry's timestamp (ms), stamped with its checkpoint: the same on every try, so
+    # an entry logged again is stored once
+    logged_at: int | None = field(default=None, compare=False)
 
     @classmethod
     def of(cls, values: dict[str, Any]) -> TrialReport:

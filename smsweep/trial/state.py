@@ -4,8 +4,10 @@ Each pretraining partition and each fine-tuning evaluation ends with a report an
 `STATE_FILE` (the weights, the optimizer, where the trial is, its compute seconds, the RNG state,
 the resolved spec, the tracking run ids, and while it fine-tunes with `finetune.repeats` the
 other fine-tunes' states; read with `weights_only=True`) and `META_FILE` (where
-the trial is and the report, which tells a restarted trial that it is done). A restarted trial
-resumes after the last one.
+the trial is and the report, which tells a restarted trial that it is done, with the timestamp
+of the report's MLflow entry). A restarted trial resumes after the last one, and logs that report
+to MLflow again first: a kill between the checkpoint and its MLflow entry loses no entry, and an
+entry MLflow has is stored once (same step, value and timestamp).
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import torch
 from torch import nn
 
+from smsweep import faults
 from smsweep.method import mrm
 from smsweep.spec.config import SweepSpec
 from smsweep.trial import integrity
@@ -50,6 +53,7 @@ class TrialState:
     finetunes: list[dict[str, Any]] | None = None
     probe: dict[str, Any] | None = None  # finetune.probe's parked state while fine-tuning
     last_report: dict[str, Any] = field(default_factory=dict)
+    last_logged_at: int | None = None  # the last report's MLflow timestamp (ms), if its meta has it
 
     @property
     def resumed(self) -> bool:
@@ -89,6 +93,8 @@ class Session(Protocol):
 class Recorder(Protocol):
     def record(self, report: TrialReport, gallery: Path | None = None) -> None: ...
 
+    def log_again(self, report: TrialReport) -> None: ...
+
 
 class Checkpoints:
     """Writes a report's checkpoint and hands both on: to the session (Ray Train, and Tune
@@ -118,9 +124,9 @@ class Checkpoints:
             self.logged_through = integrity.logged_through(directory / META_FILE)
             integrity.warn(damaged, "the trial starts again from the beginning")
             return TrialState(run_ids=run_ids)
-        last_report: dict[str, Any] = {}
+        meta: dict[str, Any] = {"metrics": {}}
         if (directory / META_FILE).is_file():
-            last_report = json.loads((directory / META_FILE).read_text())["metrics"]
+            meta = json.loads((directory / META_FILE).read_text())
         saved = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
         if saved["spec"] != self.spec.to_yaml():
             raise ValueError(
@@ -142,7 +148,8 @@ class Checkpoints:
             optimizer=saved.get("optimizer"),
             finetunes=saved.get("finetunes"),
             probe=saved.get("probe"),
-            last_report=last_report,
+            last_report=meta["metrics"],
+            last_logged_at=meta.get("logged_at"),
         )
 
     def report(
@@ -184,6 +191,7 @@ class Checkpoints:
             "spec": self.spec.to_yaml(),
             "run_ids": state.run_ids,
         }
+        logged_at = int(time.time() * 1000)
         with tempfile.TemporaryDirectory() as directory:
             root = Path(directory)
             torch.save(saved, root / STATE_FILE)
@@ -192,6 +200,7 @@ class Checkpoints:
                 "compute_seconds": state.compute_seconds,
                 "run_ids": state.run_ids,
                 "metrics": metrics,  # the last one tells a restarted trial that it is done
+                "logged_at": logged_at,
             }
             (root / META_FILE).write_text(json.dumps(meta))
             integrity.seal(root, (STATE_FILE, META_FILE))  # a reader can tell it is whole
@@ -199,8 +208,19 @@ class Checkpoints:
                 (root / gallery.name).write_bytes(gallery.read_bytes())
                 gallery.unlink()
                 gallery.parent.rmdir()
-            self.send(TrialReport.of(metrics), root, root / gallery.name if gallery else None)
+            report = replace(TrialReport.of(metrics), logged_at=logged_at)
+            self.send(report, root, root / gallery.name if gallery else None)
         return seconds
+
+    def log_again(self, state: TrialState) -> None:
+        """Rank 0 of a resumed trial: the report of its checkpoint to MLflow again, with the
+        entry's own timestamp (MLflow stores it once). A kill after the checkpoint was stored
+        and before its MLflow entry was written loses no entry, the score of a finished trial
+        included; not the gallery of a pretraining report, whose copy was never made."""
+        if self.recorder is None or not state.last_report or state.last_logged_at is None:
+            return  # older checkpoints have no timestamp: logged again, they would be doubled
+        report = replace(TrialReport.of(state.last_report), logged_at=state.last_logged_at)
+        self.recorder.log_again(report)
 
     def send(self, report: TrialReport, root: Path | None, gallery: Path | None = None) -> None:
         """Rank 0: the report with its checkpoint to the session, then, once the checkpoint is
@@ -209,5 +229,6 @@ class Checkpoints:
         if logged is not None and integrity.position(report.flat()) <= logged:
             report = report.again()  # MLflow has it: logged before a damaged checkpoint
         self.session.report(report.for_tune(), root)
+        faults.pause_for_a_kill(f"log:{report.phase}:{report.step}")  # stored, not yet logged
         if self.recorder is not None:
             self.recorder.record(report, gallery)
