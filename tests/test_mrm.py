@@ -3,6 +3,8 @@ masks the share of latent positions asked, and is gone from what a trial validat
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
@@ -35,7 +37,7 @@ def test_the_rebuilder_masks_the_ratio_and_learns_with_the_unet():
         assert torch.equal(model(images), model.unet(images))  # inference: the U-Net alone
 
 
-def test_a_trial_with_mrm_exports_a_plain_unet(tmp_path):
+def test_a_trial_with_mrm_exports_a_plain_unet_and_resumes_to_the_same_numbers(tmp_path):
     spec = tiny_spec(mrm={"enabled": True, "dim": 16}, resources=IN_PROCESS)
     reports = [r.flat() for r in run_in_process(spec, tmp_path)]
     finetune = [r for r in reports if r["phase"] == "finetune"]
@@ -45,6 +47,14 @@ def test_a_trial_with_mrm_exports_a_plain_unet(tmp_path):
     assert not any("rebuilder" in key for key in weights)
     plain = build.segmentation_model(spec)
     plain.load_state_dict(weights, strict=True)  # a plain smp U-Net, no extra parameter
+    # Killed after the first validation's checkpoint: the resumed trial draws the same MRM masks
+    # (the global generator is the checkpoint's, not the one building the model leaves behind).
+    shutil.rmtree(final.path)
+    resumed = [r.flat() for r in run_in_process(spec, tmp_path)]
+    assert [r["epoch"] for r in resumed] == [finetune[-1]["epoch"]]
+    numbers = [k for k, v in finetune[-1].items() if isinstance(v, float) and "seconds" not in k]
+    measured = [k for k in numbers if not k.startswith("cost/")]  # cost: timing shares
+    assert [resumed[-1][k] for k in measured] == [finetune[-1][k] for k in measured]
 
 
 def test_mrm_keys_are_checked():

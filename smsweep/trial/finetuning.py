@@ -62,6 +62,7 @@ class Finetuning:
 
     def run(self, state: TrialState, pretrained: dict[str, torch.Tensor] | None) -> None:
         trial, spec, budget = self.trial, self.trial.spec, self.trial.budget
+        restored = torch.get_rng_state()  # on a resume, the checkpoint's (`Checkpoints.restore`)
         model, transfer = self._model(pretrained, finetune=0)
         segmentation = mrm.segmentation_part(model)  # what is validated and exported
         frozen = self._freeze(segmentation)
@@ -73,6 +74,7 @@ class Finetuning:
             optimizer.load_state_dict(state.optimizer)
             parked = state.finetunes or []
             first = state.epoch + 1
+            torch.set_rng_state(restored)  # building the model reseeded it (MRM masks draw from it)
         else:
             parked = self._fresh_repeats(pretrained, optimizer)
         repeats = Repeats(model, optimizer, parked)
