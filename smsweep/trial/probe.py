@@ -30,8 +30,6 @@ if TYPE_CHECKING:
     from smsweep.method.segloss import SegmentationLoss
     from smsweep.trial.context import TrialContext
 
-PREFIX = PROBE_PREFIX
-
 
 class Finetuning(Protocol):
     """What the probe takes from the fine-tuning phase (`finetuning.Finetuning`): its trial,
@@ -101,8 +99,8 @@ class Probe:
         validation, _ = self.finetuning.validate(self.model, self.encoder)
         self.rng = torch.get_rng_state()
         torch.set_rng_state(outer)
-        return {f"{PREFIX}finetune_loss": loss} | {
-            f"{PREFIX}{key}": value for key, value in validation.items()
+        return {f"{PROBE_PREFIX}finetune_loss": loss} | {
+            f"{PROBE_PREFIX}{key}": value for key, value in validation.items()
         }
 
     def checkpointed(self) -> Parked:
